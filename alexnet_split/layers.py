@@ -1,0 +1,200 @@
+"""Backend-agnostic layers: LRN and the placed blocks that make up a tower.
+
+Each block is one row of a :mod:`alexnet_split.spec` table for one tower (``t1_conv3``: tower 1's
+conv3 with its ReLU, normalisation and pooling). A block enters its device in ``__init__``
+(Dropout's seed state), ``build`` (weights) and ``call`` (forward ops), so a tower's variables and
+forward ops sit on its device. Cross-connections are list inputs, concatenated *inside* the
+receiving block, i.e. on the receiving tower's device: that is where tensors cross devices.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from . import placement
+
+register = keras.saving.register_keras_serializable(package="alexnet_split")
+
+
+@register
+class LRN(layers.Layer):
+    """Local response normalisation across channels (Krizhevsky et al. 2012, Section 3.3).
+
+    ``b_c = a_c / (k + alpha * sum_{|j-c| <= n//2} a_j^2) ** beta`` with the paper's k=2, n=5,
+    alpha=1e-4, beta=0.75. ``alpha`` multiplies the plain sum, as in the paper's formula and
+    ``tf.nn.local_response_normalization(depth_radius=2, bias=2, alpha=1e-4, beta=0.75)``;
+    cuda-convnet and Caffe divide alpha by n (their alpha=1e-4 is 2e-5 here). Written with
+    ``keras.ops`` so that it runs on every backend.
+    """
+
+    def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, **kwargs):
+        super().__init__(**kwargs)
+        if depth_radius < 0:
+            raise ValueError(f"LRN depth_radius must be >= 0, got {depth_radius!r}")
+        self.depth_radius, self.bias, self.alpha, self.beta = depth_radius, bias, alpha, beta
+
+    def call(self, x):
+        r, c = self.depth_radius, x.shape[-1]
+        sq = ops.pad(ops.square(x), [[0, 0]] * (len(x.shape) - 1) + [[r, r]])
+        window = sq[..., 0:c]
+        for i in range(1, 2 * r + 1):
+            window = window + sq[..., i : i + c]
+        return x * ops.power(self.bias + self.alpha * window, -self.beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
+                "alpha": self.alpha, "beta": self.beta}
+
+
+def _norm_layer(norm, name="norm"):
+    if norm is None:
+        return None
+    if norm == "lrn":
+        return LRN(name=name)
+    if norm == "batchnorm":
+        return layers.BatchNormalization(name=name)
+    raise ValueError(f"norm must be None, 'lrn' or 'batchnorm', got {norm!r}")
+
+
+class PlacedBlock(layers.Layer):
+    """A layer whose variables and forward ops live on one device (``None``: the default)."""
+
+    def __init__(self, device=None, **kwargs):
+        super().__init__(**kwargs)
+        self.device = device
+
+    def _stages(self):
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        shape = _gathered_shape(input_shape)
+        with placement.device_scope(self.device):
+            for layer in self._stages():
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+
+    def call(self, inputs, training=None):
+        with placement.device_scope(self.device):
+            x = _gather(inputs)
+            for layer in self._stages():
+                x = layer(x, training=training) if _takes_training(layer) else layer(x)
+            return x
+
+    def compute_output_shape(self, input_shape):
+        shape = _gathered_shape(input_shape)
+        for layer in self._stages():
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def get_config(self):
+        return {**super().get_config(), "device": self.device}
+
+
+def _takes_training(layer):
+    return isinstance(layer, (layers.BatchNormalization, layers.Dropout))
+
+
+def _gather(inputs):
+    """Concatenate a cross-connection's inputs (on the current device), flattening for dense."""
+    if not isinstance(inputs, (list, tuple)):
+        return inputs
+    return inputs[0] if len(inputs) == 1 else ops.concatenate(list(inputs), axis=-1)
+
+
+def _gathered_shape(input_shape):
+    if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(input_shape[0], (list, tuple)):
+        first = tuple(input_shape[0])
+        return first[:-1] + (sum(s[-1] for s in input_shape),)
+    return tuple(input_shape)
+
+
+@register
+class Preprocess(PlacedBlock):
+    """``x * scale + offset`` per channel: pixel values in [0, 255] to the network's input range."""
+
+    def __init__(self, scale=1.0, offset=(0.0, 0.0, 0.0), **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.offset = float(scale), tuple(float(o) for o in offset)
+
+    def _stages(self):
+        return ()
+
+    def call(self, inputs, training=None):
+        with placement.device_scope(self.device):
+            x = ops.cast(inputs, self.compute_dtype)
+            return x * self.scale + ops.convert_to_tensor(self.offset, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "offset": list(self.offset)}
+
+
+@register
+class ConvBlock(PlacedBlock):
+    """Conv -> ReLU, then normalisation and max-pooling (in the order the layout says)."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", norm=None, norm_after_pool=False,
+                 pool=None, kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.strides, self.padding = filters, kernel_size, strides, padding
+        self.norm, self.norm_after_pool = norm, norm_after_pool
+        self.pool = tuple(pool) if pool else None
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        with placement.device_scope(self.device):
+            self.conv = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, activation="relu",
+                                      kernel_initializer=self.kernel_initializer,
+                                      bias_initializer=self.bias_initializer, name="conv")
+            self.norm_layer = _norm_layer(norm)
+            self.pool_layer = layers.MaxPooling2D(self.pool[0], self.pool[1], name="pool") if self.pool else None
+
+    def _stages(self):
+        tail = [self.pool_layer, self.norm_layer] if self.norm_after_pool else [self.norm_layer, self.pool_layer]
+        return [self.conv] + [layer for layer in tail if layer is not None]
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "padding": self.padding, "norm": self.norm,
+                "norm_after_pool": self.norm_after_pool, "pool": list(self.pool) if self.pool else None,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer)}
+
+
+@register
+class DenseBlock(PlacedBlock):
+    """(Flatten) -> Dense -> activation -> Dropout -> BatchNorm, the seed's order.
+
+    With ``activation="softmax"`` (the classifier) the softmax runs in float32 so that mixed
+    precision does not round the probabilities.
+    """
+
+    def __init__(self, units, activation="relu", dropout=0.0, norm=None, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        if norm == "lrn":
+            raise ValueError("DenseBlock: LRN normalises across conv channels; use norm=None or 'batchnorm'")
+        self.units, self.activation, self.dropout, self.norm = units, activation, float(dropout), norm
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        softmax = activation == "softmax"
+        with placement.device_scope(self.device):
+            self.flatten = layers.Flatten(name="flatten")
+            self.dense = layers.Dense(units, activation=None if softmax else activation, name="dense",
+                                      kernel_initializer=self.kernel_initializer,
+                                      bias_initializer=self.bias_initializer)
+            self.softmax = layers.Activation("softmax", dtype="float32", name="softmax") if softmax else None
+            self.dropout_layer = layers.Dropout(self.dropout, name="dropout") if self.dropout else None
+            self.norm_layer = _norm_layer(norm)
+
+    def _stages(self):
+        stages = [self.flatten, self.dense, self.softmax, self.dropout_layer, self.norm_layer]
+        return [layer for layer in stages if layer is not None]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": self.activation,
+                "dropout": self.dropout, "norm": self.norm,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer)}

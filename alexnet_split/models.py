@@ -1,0 +1,100 @@
+"""The model builder: one straight-line Functional builder for every layout and mode."""
+
+from __future__ import annotations
+
+import keras
+
+from . import placement, spec
+from .layers import ConvBlock, DenseBlock, Preprocess
+
+# Pixel values arrive in [0, 255]. The paper subtracts the mean activity (Section 2; these are
+# the ImageNet means Caffe's AlexNet uses); the seed tutorial fed tflearn's [0, 1] pixels.
+_PREPROCESS = {
+    "paper": dict(scale=1.0, offset=(-123.68, -116.78, -103.94)),
+    "seed": dict(scale=1.0 / 255.0, offset=(0.0, 0.0, 0.0)),
+}
+
+
+def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_shape=None, devices=None,
+                n_towers=2, name=None):
+    """Build AlexNet as an uncompiled Keras Functional model.
+
+    Args:
+      layout: ``"paper"`` (Krizhevsky et al. 2012, Section 3 and Figure 2: 227x227 input, LRN,
+        overlapping 3x3/2 pooling, fc 2048 per tower, dropout 0.5) or ``"seed"`` (the merged
+        Keras tutorial: 11x11 conv2, 2x2 pooling, BatchNorm everywhere, dense 4096/4096/1000).
+      mode: ``"towers"`` (``n_towers`` towers of 1/n width; same-tower connections at conv2,
+        conv4, conv5 and cross-connections at conv3 and every dense layer), ``"merged"`` (one
+        tower at full width, the seed's form) or ``"half"`` (one tower with half the kernels in
+        conv1-conv4 and conv5 and the dense layers at full size: the one-GPU baseline of the
+        paper's Section 6.1 / footnote 1).
+      num_classes: size of the softmax classifier ``fc8``.
+      norm: ``"lrn"`` or ``"batchnorm"``; ``None`` takes the layout's own. LRN is applied within
+        each tower; on dense layers only BatchNorm exists.
+      input_shape: ``(height, width, 3)``; ``None`` takes the layout's (227 or 224 square).
+      devices: device names, tower k on ``devices[k]``; shared layers (``preprocess``, ``fc8``)
+        on ``devices[0]``. ``None`` places nothing. See :func:`alexnet_split.configure_devices`.
+      n_towers: number of towers in ``"towers"`` mode; must divide every layer's width.
+      name: model name; default ``alexnet_<layout>_<mode>``.
+
+    Layers are named ``preprocess``, ``t{k}_conv1`` ... ``t{k}_conv5``, ``t{k}_fc6``,
+    ``t{k}_fc7`` (and the seed's ``t{k}_fc7b``) and ``fc8``. Inputs are pixel values in [0, 255].
+    """
+    arch = spec.get_layout(layout)
+    norm = arch.norm if norm is None else norm
+    if norm not in spec.NORMS:
+        raise ValueError(f"norm must be one of {spec.NORMS} or None, got {norm!r}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    input_shape = tuple(arch.input_shape if input_shape is None else input_shape)
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape!r}")
+    spec.spatial_sizes(arch, input_shape)  # raises, naming the layer, if the input is too small
+    n, widths = spec.tower_widths(arch, mode, n_towers)
+    devices = placement.check_devices(devices, n)
+
+    def device(k):
+        return devices[k] if devices else None
+
+    inputs = keras.Input(input_shape, name="image")
+    image = Preprocess(**_PREPROCESS[arch.name], device=device(0), name="preprocess")(inputs)
+    towers = [image] * n
+    for row, width in zip(arch.rows, widths):
+        kernel_init, bias_init = _initializers(arch, row)
+        norm_k = norm if row.norm and (row.kind == "conv" or norm == "batchnorm") else None
+        outputs = []
+        for k in range(n):
+            source = (towers if n > 1 else towers[0]) if row.cross else towers[k]
+            if row.kind == "conv":
+                block = ConvBlock(width, row.kernel, row.stride, row.padding, norm=norm_k,
+                                  norm_after_pool=arch.norm_after_pool, pool=row.pool,
+                                  kernel_initializer=kernel_init, bias_initializer=bias_init,
+                                  device=device(k), name=f"t{k}_{row.name}")
+            else:
+                block = DenseBlock(width, dropout=row.dropout, norm=norm_k, kernel_initializer=kernel_init,
+                                   bias_initializer=bias_init, device=device(k), name=f"t{k}_{row.name}")
+            outputs.append(block(source))
+        towers = outputs
+    kernel_init, _ = _initializers(arch, None)
+    probs = DenseBlock(num_classes, activation="softmax", kernel_initializer=kernel_init,
+                       device=device(0), name="fc8")(towers if n > 1 else towers[0])
+    model_cls = placement.model_class(devices)
+    return model_cls(inputs, probs, name=name or f"alexnet_{arch.name}_{mode}")
+
+
+def _initializers(arch, row):
+    """Section 5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0."""
+    if arch.init == "paper":
+        bias = row.bias if row is not None else 0.0
+        return keras.initializers.RandomNormal(0.0, 0.01), keras.initializers.Constant(bias)
+    return "glorot_uniform", "zeros"
+
+
+def tower_layer_names(model) -> dict[int, list[str]]:
+    """{k: names of tower k's blocks}, read from the ``t{k}_`` prefixes."""
+    towers: dict[int, list[str]] = {}
+    for layer in model.layers:
+        head, _, rest = layer.name.partition("_")
+        if head.startswith("t") and head[1:].isdigit() and rest:
+            towers.setdefault(int(head[1:]), []).append(layer.name)
+    return towers

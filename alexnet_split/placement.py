@@ -1,0 +1,286 @@
+"""Device placement: the only module that knows about TensorFlow devices.
+
+Three things must hold for the towers to really live on separate devices (REFERENCE.md §4):
+
+1. Forward ops and variables: every tower layer enters ``tf.device`` in ``build`` and ``call``
+   (:func:`device_scope`, used by :mod:`alexnet_split.layers`).
+2. Backward ops: Keras's default ``train_step`` differentiates with ``GradientTape``, whose
+   gradient ops carry no device and land on device 0. :class:`PlacedModel` differentiates with
+   ``tf.gradients``, which colocates each gradient op with its forward op.
+3. Optimizer state and updates: Keras creates slot variables and runs ``update_step`` outside any
+   device scope. :func:`place_optimizer` wraps both so that they run on the variable's device.
+
+Under any other Keras backend :func:`device_scope` is a no-op and :func:`configure_devices`
+returns no devices: the model then runs on the backend's default device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import keras
+
+PREFER = ("auto", "gpu", "cpu")
+
+
+def is_tensorflow() -> bool:
+    return keras.backend.backend() == "tensorflow"
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def configure_devices(n_towers: int = 2, prefer: str = "auto", gpu_memory_mb: int | None = None):
+    """Return the device names for `n_towers` towers, creating logical devices if needed.
+
+    * 2+ GPUs (and ``prefer`` is not ``"cpu"``): ``/GPU:0`` ... ``/GPU:{n-1}``.
+    * 1 GPU: by default every tower shares ``/GPU:0`` (a split gives no speed, only half the
+      memory each). Pass ``gpu_memory_mb`` to split it into ``n_towers`` logical GPUs instead.
+    * No GPU (or ``prefer="cpu"``): the CPU is split into ``n_towers`` logical devices.
+
+    Logical devices can only be created before TensorFlow initialises its runtime (the first
+    op, or listing logical devices, does that). If that already happened this returns the
+    devices that exist when they suffice, and raises ``RuntimeError`` otherwise.
+    """
+    if prefer not in PREFER:
+        raise ValueError(f"prefer must be one of {PREFER}, got {prefer!r}")
+    if not isinstance(n_towers, int) or n_towers < 1:
+        raise ValueError(f"n_towers must be a positive integer, got {n_towers!r}")
+    if not is_tensorflow():
+        warnings.warn(
+            f"configure_devices: per-tower placement needs the TensorFlow backend; "
+            f"KERAS_BACKEND={keras.backend.backend()!r} runs the model on one device.",
+            stacklevel=2,
+        )
+        return []
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")  # does not initialise the runtime
+    if prefer == "gpu" and not gpus:
+        raise RuntimeError("configure_devices(prefer='gpu'): TensorFlow sees no GPU")
+    use_gpu = bool(gpus) and prefer != "cpu"
+    if not use_gpu:
+        if gpus:
+            _before_init(lambda: tf.config.set_visible_devices([], "GPU"), "hide the GPUs", "CPU", n_towers)
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        want = [tf.config.LogicalDeviceConfiguration() for _ in range(n_towers)]
+        return _split(tf, cpu, want, "CPU", n_towers)
+    if len(gpus) >= n_towers:
+        return [f"/GPU:{i}" for i in range(n_towers)]
+    if len(gpus) == 1 and gpu_memory_mb:
+        want = [tf.config.LogicalDeviceConfiguration(memory_limit=gpu_memory_mb) for _ in range(n_towers)]
+        return _split(tf, gpus[0], want, "GPU", n_towers)
+    # Fewer GPUs than towers: deal the towers round-robin.
+    return [f"/GPU:{i % len(gpus)}" for i in range(n_towers)]
+
+
+def _split(tf, physical, want, kind, n):
+    current = tf.config.get_logical_device_configuration(physical)
+    if current is None or len(current) != len(want):
+        _before_init(lambda: tf.config.set_logical_device_configuration(physical, want), f"split {physical.name}", kind, n)
+    return [f"/{kind}:{i}" for i in range(n)]
+
+
+def _before_init(action, what, kind, n):
+    import tensorflow as tf
+
+    try:
+        action()
+    except RuntimeError as e:
+        have = [d.name for d in tf.config.list_logical_devices(kind)]
+        if len(have) >= n:
+            return
+        raise RuntimeError(
+            f"configure_devices() must run before TensorFlow initialises its runtime: it could not "
+            f"{what} into {n} logical {kind} devices because the runtime already exists with "
+            f"{len(have)} ({have}). Call alexnet_split.configure_devices() first thing in the process, "
+            f"before any TensorFlow op or model is created."
+        ) from e
+
+
+def describe_devices() -> dict:
+    """Physical and logical devices, for the CLI and run metadata."""
+    if not is_tensorflow():
+        import jax  # the only other backend this project supports
+
+        return {"backend": keras.backend.backend(), "devices": [str(d) for d in jax.devices()]}
+    import tensorflow as tf
+
+    return {
+        "backend": "tensorflow",
+        "physical": [f"{d.name} ({d.device_type})" for d in tf.config.list_physical_devices()],
+        "logical": [d.name for d in tf.config.list_logical_devices()],
+    }
+
+
+def device_scope(device: str | None):
+    """``tf.device(device)`` under TensorFlow; a no-op for ``None`` or another backend."""
+    if device is None or not is_tensorflow():
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    return tf.device(device)
+
+
+def check_devices(devices, n_needed: int) -> list[str] | None:
+    """Validate the `devices` argument of `build_model`; returns the list or None."""
+    if devices is None:
+        return None
+    if isinstance(devices, str):
+        raise TypeError(f"devices must be a list of device names, got the string {devices!r}")
+    devices = list(devices)
+    if not devices:
+        return None
+    if len(devices) < n_needed:
+        raise ValueError(f"devices={devices} has {len(devices)} entries; this model has {n_needed} towers")
+    if not is_tensorflow():
+        warnings.warn(
+            f"devices={devices} ignored: explicit placement needs the TensorFlow backend "
+            f"(KERAS_BACKEND={keras.backend.backend()!r} runs the model on one device).",
+            stacklevel=3,
+        )
+        return None
+    import tensorflow as tf
+
+    for d in devices:
+        try:
+            tf.DeviceSpec.from_string(d)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"devices: {d!r} is not a TensorFlow device name ({e})") from None
+    return devices
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+def _device_of(variable) -> str:
+    v = variable.value if isinstance(variable, keras.Variable) else variable
+    return v.device
+
+
+def place_optimizer(optimizer):
+    """Make `optimizer` create each slot variable on, and update it on, its weight's device.
+
+    Wraps per-instance methods, so the optimizer's class (and its saved config) is unchanged:
+
+    * ``add_variable_from_reference``: slots (momentum, Adam's m and v) are created on the
+      device of the weight they belong to.
+    * ``_backend_update_step``: runs once per device group. Keras's TF backend passes all
+      gradients through one ``IdentityN`` (a single-replica all-reduce) that would otherwise
+      pull every tower's gradients to device 0 and back; the shared learning rate is read once
+      and sent to each device as one scalar.
+    * ``update_step`` and ``_apply_weight_decay``: the per-weight arithmetic runs on the
+      weight's device, under a name scope ``update_<weight>`` that the placement log shows.
+
+    Idempotent.
+    """
+    if getattr(optimizer, "_alexnet_split_placed", False):
+        return optimizer
+    import tensorflow as tf
+
+    add_ref = optimizer.add_variable_from_reference
+    backend_update_step = optimizer._backend_update_step
+    update_step = optimizer.update_step
+
+    def add_variable_from_reference(reference_variable, name=None, initializer="zeros"):
+        with tf.device(_device_of(reference_variable)):
+            return add_ref(reference_variable, name=name, initializer=initializer)
+
+    def placed_backend_update_step(grads, variables, learning_rate):
+        learning_rate = tf.convert_to_tensor(learning_rate, name="shared_learning_rate")
+        for device, idx in _group_by_device(variables).items():
+            with tf.device(device):
+                backend_update_step([grads[i] for i in idx], [variables[i] for i in idx],
+                                    tf.identity(learning_rate))
+
+    def placed_update_step(gradient, variable, learning_rate):
+        with tf.device(variable.device), tf.name_scope(_update_scope(variable)):
+            return update_step(gradient, variable, learning_rate)
+
+    def apply_weight_decay(variables):
+        # Keras's decoupled decay, w -= w * wd * lr, but per device and with the shared
+        # learning rate read once (Keras reads it once per weight, each read on device 0).
+        if optimizer.weight_decay is None:
+            return
+        learning_rate = tf.convert_to_tensor(optimizer.learning_rate, name="shared_learning_rate")
+        for device, idx in _group_by_device(variables).items():
+            with tf.device(device):
+                lr = tf.identity(learning_rate)
+                for i in idx:
+                    v = variables[i]
+                    if optimizer._use_weight_decay(v):
+                        v = v.value if isinstance(v, keras.Variable) else v
+                        with tf.name_scope(_update_scope(v)):
+                            v.assign_sub(v * tf.cast(optimizer.weight_decay, v.dtype) * tf.cast(lr, v.dtype))
+
+    optimizer.add_variable_from_reference = add_variable_from_reference
+    optimizer._backend_update_step = placed_backend_update_step
+    optimizer.update_step = placed_update_step
+    optimizer._apply_weight_decay = apply_weight_decay
+    optimizer._alexnet_split_placed = True
+    return optimizer
+
+
+def _group_by_device(variables) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, v in enumerate(variables):
+        groups.setdefault(_device_of(v), []).append(i)
+    return groups
+
+
+def _update_scope(variable) -> str:
+    # tf.Variable names are "t1_conv2/conv/kernel:0"; keep the layer path so the runtime log
+    # shows which tower an update op belongs to.
+    return "update_" + variable.name.split(":")[0].replace("/", "_")
+
+
+# --------------------------------------------------------------------------- model
+
+
+class PlacedModel(keras.Model):
+    """A Functional model whose training step keeps every op on its tower's device.
+
+    Only used under TensorFlow with explicit devices; the graph is the same Functional graph as
+    an unplaced model, so it saves, loads and summarises like any Keras model.
+    """
+
+    def compile(self, optimizer="rmsprop", *args, jit_compile="auto", **kwargs):
+        if jit_compile is True:
+            warnings.warn(
+                "PlacedModel: jit_compile=True would fuse all towers into one XLA cluster on one "
+                "device; compiling without XLA to keep the per-tower placement.",
+                stacklevel=2,
+            )
+        super().compile(optimizer, *args, jit_compile=False, **kwargs)
+        place_optimizer(self.optimizer)
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        if tf.executing_eagerly():
+            warnings.warn(
+                "PlacedModel: run_eagerly=True builds backward ops without devices; "
+                "use the default graph mode for per-tower placement of gradients.",
+                stacklevel=2,
+            )
+            return super().train_step(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = self(x, training=True)
+        loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
+        variables = self.trainable_variables
+        # tf.gradients colocates every gradient op with its forward op (GradientTape does not).
+        grads = tf.gradients(self.optimizer.scale_loss(loss), [v.value for v in variables])
+        self.optimizer.apply(grads, variables)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def model_class(devices):
+    """The Model class for `build_model`: PlacedModel when placing, else plain keras.Model."""
+    return PlacedModel if devices and is_tensorflow() else keras.Model
+
+
+keras.saving.register_keras_serializable(package="alexnet_split")(PlacedModel)

@@ -1,0 +1,243 @@
+"""Proof of placement from TensorFlow's runtime, not from requested device strings.
+
+:func:`check` trains a model for a few steps in a child process (device configuration is
+per process) with ``tf.debugging.set_log_device_placement(True)`` and run metadata enabled, then
+reports:
+
+* ``variables``: the device every variable (weights, BN statistics, dropout seeds) lives on;
+* ``slots``: every optimizer slot variable's device next to its weight's device;
+* ``ops``: every node the placer assigned in the training step (parsed from ``placer.cc``
+  lines on stderr), with its tower (``t{k}_`` block or ``update_t{k}_`` scope) and phase
+  (forward, backward = ``gradients/``, update = the optimizer's ``update_<weight>`` scopes);
+* ``edges``: every tensor that crossed devices in the executed training step, read from the
+  ``_Send`` nodes of the partitioned graphs TensorFlow actually ran, with the block that
+  produced it and the blocks that consumed it.
+
+TensorFlow-only by nature; run it as ``alexnet-split check-placement``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+
+_PLACER = re.compile(r"placer\.cc:\d+\] (\S+): \((\w+)\): (\S+)$")
+FORWARD, BACKWARD, UPDATE = "forward", "backward", "update"
+
+
+@dataclasses.dataclass
+class Report:
+    devices: list[str]
+    blocks: list[str]  # placed blocks, in model order
+    variables: list[dict]  # {path, block, device}
+    slots: list[dict]  # {path, device, reference, reference_device}
+    ops: list[dict]  # {name, type, device, block, phase}
+    edges: list[dict]  # {source, source_block, phase, send_device, recv_device, consumer_blocks}
+    seconds: float
+
+    def tower_of(self, block: str | None) -> int | None:
+        if block is None:
+            return None
+        m = re.match(r"t(\d+)_", block)
+        return int(m.group(1)) if m else 0  # shared blocks live with tower 0
+
+    def op_counts(self) -> dict:
+        """{(tower, phase): Counter(short device -> n)} over classified ops."""
+        counts = collections.defaultdict(collections.Counter)
+        for op in self.ops:
+            if op["block"] is not None:
+                counts[(self.tower_of(op["block"]), op["phase"])][_short(op["device"])] += 1
+        return dict(counts)
+
+    def misplaced_ops(self) -> list[dict]:
+        """Ops of tower k not on device k, excluding reads of shared optimizer scalars.
+
+        A ReadVariableOp always runs where its resource lives; tower variables are checked to be
+        on their tower's device, so a tower-scoped read on another device reads a shared scalar
+        (the optimizer's iteration count or learning rate).
+        """
+        out = []
+        for op in self.ops:
+            k = self.tower_of(op["block"])
+            if k is None or _same(op["device"], self.devices[k]):
+                continue
+            if not self.is_shared_scalar_read(op):
+                out.append(op)
+        return out
+
+    def is_shared_scalar_read(self, op) -> bool:
+        return op["phase"] == UPDATE and op["type"] == "ReadVariableOp" and _same(op["device"], self.devices[0])
+
+    def cross_edges(self) -> list[tuple[str, str, str]]:
+        """Distinct (phase, producer block, consumer block) of data that crossed devices."""
+        out = set()
+        for e in self.edges:
+            for c in e["consumer_blocks"] or [None]:
+                out.add((e["phase"], e["source_block"], c))
+        return sorted(out, key=str)
+
+
+def _short(device: str) -> str:
+    m = re.search(r"device:([A-Z]+:\d+)$", device) or re.search(r"([A-Z]+:\d+)$", device)
+    return m.group(1) if m else device
+
+
+def _same(a: str, b: str) -> bool:
+    return _short(a) == _short(b)
+
+
+def match_block(name: str, blocks) -> str | None:
+    """The block a node belongs to: ``.../t1_conv2_1/conv/...`` -> ``t1_conv2``."""
+    best = None
+    for b in blocks:
+        if re.search(rf"(?:^|/){re.escape(b)}(?:_\d+)?/", name) and (best is None or len(b) > len(best)):
+            best = b
+    return best
+
+
+def classify(name: str, blocks) -> tuple[str | None, str]:
+    """(block, phase) of a graph node name."""
+    if "/update_" in name:
+        owners = [b for b in blocks if f"/update_{b}_" in name]
+        return (max(owners, key=len) if owners else None), UPDATE
+    return match_block(name, blocks), BACKWARD if "gradients/" in name else FORWARD
+
+
+def parse_placer_log(stderr: str, blocks) -> list[dict]:
+    ops = []
+    for line in stderr.splitlines():
+        m = _PLACER.search(line.strip())
+        if not m:
+            continue
+        name, op_type, device = m.groups()
+        if "StatefulPartitionedCall/" not in name:  # only the traced training step
+            continue
+        block, phase = classify(name, blocks)
+        ops.append({"name": name, "type": op_type, "device": device, "block": block, "phase": phase})
+    return ops
+
+
+def check(layout="paper", mode="towers", optimizer="sgd", input_size=67, batch=4, steps=2, n_towers=2,
+          norm=None, timeout=900) -> Report:
+    """Train `steps` steps in a child process and return what TensorFlow really did."""
+    args = [sys.executable, "-m", "alexnet_split.placement_check", json.dumps(dict(
+        layout=layout, mode=mode, optimizer=optimizer, input_size=input_size, batch=batch, steps=steps,
+        n_towers=n_towers, norm=norm))]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.splitlines()[-30:])
+        raise RuntimeError(f"placement check child failed (exit {proc.returncode}):\n{tail}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    data["ops"] = parse_placer_log(proc.stderr, data["blocks"])
+    return Report(**data)
+
+
+# --------------------------------------------------------------------------- child process
+
+
+def _child(params: dict) -> dict:
+    import time
+
+    import alexnet_split as A
+
+    devices = A.configure_devices(params["n_towers"] if params["mode"] == "towers" else 1, prefer="cpu")
+    devices = devices if len(devices) > 1 else devices * 2
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+
+    tf.debugging.set_log_device_placement(True)
+    s = params["input_size"]
+    model = A.build_model(params["layout"], params["mode"], num_classes=17, norm=params["norm"],
+                          input_shape=(s, s, 3), devices=devices, n_towers=params["n_towers"])
+    opt = {"sgd": lambda: keras.optimizers.SGD(0.01, momentum=0.9, weight_decay=5e-4),
+           "adam": lambda: keras.optimizers.Adam(1e-4)}[params["optimizer"]]()
+    model.compile(opt, "categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    n = params["batch"] * params["steps"]
+    x = rng.uniform(0, 255, (n, s, s, 3)).astype("float32")
+    y = keras.utils.to_categorical(np.arange(n) % 17, 17)
+    t0 = time.perf_counter()
+    context.enable_run_metadata()
+    model.fit(x, y, batch_size=params["batch"], epochs=1, verbose=0, shuffle=False)
+    metadata = context.export_run_metadata()
+    context.disable_run_metadata()
+    seconds = time.perf_counter() - t0
+
+    blocks = [layer.name for layer in model.layers if getattr(layer, "device", None) is not None]
+    variables = [{"path": v.path, "block": layer.name, "device": v.value.device}
+                 for layer in model.layers if layer.name in blocks for v in layer.variables]
+    slots = []
+    by_id = {id(v): v for v in model.trainable_variables}
+    for v in model.trainable_variables:
+        for slot in _slots_of(model.optimizer, v):
+            slots.append({"path": slot.path, "device": slot.value.device, "reference": v.path,
+                          "reference_device": by_id[id(v)].value.device})
+    return {"devices": devices, "blocks": blocks, "variables": variables, "slots": slots,
+            "edges": _cross_device_edges(metadata, blocks), "seconds": seconds}
+
+
+def _slots_of(optimizer, variable):
+    index = optimizer._get_variable_index(variable)
+    for attr in ("momentums", "_momentums", "_velocities"):
+        slots = getattr(optimizer, attr, None)
+        if slots:
+            yield slots[index]
+
+
+def _cross_device_edges(metadata, blocks) -> list[dict]:
+    """Data tensors sent between devices in the partitioned training-step graph."""
+    edges = []
+    for fg in metadata.function_graphs:
+        nodes = [n for g in fg.partition_graphs for n in g.node]
+        if not any("gradients/" in n.name for n in nodes):
+            continue  # eager ops and variable initialisers, not the training step
+        consumers = collections.defaultdict(list)
+        recv_of = {}
+        for n in nodes:
+            if n.op == "_Recv":
+                recv_of[n.attr["tensor_name"].s.decode()] = n.name
+            for i in n.input:
+                consumers[i.split(":")[0].lstrip("^")].append(n.name)
+        for n in nodes:
+            if n.op != "_Send" or "/ctrl/" in n.name or not n.input or n.input[0].startswith("^"):
+                continue
+            send, recv = n.attr["send_device"].s.decode(), n.attr["recv_device"].s.decode()
+            if send == recv:
+                continue
+            source = n.input[0]
+            if "GroupCrossDeviceControlEdges" in source or "/ctrl/" in source:
+                continue
+            block, phase = classify(source.split(":")[0], blocks)
+            if "/optimizer/" in source or source.split("/")[1:2] in (["sgd"], ["adam"]):
+                phase = UPDATE
+            recv_name = recv_of.get(n.attr["tensor_name"].s.decode())
+            edges.append({"source": source, "source_block": block, "phase": phase, "send_device": send,
+                          "recv_device": recv, "consumer_blocks": _consumer_blocks(recv_name, consumers, blocks)})
+    return edges
+
+
+def _consumer_blocks(node, consumers, blocks, depth=4) -> list[str]:
+    """Blocks that use a received tensor, looking through unnamed glue (AddN, Identity)."""
+    found, frontier = set(), [node]
+    for _ in range(depth):
+        nxt = []
+        for name in frontier:
+            for c in consumers.get(name, []):
+                b = classify(c, blocks)[0]
+                (found.add(b) if b else nxt.append(c))
+        if found or not nxt:
+            break
+        frontier = nxt
+    return sorted(found)
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(json.loads(sys.argv[1]))))

@@ -1,0 +1,169 @@
+"""Declarative architecture tables.
+
+One row per layer, in the style of timm's VGG ``cfgs``: the wiring is data that a reviewer can
+check line by line against Krizhevsky, Sutskever and Hinton (2012), Section 3 and Figure 2, and
+against the seed tutorial (``../shared/REFERENCE.md`` section 2).
+
+Widths are the *merged* widths (both towers together); the builder divides them by the number
+of towers. ``cross=True`` means every tower's copy of the layer reads the outputs of *all*
+towers (the paper's cross-GPU connections); otherwise it reads its own tower only. The first
+row always reads the shared input image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+NORMS = ("lrn", "batchnorm")
+MODES = ("towers", "merged", "half")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One layer of a tower, with its merged (all-tower) width."""
+
+    name: str
+    kind: str  # "conv" | "dense"
+    width: int
+    kernel: int = 0
+    stride: int = 1
+    padding: str = "valid"
+    norm: bool = False  # normalised (LRN or BN, per the model's `norm`)
+    pool: tuple[int, int] | None = None  # (size, stride) max-pooling
+    cross: bool = False  # reads all towers' outputs
+    dropout: float = 0.0
+    bias: float = 0.0  # bias initial value under the paper's init
+    halved: bool = False  # `half` mode keeps only half of this layer's kernels
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    """A whole architecture: the rows plus the few layout-wide choices."""
+
+    name: str
+    input_shape: tuple[int, int, int]
+    rows: tuple[Row, ...]
+    norm: str  # default normalisation
+    norm_after_pool: bool  # seed: pool -> BN; paper: LRN -> pool
+    init: str  # "paper": N(0, 0.01) and per-row biases; "keras": glorot + zeros
+    doc: str = ""
+
+    def row(self, name: str) -> Row:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(f"{self.name} has no layer {name!r}; layers: {[r.name for r in self.rows]}")
+
+
+# Krizhevsky et al. 2012, Section 3.5 and Figure 2; per-tower widths 48/128/192/192/128/2048/2048.
+# Section 3.3: LRN after the ReLU of conv1 and conv2; Section 3.4: overlapping 3x3/2 pooling
+# after the LRNs and after conv5. Section 4.2: dropout 0.5 on the first two FC layers.
+# Section 5: biases 1 in conv2, conv4, conv5 and the hidden FC layers, 0 elsewhere.
+# `halved`: the footnote's one-GPU net halves conv1-conv4 but keeps conv5 and the FC layers.
+PAPER = Arch(
+    name="paper",
+    input_shape=(227, 227, 3),  # 224 does not divide: (224 - 11) / 4 + 1 = 54.25
+    norm="lrn",
+    norm_after_pool=False,
+    init="paper",
+    doc="Krizhevsky, Sutskever & Hinton (NIPS 2012), the two-GPU net of Figure 2.",
+    rows=(
+        # name     kind     width kernel stride padding  norm  pool    cross  dropout bias halved
+        Row("conv1", "conv", 96, 11, 4, "valid", True, (3, 2), False, 0.0, 0.0, True),
+        Row("conv2", "conv", 256, 5, 1, "same", True, (3, 2), False, 0.0, 1.0, True),
+        Row("conv3", "conv", 384, 3, 1, "same", False, None, True, 0.0, 0.0, True),
+        Row("conv4", "conv", 384, 3, 1, "same", False, None, False, 0.0, 1.0, True),
+        Row("conv5", "conv", 256, 3, 1, "same", False, (3, 2), False, 0.0, 1.0, False),
+        Row("fc6", "dense", 4096, cross=True, dropout=0.5, bias=1.0),
+        Row("fc7", "dense", 4096, cross=True, dropout=0.5, bias=1.0),
+    ),
+)
+
+# The seed tutorial's Keras Sequential net (REFERENCE.md section 2): valid padding everywhere,
+# 2x2/2 pooling, BatchNorm after every block (after the pool), dropout 0.4 then BN on the
+# dense layers. Its extra 1000-unit dense layer sits between fc7 and the classifier: `fc7b`.
+SEED = Arch(
+    name="seed",
+    input_shape=(224, 224, 3),
+    norm="batchnorm",
+    norm_after_pool=True,
+    init="keras",
+    doc="The merged 96-filter Keras tutorial net that this project started from.",
+    rows=(
+        Row("conv1", "conv", 96, 11, 4, "valid", True, (2, 2), False, halved=True),
+        Row("conv2", "conv", 256, 11, 1, "valid", True, (2, 2), False, halved=True),
+        Row("conv3", "conv", 384, 3, 1, "valid", True, None, True, halved=True),
+        Row("conv4", "conv", 384, 3, 1, "valid", True, None, False, halved=True),
+        Row("conv5", "conv", 256, 3, 1, "valid", True, (2, 2), False),
+        Row("fc6", "dense", 4096, norm=True, cross=True, dropout=0.4),
+        Row("fc7", "dense", 4096, norm=True, cross=True, dropout=0.4),
+        Row("fc7b", "dense", 1000, norm=True, cross=True, dropout=0.4),
+    ),
+)
+
+LAYOUTS: dict[str, Arch] = {a.name: a for a in (PAPER, SEED)}
+
+
+def get_layout(layout: str | Arch) -> Arch:
+    if isinstance(layout, Arch):
+        return layout
+    try:
+        return LAYOUTS[layout]
+    except KeyError:
+        raise ValueError(f"Unknown layout {layout!r}; expected one of {sorted(LAYOUTS)}") from None
+
+
+def tower_widths(arch: Arch, mode: str, n_towers: int) -> tuple[int, list[int]]:
+    """Return (number of towers, per-tower width of each row) for a mode.
+
+    `towers`: every width split evenly over `n_towers`; `merged`: one tower at full width;
+    `half`: one tower with the `halved` rows at half width (the paper's footnote 1).
+    """
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; expected one of {list(MODES)}")
+    if mode == "merged":
+        return 1, [r.width for r in arch.rows]
+    if mode == "half":
+        return 1, [r.width // 2 if r.halved else r.width for r in arch.rows]
+    if not isinstance(n_towers, int) or n_towers < 1:
+        raise ValueError(f"n_towers must be a positive integer, got {n_towers!r}")
+    for r in arch.rows:
+        if r.width % n_towers:
+            raise ValueError(
+                f"n_towers={n_towers} does not divide {arch.name}.{r.name}'s width {r.width}; "
+                f"valid tower counts: {valid_tower_counts(arch)}"
+            )
+    return n_towers, [r.width // n_towers for r in arch.rows]
+
+
+def valid_tower_counts(arch: Arch) -> list[int]:
+    g = 0
+    for r in arch.rows:
+        g = math.gcd(g, r.width)
+    return [n for n in range(1, g + 1) if g % n == 0]
+
+
+def spatial_sizes(arch: Arch, input_shape: tuple[int, int, int]) -> list[tuple[int, int]]:
+    """(height, width) after each conv row (after its pooling); raises if the input is too small."""
+    h, w = input_shape[0], input_shape[1]
+    out = []
+    for r in arch.rows:
+        if r.kind != "conv":
+            break
+        h, w = _conv_out(h, r), _conv_out(w, r)
+        if r.pool:
+            h, w = (h - r.pool[0]) // r.pool[1] + 1, (w - r.pool[0]) // r.pool[1] + 1
+        if h < 1 or w < 1:
+            raise ValueError(
+                f"input_shape={tuple(input_shape)} is too small for layout {arch.name!r}: "
+                f"the feature map vanishes at {r.name} ({h}x{w})"
+            )
+        out.append((h, w))
+    return out
+
+
+def _conv_out(n: int, r: Row) -> int:
+    if r.padding == "same":
+        return -(-n // r.stride)
+    return (n - r.kernel) // r.stride + 1
