@@ -255,6 +255,13 @@ class PlacedModel(keras.Model):
         super().compile(optimizer, *args, jit_compile=False, **kwargs)
         place_optimizer(self.optimizer)
 
+    def compile_from_config(self, config):
+        # Keras skips a custom compile() on load unless this is overridden; the restored
+        # optimizer must be placed *before* it builds its slots.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def train_step(self, data):
         import tensorflow as tf
 

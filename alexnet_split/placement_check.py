@@ -105,7 +105,11 @@ def classify(name: str, blocks) -> tuple[str | None, str]:
     if "/update_" in name:
         owners = [b for b in blocks if f"/update_{b}_" in name]
         return (max(owners, key=len) if owners else None), UPDATE
-    return match_block(name, blocks), BACKWARD if "gradients/" in name else FORWARD
+    return match_block(name, blocks), BACKWARD if _is_gradient(name) else FORWARD
+
+
+def _is_gradient(name: str) -> bool:
+    return "gradients/" in name or "gradient_tape/" in name  # tf.gradients / GradientTape
 
 
 def parse_placer_log(stderr: str, blocks) -> list[dict]:
@@ -123,11 +127,15 @@ def parse_placer_log(stderr: str, blocks) -> list[dict]:
 
 
 def check(layout="paper", mode="towers", optimizer="sgd", input_size=67, batch=4, steps=2, n_towers=2,
-          norm=None, timeout=900) -> Report:
-    """Train `steps` steps in a child process and return what TensorFlow really did."""
+          norm=None, naive=False, timeout=900) -> Report:
+    """Train `steps` steps in a child process and return what TensorFlow really did.
+
+    ``naive=True`` trains the same placed layers with Keras's stock ``Model`` and optimizer (no
+    :class:`~alexnet_split.PlacedModel`): the baseline whose backward ops and slots go astray.
+    """
     args = [sys.executable, "-m", "alexnet_split.placement_check", json.dumps(dict(
         layout=layout, mode=mode, optimizer=optimizer, input_size=input_size, batch=batch, steps=steps,
-        n_towers=n_towers, norm=norm))]
+        n_towers=n_towers, norm=norm, naive=naive))]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
@@ -157,9 +165,11 @@ def _child(params: dict) -> dict:
     s = params["input_size"]
     model = A.build_model(params["layout"], params["mode"], num_classes=17, norm=params["norm"],
                           input_shape=(s, s, 3), devices=devices, n_towers=params["n_towers"])
+    if params.get("naive"):
+        model = keras.Model(model.inputs, model.outputs, name=model.name)
     opt = {"sgd": lambda: keras.optimizers.SGD(0.01, momentum=0.9, weight_decay=5e-4),
            "adam": lambda: keras.optimizers.Adam(1e-4)}[params["optimizer"]]()
-    model.compile(opt, "categorical_crossentropy", metrics=["accuracy"])
+    model.compile(opt, "categorical_crossentropy", metrics=["accuracy"], jit_compile=False)
     rng = np.random.default_rng(0)
     n = params["batch"] * params["steps"]
     x = rng.uniform(0, 255, (n, s, s, 3)).astype("float32")
@@ -197,7 +207,7 @@ def _cross_device_edges(metadata, blocks) -> list[dict]:
     edges = []
     for fg in metadata.function_graphs:
         nodes = [n for g in fg.partition_graphs for n in g.node]
-        if not any("gradients/" in n.name for n in nodes):
+        if not any(_is_gradient(n.name) for n in nodes):
             continue  # eager ops and variable initialisers, not the training step
         consumers = collections.defaultdict(list)
         recv_of = {}

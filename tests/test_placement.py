@@ -1,0 +1,98 @@
+"""Placement proven from TensorFlow's runtime: the placer log and the partitioned graphs.
+
+Each check trains a few steps in a child process (logical devices are per process) on two
+logical CPU devices; see alexnet_split/placement_check.py for what is parsed.
+"""
+
+import pytest
+
+from alexnet_split import placement_check, spec
+
+# The paper's Figure 2, written out: where tower outputs feed the other tower (forward), and the
+# gradients of those same connections (backward). The image also feeds tower 1's conv1 from
+# the shared preprocessing on device 0.
+PAPER_FORWARD = {
+    ("preprocess", "t1_conv1"),
+    ("t0_conv2", "t1_conv3"), ("t1_conv2", "t0_conv3"),
+    ("t0_conv5", "t1_fc6"), ("t1_conv5", "t0_fc6"),
+    ("t0_fc6", "t1_fc7"), ("t1_fc6", "t0_fc7"),
+    ("t1_fc7", "fc8"),
+}
+
+
+def expected_from_spec(layout):
+    """The same set derived from a spec table's `cross` flags (for the other layouts)."""
+    rows = spec.LAYOUTS[layout].rows
+    fwd = {("preprocess", f"t1_{rows[0].name}")}
+    for prev, row in zip(rows, rows[1:]):
+        if row.cross:
+            fwd |= {(f"t0_{prev.name}", f"t1_{row.name}"), (f"t1_{prev.name}", f"t0_{row.name}")}
+    return fwd | {(f"t1_{rows[-1].name}", "fc8")}
+
+
+def data_edges(report):
+    """{(phase, producer, consumer)} minus the optimizer's shared-scalar reads, checked apart."""
+    return {e for e in report.cross_edges() if e[0] != "update"}
+
+
+def assert_all_placed(report, optimizer_slots):
+    devices = report.devices
+    assert devices[0] != devices[1]
+    # 1. every variable of tower k (weights, BN statistics, dropout seed state) on device k
+    assert report.variables
+    for v in report.variables:
+        k = report.tower_of(v["block"])
+        assert v["device"].endswith(devices[k].lstrip("/")), v
+    # 2. every optimizer slot on its weight's device
+    n_weights = sum(1 for v in report.variables if v["path"].endswith(("kernel", "bias", "gamma", "beta")))
+    assert len(report.slots) == optimizer_slots * n_weights
+    for s in report.slots:
+        assert s["device"] == s["reference_device"], s
+    assert sum(s["device"].endswith("CPU:1") for s in report.slots) == len(report.slots) // 2 - optimizer_slots
+    # 3. every forward, backward and update op of tower k on device k, from the placer log
+    counts = report.op_counts()
+    for phase in ("forward", "backward", "update"):
+        assert counts[(1, phase)]["CPU:1"] > 50, (phase, counts[(1, phase)])
+    assert report.misplaced_ops() == []
+
+
+def test_paper_towers_sgd_forward_backward_updates_and_momentum_on_their_device():
+    report = placement_check.check("paper", "towers", optimizer="sgd")
+    assert_all_placed(report, optimizer_slots=1)
+    # With SGD no tower-1 op runs anywhere but device 1 (not even a read of a shared scalar).
+    assert all(op["device"].endswith("CPU:1") for op in report.ops if report.tower_of(op["block"]) == 1)
+    # 4. tensors cross devices only at the cross-connections and at their gradients...
+    backward = {("backward", consumer, producer) for producer, consumer in PAPER_FORWARD if producer != "preprocess"}
+    assert data_edges(report) == {("forward", p, c) for p, c in PAPER_FORWARD} | backward
+    # ...plus the shared learning rate: one scalar read per device for the update and the decay.
+    updates = [e for e in report.edges if e["phase"] == "update"]
+    assert len(updates) == 2 and all(e["source"].split("/")[-1].startswith("ReadVariableOp") for e in updates)
+
+
+def test_paper_towers_adam_m_and_v_on_their_device():
+    report = placement_check.check("paper", "towers", optimizer="adam")
+    assert_all_placed(report, optimizer_slots=2)
+    # Adam's update_step reads the shared iteration counter once per weight; a ReadVariableOp
+    # runs where its variable lives (device 0), everything else of the update runs on device 1.
+    shared = [op for op in report.ops if report.tower_of(op["block"]) == 1 and report.is_shared_scalar_read(op)]
+    assert len(shared) == 14
+    assert {e[0] for e in report.cross_edges()} == {"forward", "backward", "update"}
+
+
+def test_seed_towers_with_batchnorm():
+    report = placement_check.check("seed", "towers", optimizer="adam", input_size=215, batch=2)
+    assert_all_placed(report, optimizer_slots=2)
+    assert any("moving_mean" in v["path"] and v["device"].endswith("CPU:1") for v in report.variables)
+    fwd = expected_from_spec("seed")
+    backward = {("backward", c, p) for p, c in fwd if p != "preprocess"}
+    assert data_edges(report) == {("forward", p, c) for p, c in fwd} | backward
+
+
+def test_naive_keras_training_misplaces_backward_ops_and_slots():
+    """The control: the same placed layers under Keras's stock train_step and optimizer."""
+    report = placement_check.check("paper", "towers", optimizer="sgd", naive=True)
+    misplaced = report.misplaced_ops()
+    assert any(op["phase"] == "backward" and op["type"] == "BiasAddGrad" for op in misplaced)
+    assert any(s["device"] != s["reference_device"] for s in report.slots)
+    # Tower 1's weight gradients are computed on device 0, so its conv outputs cross back.
+    assert len(data_edges(report)) > len(PAPER_FORWARD) * 2
