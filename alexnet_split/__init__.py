@@ -4,6 +4,11 @@ Call :func:`configure_devices` first thing in the process (it may create logical
 TensorFlow only allows before its runtime starts), then :func:`build_model`.
 """
 
+import os
+
+# TensorFlow's C++ INFO/WARNING lines drown the output; a user's own setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from .models import build_model, tower_layer_names
 from .placement import PlacedModel, configure_devices, describe_devices, place_optimizer
 from .spec import LAYOUTS, MODES, NORMS

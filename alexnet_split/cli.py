@@ -1,2 +1,132 @@
+"""Command line: ``alexnet-split devices | summary | check-placement``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import spec
+
+
+def _device_args(p):
+    p.add_argument("--towers", type=int, default=2, help="number of towers (default 2)")
+    p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto",
+                   help="device kind for the towers (default: GPUs if there are any)")
+
+
+def _model_args(p):
+    p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
+    p.add_argument("--mode", choices=spec.MODES, default="towers")
+    p.add_argument("--norm", choices=spec.NORMS, default=None, help="default: the layout's own")
+    p.add_argument("--classes", type=int, default=17)
+    p.add_argument("--input-size", type=int, default=None, help="square input side (default 227 / 224)")
+
+
+def cmd_devices(args):
+    import alexnet_split as A
+
+    devices = A.configure_devices(args.towers, prefer=args.prefer)
+    info = A.describe_devices()
+    print(f"backend: {info['backend']}")
+    for key in ("physical", "logical", "devices"):
+        if key in info:
+            print(f"{key} devices: " + ", ".join(info[key]))
+    if not devices:
+        print("plan: no explicit placement (the backend's default device runs every layer)")
+        return 0
+    print("\nplan (layout paper, mode towers):")
+    print(f"  {'shared (preprocess, fc8)':<28} {devices[0]}")
+    for k, d in enumerate(devices):
+        print(f"  {f'tower {k} (t{k}_conv1 .. t{k}_fc7)':<28} {d}")
+    return 0
+
+
+def cmd_summary(args):
+    import alexnet_split as A
+
+    devices = A.configure_devices(args.towers if args.mode == "towers" else 1, prefer=args.prefer)
+    shape = (args.input_size, args.input_size, 3) if args.input_size else None
+    model = A.build_model(args.layout, args.mode, args.classes, norm=args.norm, input_shape=shape,
+                          devices=devices or None, n_towers=args.towers)
+    flops = spec.layer_flops(spec.get_layout(args.layout), args.mode, args.towers, shape, args.classes)
+    print(format_summary(model, flops))
+    return 0
+
+
+def format_summary(model, flops: dict[str, int]) -> str:
+    rows = [("layer", "output shape", "params", "MFLOPs", "device")]
+    for layer in model.layers[1:]:
+        out = "x".join(str(d) for d in layer.output.shape[1:])
+        mflops = f"{flops[layer.name] / 1e6:,.1f}" if layer.name in flops else "-"
+        rows.append((layer.name, out, f"{layer.count_params():,}", mflops, getattr(layer, "device", None) or "default"))
+    total = sum(flops.values())
+    rows.append(("total", "", f"{model.count_params():,}", f"{total / 1e6:,.1f}", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) if i in (0, 1, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.insert(-1, "-" * len(lines[0]))
+    return "\n".join([f"{model.name}: forward FLOPs per image (multiply-add = 2)"] + lines)
+
+
+def cmd_check_placement(args):
+    from . import placement_check
+
+    print(f"Training {args.steps} steps of {args.layout}/{args.mode} ({args.optimizer}) on 2 logical CPU "
+          "devices with TensorFlow's placement log on ...", flush=True)
+    report = placement_check.check(args.layout, args.mode, optimizer=args.optimizer, steps=args.steps,
+                                   input_size=args.input_size or (67 if args.layout == "paper" else 215))
+    print(format_report(report))
+    return 0 if not report.misplaced_ops() and all(s["device"] == s["reference_device"] for s in report.slots) else 1
+
+
+def format_report(report) -> str:
+    from .placement_check import short_device as short
+
+    lines = ["", "Ops the placer assigned in the training step (from TensorFlow's runtime log):",
+             f"  {'tower':<6}{'phase':<10}{'ops':>6}  on device"]
+    for (tower, phase), counter in sorted(report.op_counts().items()):
+        where = ", ".join(f"{d}: {n}" for d, n in sorted(counter.items()))
+        lines.append(f"  {tower:<6}{phase:<10}{sum(counter.values()):>6}  {where}  (wanted {short(report.devices[tower])})")
+    shared = [op for op in report.ops if report.tower_of(op["block"]) != 0 and report.is_shared_scalar_read(op)]
+    if shared:
+        lines.append(f"  ({len(shared)} tower-1 update ops are reads of the optimizer's shared iteration counter; "
+                     "a ReadVariableOp runs where its variable lives)")
+    bad = report.misplaced_ops()
+    lines.append(f"  misplaced tower ops: {len(bad)}")
+    lines += [f"    {op['name']} ({op['type']}) on {short(op['device'])}" for op in bad[:10]]
+    ok_vars = sum(v["device"].endswith(report.devices[report.tower_of(v["block"])].lstrip("/")) for v in report.variables)
+    ok_slots = sum(s["device"] == s["reference_device"] for s in report.slots)
+    lines += ["", f"Variables on their tower's device: {ok_vars}/{len(report.variables)}",
+              f"Optimizer slots on their weight's device: {ok_slots}/{len(report.slots)}",
+              "", "Tensors that crossed devices (from the partitioned graphs TensorFlow ran):"]
+    for phase, producer, consumer in report.cross_edges():
+        lines.append(f"  {phase:<9} {producer or '(optimizer scalar)':<12} -> {consumer}")
+    return "\n".join(lines)
+
+
 def main(argv=None):
-    raise SystemExit("todo")
+    parser = argparse.ArgumentParser(prog="alexnet-split", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("devices", help="show the devices found and which tower goes where")
+    _device_args(p)
+    p.set_defaults(func=cmd_devices)
+    p = sub.add_parser("summary", help="per layer: output shape, parameters, FLOPs and device")
+    _model_args(p)
+    _device_args(p)
+    p.set_defaults(func=cmd_summary)
+    p = sub.add_parser("check-placement", help="train a few steps and prove placement from TF's runtime log")
+    _model_args(p)
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    p.add_argument("--steps", type=int, default=2)
+    p.set_defaults(func=cmd_check_placement)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError) as e:
+        print(f"alexnet-split {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -241,11 +241,14 @@ def _update_scope(variable) -> str:
 class PlacedModel(keras.Model):
     """A Functional model whose training step keeps every op on its tower's device.
 
-    Only used under TensorFlow with explicit devices; the graph is the same Functional graph as
-    an unplaced model, so it saves, loads and summarises like any Keras model.
+    Built under TensorFlow with explicit devices; the graph is the same Functional graph as an
+    unplaced model, so it saves, loads and summarises like any Keras model. Loaded under another
+    backend it behaves as a plain Functional model.
     """
 
     def compile(self, optimizer="rmsprop", *args, jit_compile="auto", **kwargs):
+        if not is_tensorflow():
+            return super().compile(optimizer, *args, jit_compile=jit_compile, **kwargs)
         if jit_compile is True:
             warnings.warn(
                 "PlacedModel: jit_compile=True would fuse all towers into one XLA cluster on one "
@@ -262,9 +265,12 @@ class PlacedModel(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        if not is_tensorflow():
+            return super().train_step(*args)  # JAX's train_step(state, data)
         import tensorflow as tf
 
+        (data,) = args
         if tf.executing_eagerly():
             warnings.warn(
                 "PlacedModel: run_eagerly=True builds backward ops without devices; "

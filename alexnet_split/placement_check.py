@@ -51,7 +51,7 @@ class Report:
         counts = collections.defaultdict(collections.Counter)
         for op in self.ops:
             if op["block"] is not None:
-                counts[(self.tower_of(op["block"]), op["phase"])][_short(op["device"])] += 1
+                counts[(self.tower_of(op["block"]), op["phase"])][short_device(op["device"])] += 1
         return dict(counts)
 
     def misplaced_ops(self) -> list[dict]:
@@ -82,13 +82,13 @@ class Report:
         return sorted(out, key=str)
 
 
-def _short(device: str) -> str:
+def short_device(device: str) -> str:
     m = re.search(r"device:([A-Z]+:\d+)$", device) or re.search(r"([A-Z]+:\d+)$", device)
     return m.group(1) if m else device
 
 
 def _same(a: str, b: str) -> bool:
-    return _short(a) == _short(b)
+    return short_device(a) == short_device(b)
 
 
 def match_block(name: str, blocks) -> str | None:

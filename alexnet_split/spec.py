@@ -167,3 +167,29 @@ def _conv_out(n: int, r: Row) -> int:
     if r.padding == "same":
         return -(-n // r.stride)
     return (n - r.kernel) // r.stride + 1
+
+
+def layer_flops(arch: Arch, mode: str = "towers", n_towers: int = 2, input_shape=None,
+                num_classes: int = 17) -> dict[str, int]:
+    """Forward FLOPs per image of each block (a multiply-add counts 2; ReLU, LRN, pooling and
+    bias adds are not counted, as is usual for AlexNet's "0.7 GMAC")."""
+    n, widths = tower_widths(arch, mode, n_towers)
+    input_shape = tuple(input_shape or arch.input_shape)
+    sizes = spatial_sizes(arch, input_shape)
+    h, w, cin = input_shape
+    flops: dict[str, int] = {}
+    prev = None  # previous row's per-tower width
+    for i, (row, width) in enumerate(zip(arch.rows, widths)):
+        fan_in_channels = cin if prev is None else prev * (n if row.cross else 1)
+        if row.kind == "conv":
+            ho, wo = _conv_out(h, row), _conv_out(w, row)
+            per_tower = 2 * ho * wo * width * row.kernel * row.kernel * fan_in_channels
+            h, w = sizes[i]
+        else:
+            per_tower = 2 * h * w * fan_in_channels * width
+            h = w = 1
+        for k in range(n):
+            flops[f"t{k}_{row.name}"] = per_tower
+        prev = width
+    flops["fc8"] = 2 * prev * n * num_classes
+    return flops

@@ -1,0 +1,56 @@
+"""The CLI, run as users run it (a fresh process each)."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from alexnet_split import spec
+
+
+def cli(*args):
+    proc = subprocess.run([sys.executable, "-m", "alexnet_split.cli", *args], capture_output=True, text=True,
+                          timeout=600)
+    return proc
+
+
+def test_devices_prints_the_plan():
+    proc = cli("devices")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "logical devices: /device:CPU:0, /device:CPU:1" in proc.stdout
+    assert re.search(r"tower 1 \(t1_conv1 \.\. t1_fc7\)\s+/CPU:1", proc.stdout)
+
+
+def test_summary_prints_shapes_params_flops_and_devices():
+    proc = cli("summary", "--layout", "paper", "--mode", "towers", "--classes", "1000")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("t1_conv3"))
+    # conv3 of tower 1 reads both towers: 3*3*256*192 + 192 weights, 2*13*13*192*9*256 FLOPs
+    assert line.split() == ["t1_conv3", "13x13x192", "442,560", "149.5", "/CPU:1"]
+    assert "60,965,224" in proc.stdout.splitlines()[-1]
+
+
+def test_summary_rejects_a_bad_tower_count_with_the_value():
+    proc = cli("summary", "--towers", "5")
+    assert proc.returncode == 2
+    assert "n_towers=5 does not divide" in proc.stderr
+
+
+def test_independent_flop_count_paper():
+    """Per-image forward FLOPs of the two-tower net, counted by hand (multiply-add = 2)."""
+    conv = 2 * (55 * 55 * 96 * 11 * 11 * 3 + 27 * 27 * 256 * 5 * 5 * 48 + 13 * 13 * 384 * 3 * 3 * 256
+                + 13 * 13 * 384 * 3 * 3 * 192 + 13 * 13 * 256 * 3 * 3 * 192)
+    fc = 2 * (9216 * 4096 + 4096 * 4096 + 4096 * 1000)
+    assert sum(spec.layer_flops(spec.PAPER, "towers", num_classes=1000).values()) == conv + fc
+    merged_conv = 2 * (55 * 55 * 96 * 363 + 27 * 27 * 256 * 25 * 96 + 13 * 13 * 384 * 9 * 256
+                       + 13 * 13 * 384 * 9 * 384 + 13 * 13 * 256 * 9 * 384)
+    assert sum(spec.layer_flops(spec.PAPER, "merged", num_classes=1000).values()) == merged_conv + fc
+
+
+@pytest.mark.parametrize("optimizer", ["sgd"])
+def test_check_placement_command_succeeds(optimizer):
+    proc = cli("check-placement", "--optimizer", optimizer)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "misplaced tower ops: 0" in proc.stdout
+    assert "Optimizer slots on their weight's device: 30/30" in proc.stdout
