@@ -1,0 +1,398 @@
+"""Oxford Flowers 17 (Nilsback & Zisserman 2006): sources, decoding, labels, splits and caching.
+
+Sources, in order of preference, inside one data directory (``--data``, ``$FLOWERS17_DIR`` or
+``~/.cache/alexnet_split/17flowers``):
+
+1. an extracted ``jpg/`` folder (flat ``jpg/image_0001.jpg`` ... or tflearn's ``jpg/<k>/``);
+2. the official archive ``17flowers.tgz`` (read in place, never extracted);
+3. tflearn's cache ``17flowers.pkl`` (read with a numpy-only unpickler);
+4. a download of ``17flowers.tgz`` from the official VGG page.
+
+Labels are ``(image number - 1) // 80``: the images come in 17 consecutive blocks of 80.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import os
+import pickle
+import re
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+CLASS_NAMES = (
+    "Daffodil", "Snowdrop", "LilyValley", "Bluebell", "Crocus", "Iris", "Tigerlily", "Tulip", "Fritillary",
+    "Sunflower", "Daisy", "ColtsFoot", "Dandelion", "Cowslip", "Buttercup", "Windflower", "Pansy",
+)
+NUM_CLASSES = 17
+PER_CLASS = 80
+NUM_IMAGES = NUM_CLASSES * PER_CLASS  # 1360
+URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/"
+ARCHIVE = "17flowers.tgz"
+PICKLE = "17flowers.pkl"
+SPLITS_MAT = "datasplits.mat"
+_IMAGE_RE = re.compile(r"(?:^|/)image_(\d{4})\.jpe?g$", re.IGNORECASE)
+
+
+class DatasetError(RuntimeError):
+    """A problem with the data on disk or its download; the message names the file."""
+
+
+def label_of(number: int) -> int:
+    """The class of image_NNNN.jpg (1-based)."""
+    if not 1 <= number <= NUM_IMAGES:
+        raise ValueError(f"image number {number} outside 1..{NUM_IMAGES}")
+    return (number - 1) // PER_CLASS
+
+
+def default_dir() -> Path:
+    env = os.environ.get("FLOWERS17_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "alexnet_split" / "17flowers"
+
+
+@dataclasses.dataclass
+class Flowers17:
+    """Decoded images (uint8, N x size x size x 3), true labels, and 1-based image numbers.
+
+    ``numbers`` is all zeros when the source (tflearn's pickle) does not record them.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    numbers: np.ndarray
+    source: str
+
+    def __len__(self):
+        return len(self.labels)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_resize(data: bytes, size: int, name: str) -> np.ndarray:
+    """JPEG bytes -> uint8 size x size x 3: short side to `size`, then the central square
+    (the paper's 256x256 preprocessing, Section 2)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()  # decodes fully, so a truncated file fails here
+            im = im.convert("RGB")
+            w, h = im.size
+            scale = size / min(w, h)
+            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+            im = im.resize((nw, nh), Image.BILINEAR)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    except Exception as e:  # PIL raises several types for bad data
+        raise DatasetError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from None
+
+
+def _check_numbers(numbers, where: str):
+    found = sorted(numbers)
+    if found != list(range(1, NUM_IMAGES + 1)):
+        missing = sorted(set(range(1, NUM_IMAGES + 1)) - set(found))
+        extra = len(found) - len(set(found))
+        raise DatasetError(
+            f"{where}: expected image_0001.jpg .. image_{NUM_IMAGES:04d}.jpg, found {len(found)} images"
+            + (f"; missing {_fmt_numbers(missing)}" if missing else "")
+            + (f"; {extra} duplicates" if extra else "")
+        )
+
+
+def _fmt_numbers(nums, limit=5):
+    s = ", ".join(f"image_{n:04d}.jpg" for n in nums[:limit])
+    return s + (f" and {len(nums) - limit} more" if len(nums) > limit else "")
+
+
+def _progress(iterable, total: int, what: str):
+    """A plain progress bar on stderr (no dependency), refreshed at most 10 times a second."""
+    last = 0.0
+    for i, item in enumerate(iterable, 1):
+        now = time.monotonic()
+        if sys.stderr.isatty() and (now - last > 0.1 or i == total):
+            filled = int(30 * i / max(total, 1))
+            print(f"\r{what} [{'#' * filled}{'.' * (30 - filled)}] {i}/{total}", end="", file=sys.stderr)
+            last = now
+        yield item
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+
+
+def read_folder(folder: Path, size: int) -> Flowers17:
+    files = {}
+    for p in folder.rglob("*"):
+        m = _IMAGE_RE.search(p.as_posix())
+        if m and p.is_file():
+            files[int(m.group(1))] = p
+    _check_numbers(list(files), str(folder))
+    numbers = np.arange(1, NUM_IMAGES + 1)
+    images = np.stack([decode_resize(files[n].read_bytes(), size, str(files[n]))
+                       for n in _progress(numbers, NUM_IMAGES, f"decoding {folder}")])
+    return Flowers17(images, np.array([label_of(n) for n in numbers]), numbers, str(folder))
+
+
+def read_archive(path: Path, size: int) -> Flowers17:
+    try:
+        tar = tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DatasetError(f"{path}: not a readable tar archive ({e})") from None
+    decoded = {}
+    with tar:
+        try:
+            members = [m for m in tar.getmembers() if m.isfile() and _IMAGE_RE.search(m.name)]
+            if not members:
+                raise DatasetError(f"{path}: no jpg/image_NNNN.jpg files inside; is this the Flowers 17 archive?")
+            _check_numbers([int(_IMAGE_RE.search(m.name).group(1)) for m in members], str(path))
+            for m in _progress(members, len(members), f"decoding {path.name}"):
+                n = int(_IMAGE_RE.search(m.name).group(1))
+                decoded[n] = decode_resize(tar.extractfile(m).read(), size, f"{path}:{m.name}")
+        except (tarfile.TarError, OSError, EOFError, zlib_error()) as e:
+            raise DatasetError(f"{path}: archive is truncated or corrupt ({type(e).__name__}: {e})") from None
+    numbers = np.arange(1, NUM_IMAGES + 1)
+    return Flowers17(np.stack([decoded[n] for n in numbers]), numbers_to_labels(numbers), numbers, str(path))
+
+
+def zlib_error():
+    import zlib
+
+    return zlib.error
+
+
+def numbers_to_labels(numbers) -> np.ndarray:
+    return np.array([label_of(int(n)) for n in numbers], dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- tflearn's pickle
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Allows numpy arrays and scalars and nothing else: a pickle cannot run code on load."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
+
+
+# tflearn moves the images into folders 0..16 and labels them by *sorted folder name*, so its
+# label j is the class whose folder name sorts j-th: 0, 1, 10, 11, ..., 16, 2, 3, ..., 9.
+TFLEARN_LABEL_TO_CLASS = np.array(sorted(range(NUM_CLASSES), key=str))
+
+
+def read_tflearn_pickle(path: Path, size: int | None = None) -> Flowers17:
+    """tflearn's ``17flowers.pkl``: ``(X, Y)``, X float images in [0, 1], Y lexicographic labels
+    (ints or one-hot). Returns uint8 images and the true classes."""
+    try:
+        with open(path, "rb") as f:
+            obj = _NumpyOnlyUnpickler(f).load()
+        x, y = obj
+        x = np.asarray(x)
+        y = np.asarray(y)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, OSError) as e:
+        raise DatasetError(f"{path}: unreadable tflearn pickle ({type(e).__name__}: {e})") from None
+    if x.ndim != 4 or x.shape[-1] != 3 or len(x) != len(y):
+        raise DatasetError(f"{path}: expected (X, Y) with X of shape (N, H, W, 3), got X {x.shape}, Y {y.shape}")
+    if len(x) != NUM_IMAGES:
+        raise DatasetError(f"{path}: holds {len(x)} images, Flowers 17 has {NUM_IMAGES}")
+    raw = y.argmax(axis=1) if y.ndim == 2 else y.astype(np.int64)
+    if raw.min() < 0 or raw.max() >= NUM_CLASSES:
+        raise DatasetError(f"{path}: labels outside 0..16 (min {raw.min()}, max {raw.max()})")
+    images = np.clip(np.rint(x.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    if size is not None and images.shape[1:3] != (size, size):
+        images = np.stack([_resize_array(im, size) for im in images])
+    return Flowers17(images, TFLEARN_LABEL_TO_CLASS[raw], np.zeros(len(raw), np.int64), str(path))
+
+
+def _resize_array(im: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------- download
+
+
+def download(url: str, dest: Path, retries: int = 3, timeout: float = 60.0) -> Path:
+    """Download `url` to `dest` atomically (``dest.part`` renamed on success), with a progress
+    bar. A failed attempt deletes its partial file and retries from scratch."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    last_error = None
+    for attempt in range(1, retries + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
+                total = int(r.headers.get("Content-Length") or 0)
+                got = 0
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+                    got += len(chunk)
+                    if sys.stderr.isatty():
+                        pct = f"{100 * got / total:5.1f}%" if total else ""
+                        print(f"\rdownloading {url} {got / 1e6:7.1f} MB {pct}", end="", file=sys.stderr)
+                if total and got != total:
+                    raise DatasetError(f"{url}: connection closed after {got} of {total} bytes")
+            if sys.stderr.isatty():
+                print(file=sys.stderr)
+            os.replace(part, dest)
+            return dest
+        except (OSError, DatasetError) as e:
+            last_error = e
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+            if attempt < retries:
+                time.sleep(min(2 ** attempt, 10) * float(os.environ.get("ALEXNET_SPLIT_RETRY_DELAY", "1")))
+    raise DatasetError(f"download of {url} to {dest} failed after {retries} attempts: {last_error}")
+
+
+# --------------------------------------------------------------------------- loading + cache
+
+
+def find_source(root: Path) -> tuple[str, Path]:
+    """The best available source in `root`: ("folder" | "archive" | "pickle" | "download", path)."""
+    root = Path(root)
+    if (root / "jpg").is_dir():
+        return "folder", root / "jpg"
+    if (root / ARCHIVE).is_file():
+        return "archive", root / ARCHIVE
+    if (root / PICKLE).is_file():
+        return "pickle", root / PICKLE
+    return "download", root / ARCHIVE
+
+
+def load(root=None, size: int = 256, cache: bool = True, url: str = URL + ARCHIVE) -> Flowers17:
+    """Load Flowers 17 decoded at size x size, from the best source in `root` (see module doc).
+
+    Decoded arrays are cached in ``root/cache/`` keyed by the source file and `size`.
+    """
+    root = Path(root) if root is not None else default_dir()
+    if not isinstance(size, int) or size < 16:
+        raise ValueError(f"size must be an integer >= 16, got {size!r}")
+    kind, path = find_source(root)
+    if kind == "download":
+        download(url, path)
+        kind = "archive"
+    cache_file = _cache_path(root, kind, path, size)
+    if cache and cache_file.is_file():
+        try:
+            with np.load(cache_file) as z:
+                return Flowers17(z["images"], z["labels"], z["numbers"], str(z["source"]))
+        except (OSError, ValueError, KeyError, EOFError):
+            cache_file.unlink()  # a stale or damaged cache is rebuilt, never trusted
+    reader = {"folder": read_folder, "archive": read_archive, "pickle": read_tflearn_pickle}[kind]
+    ds = reader(path, size)
+    if cache:
+        _atomic_savez(cache_file, images=ds.images, labels=ds.labels, numbers=ds.numbers, source=np.array(ds.source))
+    return ds
+
+
+def _cache_path(root: Path, kind: str, path: Path, size: int) -> Path:
+    st = path.stat()
+    if kind == "folder":  # a folder's identity: its file names, sizes and times
+        st_key = "".join(f"{p.name}{p.stat().st_size}{p.stat().st_mtime_ns}" for p in sorted(path.rglob("*.jp*g")))
+    else:
+        st_key = f"{st.st_size}{st.st_mtime_ns}"
+    key = hashlib.sha256(f"{kind}|{path.resolve()}|{st_key}|{size}|v1".encode()).hexdigest()[:16]
+    return root / "cache" / f"flowers17_{kind}_{size}px_{key}.npz"
+
+
+def _atomic_savez(dest: Path, **arrays):
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def stratified_split(labels, seed: int, per_class=(40, 20, 20)) -> dict[str, np.ndarray]:
+    """Deterministic per-class split into train/val/test indices (default 40/20/20 per class,
+    the official split sizes)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    parts = {"train": [], "val": [], "test": []}
+    for c in range(NUM_CLASSES):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < sum(per_class):
+            raise ValueError(f"class {c} ({CLASS_NAMES[c]}) has {len(idx)} images, split needs {sum(per_class)}")
+        idx = rng.permutation(idx)
+        a, b, t = per_class
+        parts["train"].append(idx[:a])
+        parts["val"].append(idx[a:a + b])
+        parts["test"].append(idx[a + b:a + b + t])
+    return {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
+
+
+def official_split(ds: Flowers17, mat_path, which: int = 1) -> dict[str, np.ndarray]:
+    """Indices into `ds` for the official split ``trn{which}``/``val{which}``/``tst{which}``."""
+    from scipy.io import loadmat
+
+    if which not in (1, 2, 3):
+        raise ValueError(f"official split must be 1, 2 or 3, got {which!r}")
+    if not ds.numbers.any():
+        raise DatasetError(f"{ds.source}: this source has no image numbers (tflearn's pickle); "
+                           "official splits need the jpg folder or the archive")
+    try:
+        mat = loadmat(mat_path)
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{mat_path}: cannot read the splits file ({e})") from None
+    position = {int(n): i for i, n in enumerate(ds.numbers)}
+    out = {}
+    for key, part in (("trn", "train"), ("val", "val"), ("tst", "test")):
+        name = f"{key}{which}"
+        if name not in mat:
+            raise DatasetError(f"{mat_path}: no variable {name!r} (has {sorted(k for k in mat if not k.startswith('__'))})")
+        nums = np.asarray(mat[name]).ravel().astype(int)
+        bad = [n for n in nums if n not in position]
+        if bad:
+            raise DatasetError(f"{mat_path}: {name} lists image numbers outside 1..{NUM_IMAGES}: {bad[:5]}")
+        out[part] = np.sort([position[n] for n in nums])
+    return out
+
+
+# --------------------------------------------------------------------------- tflearn API
+
+
+def load_data(dirname="17flowers", resize_pics=(224, 224), shuffle=True, one_hot=False):
+    """tflearn's ``oxflower17.load_data`` without tflearn (which cannot import under TF 2.x).
+
+    Returns ``(X, Y)``: X float32 (1360, h, w, 3) in [0, 1]; Y the **true** classes (tflearn's own
+    labels are the lexicographic permutation 0, 1, 10, ..., 9; see TFLEARN_LABEL_TO_CLASS), as
+    ints or one-hot. Reads `dirname` like :func:`load` (folder, archive, tflearn's pickle, or a
+    download into it). Shuffling uses a fixed seed so repeated calls agree.
+    """
+    h, w = resize_pics
+    if h != w:
+        raise ValueError(f"resize_pics must be square, got {resize_pics!r}")
+    ds = load(dirname, size=int(h))
+    x = ds.images.astype(np.float32) / 255.0
+    y = ds.labels
+    if shuffle:
+        order = np.random.default_rng(0).permutation(len(y))
+        x, y = x[order], y[order]
+    if one_hot:
+        y = np.eye(NUM_CLASSES, dtype=np.float32)[y]
+    return x, y
