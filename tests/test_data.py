@@ -1,0 +1,321 @@
+"""Flowers 17 loading: every source, every bad input, splits, the cache and the tflearn API.
+
+Synthetic data is made inside the tests: 1360 tiny JPEGs whose colour encodes their class, so
+that labels can be checked from the pixels.
+"""
+
+import http.server
+import io
+import os
+import pickle
+import shutil
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_split import data
+from alexnet_split.data import DatasetError
+
+SIZE = 16
+REAL_ARCHIVE = Path(os.environ.get("FLOWERS17_ARCHIVE", Path(__file__).resolve().parents[2] / "shared/data/17flowers.tgz"))
+
+
+def colour(c):  # class c -> a colour that survives JPEG compression
+    return (12 + 14 * c, 240 - 13 * c, 128)
+
+
+def jpeg_bytes(c, w=24, h=20):
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), colour(c)).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def class_from_pixels(images):
+    return np.rint((images[:, :, :, 0].mean(axis=(1, 2)) - 12) / 14).astype(int)
+
+
+@pytest.fixture(scope="session")
+def jpg_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("flowers") / "jpg"
+    root.mkdir()
+    for n in range(1, 1361):
+        (root / f"image_{n:04d}.jpg").write_bytes(jpeg_bytes(data.label_of(n)))
+    (root / "files.txt").write_text("\n".join(f"image_{n:04d}.jpg" for n in range(1, 1361)))
+    return root
+
+
+def make_root(tmp_path, jpg_dir, kind="folder", mutate=None):
+    root = tmp_path / "data"
+    src = root / "jpg"
+    shutil.copytree(jpg_dir, src)
+    if mutate:
+        mutate(src)
+    if kind == "archive":
+        with tarfile.open(root / data.ARCHIVE, "w:gz") as tar:
+            tar.add(src, arcname="jpg")
+        shutil.rmtree(src)
+    return root
+
+
+@pytest.fixture(scope="session")
+def archive_bytes(jpg_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tgz") / data.ARCHIVE
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(jpg_dir, arcname="jpg")
+    return path.read_bytes()
+
+
+def test_labels_are_blocks_of_80():
+    assert [data.label_of(n) for n in (1, 80, 81, 721, 1360)] == [0, 0, 1, 9, 16]
+    assert data.CLASS_NAMES[data.label_of(721)] == "Sunflower"
+    with pytest.raises(ValueError, match="1361"):
+        data.label_of(1361)
+
+
+@pytest.mark.parametrize("kind", ["folder", "archive"])
+def test_folder_and_archive_give_the_same_labelled_images(tmp_path, jpg_dir, kind):
+    ds = data.load(make_root(tmp_path, jpg_dir, kind), size=SIZE)
+    assert ds.images.shape == (1360, SIZE, SIZE, 3) and ds.images.dtype == np.uint8
+    assert np.array_equal(ds.numbers, np.arange(1, 1361))
+    assert np.bincount(ds.labels).tolist() == [80] * 17
+    assert np.array_equal(class_from_pixels(ds.images), ds.labels)
+
+
+def test_tflearn_folder_layout_jpg_k(tmp_path, jpg_dir):
+    def into_class_folders(src):
+        for n in range(1, 1361):
+            d = src / str(data.label_of(n))
+            d.mkdir(exist_ok=True)
+            (src / f"image_{n:04d}.jpg").rename(d / f"image_{n:04d}.jpg")
+
+    ds = data.load(make_root(tmp_path, jpg_dir, mutate=into_class_folders), size=SIZE)
+    assert np.array_equal(class_from_pixels(ds.images), ds.labels)
+
+
+def test_source_preference_folder_then_archive_then_pickle(tmp_path, jpg_dir):
+    root = make_root(tmp_path, jpg_dir, "archive")
+    (root / data.PICKLE).write_bytes(b"never read while the archive exists")
+    assert data.find_source(root)[0] == "archive"
+    shutil.copytree(jpg_dir, root / "jpg")
+    assert data.find_source(root)[0] == "folder"
+    (root / data.ARCHIVE).unlink()
+    shutil.rmtree(root / "jpg")
+    assert data.find_source(root)[0] == "pickle"
+    (root / data.PICKLE).unlink()
+    assert data.find_source(root) == ("download", root / data.ARCHIVE)
+
+
+def tflearn_pickle(path, one_hot=False, n=1360):
+    """What tflearn 0.5.0 writes: shuffled float images in [0, 1], lexicographic labels."""
+    rng = np.random.default_rng(0)
+    true = np.array([data.label_of(i) for i in range(1, n + 1)])
+    folder_names = sorted(str(c) for c in range(17))  # '0', '1', '10', ..., '9'
+    lex = np.array([folder_names.index(str(c)) for c in true])
+    x = np.stack([np.full((SIZE, SIZE, 3), colour(c), np.float32) / 255.0 for c in true])
+    order = rng.permutation(n)
+    y = np.eye(17, dtype=np.float32)[lex[order]] if one_hot else lex[order]
+    with open(path, "wb") as f:
+        pickle.dump((x[order], y), f)
+    return true[order]
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_tflearn_pickle_labels_are_remapped_to_true_classes(tmp_path, one_hot):
+    true = tflearn_pickle(tmp_path / data.PICKLE, one_hot)
+    ds = data.load(tmp_path, size=SIZE)
+    assert ds.source.endswith(data.PICKLE)
+    assert np.array_equal(ds.labels, true)
+    assert np.array_equal(class_from_pixels(ds.images), true)
+    assert data.TFLEARN_LABEL_TO_CLASS.tolist()[:4] == [0, 1, 10, 11]
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_pickle_that_runs_code_is_refused_and_nothing_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / data.PICKLE).write_bytes(pickle.dumps((_Evil(), [0])))
+    with pytest.raises(DatasetError, match=r"17flowers\.pkl: unreadable tflearn pickle .*only numpy arrays"):
+        data.load(tmp_path, size=SIZE)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"not a pickle at all", "unreadable tflearn pickle"),
+    (pickle.dumps((np.zeros((5, 4, 4, 3)), np.zeros(5))), "holds 5 images"),
+    (pickle.dumps(np.zeros(3)), "unreadable tflearn pickle"),
+])
+def test_bad_pickles_name_the_file(tmp_path, content, message):
+    (tmp_path / data.PICKLE).write_bytes(content)
+    with pytest.raises(DatasetError, match=f"{data.PICKLE}.*{message}"):
+        data.load(tmp_path, size=SIZE)
+
+
+@pytest.mark.parametrize("kind", ["folder", "archive"])
+@pytest.mark.parametrize("damage,message", [
+    ("garbage", r"image_0042\.jpg: cannot decode image"),
+    ("truncated", r"image_0042\.jpg: cannot decode image"),
+    ("missing", r"found 1359 images; missing image_0042\.jpg"),
+])
+def test_bad_images_name_the_file(tmp_path, jpg_dir, kind, damage, message):
+    def mutate(src):
+        f = src / "image_0042.jpg"
+        if damage == "garbage":
+            f.write_bytes(b"\x00" * 500)
+        elif damage == "truncated":
+            f.write_bytes(f.read_bytes()[:200])
+        else:
+            f.unlink()
+
+    with pytest.raises(DatasetError, match=message):
+        data.load(make_root(tmp_path, jpg_dir, kind, mutate), size=SIZE)
+
+
+def test_wrong_count_names_the_extra_and_the_folder(tmp_path, jpg_dir):
+    root = make_root(tmp_path, jpg_dir, mutate=lambda src: (src / "image_1361.jpg").write_bytes(jpeg_bytes(0)))
+    with pytest.raises(DatasetError, match=r"jpg: expected image_0001\.jpg \.\. image_1360\.jpg, found 1361"):
+        data.load(root, size=SIZE)
+
+
+def test_wrong_and_truncated_archives(tmp_path, archive_bytes):
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    with tarfile.open(wrong / data.ARCHIVE, "w:gz") as tar:
+        info = tarfile.TarInfo("README")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    with pytest.raises(DatasetError, match=r"wrong/17flowers\.tgz: no jpg/image_NNNN\.jpg files"):
+        data.load(wrong, size=SIZE)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / data.ARCHIVE).write_bytes(archive_bytes[: len(archive_bytes) // 2])
+    with pytest.raises(DatasetError, match=r"cut/17flowers\.tgz: "):
+        data.load(cut, size=SIZE)
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / data.ARCHIVE).write_text("<html>404</html>")
+    with pytest.raises(DatasetError, match=r"text/17flowers\.tgz: not a readable tar archive"):
+        data.load(text, size=SIZE)
+
+
+class _Server:
+    """A loopback HTTP server serving `payload`, optionally dropping the connection midway."""
+
+    def __init__(self, payload, drop=False):
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload[: len(payload) // 3] if drop else payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.requests = 0
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/17flowers.tgz"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_download_then_load(tmp_path, archive_bytes):
+    server = _Server(archive_bytes)
+    try:
+        ds = data.load(tmp_path / "empty", size=SIZE, url=server.url)
+    finally:
+        server.close()
+    assert len(ds) == 1360 and np.array_equal(class_from_pixels(ds.images), ds.labels)
+    assert (tmp_path / "empty" / data.ARCHIVE).read_bytes() == archive_bytes
+    assert not list((tmp_path / "empty").glob("*.part"))
+
+
+def test_failed_download_leaves_no_file_and_retries(tmp_path, archive_bytes, monkeypatch):
+    monkeypatch.setenv("ALEXNET_SPLIT_RETRY_DELAY", "0")
+    server = _Server(archive_bytes, drop=True)
+    try:
+        with pytest.raises(DatasetError, match=r"download of http://127\.0\.0\.1:\d+/17flowers\.tgz .* failed after 3"):
+            data.load(tmp_path / "d", size=SIZE, url=server.url)
+    finally:
+        server.close()
+    assert server.requests == 3
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_cache_is_used_keyed_and_atomic(tmp_path, jpg_dir, monkeypatch):
+    root = make_root(tmp_path, jpg_dir, "archive")
+    first = data.load(root, size=SIZE)
+    caches = list((root / "cache").iterdir())
+    assert len(caches) == 1 and caches[0].suffix == ".npz"
+
+    def boom(*a, **k):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(data, "read_archive", boom)
+    second = data.load(root, size=SIZE)
+    assert np.array_equal(first.images, second.images) and np.array_equal(first.labels, second.labels)
+    with pytest.raises(AssertionError, match="decoded again"):
+        data.load(root, size=SIZE + 8)  # another size is another cache entry
+    caches[0].write_bytes(b"damaged")
+    monkeypatch.undo()
+    assert np.array_equal(data.load(root, size=SIZE).images, first.images)  # rebuilt, not trusted
+    assert not list((root / "cache").glob("*.tmp"))
+
+
+def test_stratified_split_is_deterministic_disjoint_and_balanced():
+    labels = np.repeat(np.arange(17), 80)
+    a, b = data.stratified_split(labels, seed=0), data.stratified_split(labels, seed=0)
+    c = data.stratified_split(labels, seed=1)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["train"], c["train"])
+    assert {k: len(v) for k, v in a.items()} == {"train": 680, "val": 340, "test": 340}
+    assert len(set(a["train"]) | set(a["val"]) | set(a["test"])) == 1360
+    for k, n in (("train", 40), ("val", 20), ("test", 20)):
+        assert np.bincount(labels[a[k]]).tolist() == [n] * 17
+
+
+def test_official_split_from_a_generated_mat(tmp_path, jpg_dir):
+    from scipy.io import savemat
+
+    ds = data.load(make_root(tmp_path, jpg_dir, "folder"), size=SIZE)
+    split = data.stratified_split(ds.labels, seed=5)
+    mat = {f"{k}{i}": (split[p] + 1)[None, :].astype(float) for i in (1, 2, 3)
+           for k, p in (("trn", "train"), ("val", "val"), ("tst", "test"))}
+    savemat(tmp_path / data.SPLITS_MAT, mat)
+    got = data.official_split(ds, tmp_path / data.SPLITS_MAT, which=2)
+    assert all(np.array_equal(got[k], split[k]) for k in split)
+    savemat(tmp_path / "bad.mat", {"trn1": mat["trn1"]})
+    with pytest.raises(DatasetError, match=r"bad\.mat: no variable 'val1'"):
+        data.official_split(ds, tmp_path / "bad.mat", which=1)
+
+
+def test_tflearn_compatible_load_data(tmp_path, jpg_dir):
+    root = make_root(tmp_path, jpg_dir, "archive")
+    x, y = data.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), shuffle=True, one_hot=True)
+    assert x.shape == (1360, SIZE, SIZE, 3) and x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
+    assert y.shape == (1360, 17) and np.array_equal(class_from_pixels((x * 255).round()), y.argmax(1))
+    x2, y2 = data.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), shuffle=False)
+    assert np.array_equal(y2, np.repeat(np.arange(17), 80))
+
+
+@pytest.mark.skipif(not REAL_ARCHIVE.is_file(), reason=f"real archive not at {REAL_ARCHIVE}")
+def test_real_flowers17_archive(tmp_path):
+    (tmp_path / data.ARCHIVE).symlink_to(REAL_ARCHIVE)
+    ds = data.load(tmp_path, size=32)
+    assert len(ds) == 1360
+    assert np.bincount(ds.labels).tolist() == [80] * 17
+    i = int(np.flatnonzero(ds.numbers == 721)[0])
+    assert ds.labels[i] == 9 and data.CLASS_NAMES[ds.labels[i]] == "Sunflower"
+    assert ds.images.std() > 10  # real photographs, not blank frames
