@@ -105,6 +105,39 @@ def format_report(report) -> str:
     return "\n".join(lines)
 
 
+def _overrides(items):
+    import json
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _data_root(args):
+    return args.data  # None: $FLOWERS17_DIR or ~/.cache/alexnet_split/17flowers (downloads there)
+
+
+def cmd_train(args):
+    import alexnet_split as A
+    from . import train
+
+    devices = A.configure_devices(2 if args.mode == "towers" else 1, prefer=args.prefer)
+    final = train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=_data_root(args),
+                        devices=devices or None, overrides=_overrides(args.set), deterministic=args.deterministic,
+                        splits_mat=args.splits)
+    print(f"{args.out}: test top-1 {final['test_top1']:.4f}, top-5 {final['test_top5']:.4f}, best val "
+          f"{final['best_val_accuracy']:.4f} at epoch {final['best_epoch']}, "
+          f"{final['train_images_per_second']:.1f} train images/s")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="alexnet-split", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +153,17 @@ def main(argv=None):
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     p.add_argument("--steps", type=int, default=2)
     p.set_defaults(func=cmd_check_placement)
+    p = sub.add_parser("train", help="train (or resume) one run into a run folder")
+    _model_args(p)
+    p.add_argument("--recipe", default="paper", help="preset: paper, paper_cpu, seed, seed_cpu, quick")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
+    p.add_argument("--data", default=None, help="Flowers 17 folder (default $FLOWERS17_DIR or ~/.cache/...)")
+    p.add_argument("--splits", default=None, help="official datasplits.mat (split 1) instead of a seeded split")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=5")
+    p.add_argument("--deterministic", action="store_true", help="TensorFlow deterministic ops")
+    p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
+    p.set_defaults(func=cmd_train)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -16,7 +16,7 @@ _PREPROCESS = {
 
 
 def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_shape=None, devices=None,
-                n_towers=2, name=None):
+                n_towers=2, name=None, bias_fill=None):
     """Build AlexNet as an uncompiled Keras Functional model.
 
     Args:
@@ -36,6 +36,8 @@ def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_
         on ``devices[0]``. ``None`` places nothing. See :func:`alexnet_split.configure_devices`.
       n_towers: number of towers in ``"towers"`` mode; must divide every layer's width.
       name: model name; default ``alexnet_<layout>_<mode>``.
+      bias_fill: under the paper's init, the value for the biases the paper sets to 1 (Caffe
+        found 1 can stall training and used 0.1); ``None`` keeps 1.
 
     Layers are named ``preprocess``, ``t{k}_conv1`` ... ``t{k}_conv5``, ``t{k}_fc6``,
     ``t{k}_fc7`` (and the seed's ``t{k}_fc7b``) and ``fc8``. Inputs are pixel values in [0, 255].
@@ -60,7 +62,7 @@ def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_
     image = Preprocess(**_PREPROCESS[arch.name], device=device(0), name="preprocess")(inputs)
     towers = [image] * n
     for row, width in zip(arch.rows, widths):
-        kernel_init, bias_init = _initializers(arch, row)
+        kernel_init, bias_init = _initializers(arch, row, bias_fill)
         norm_k = norm if row.norm and (row.kind == "conv" or norm == "batchnorm") else None
         outputs = []
         for k in range(n):
@@ -82,10 +84,12 @@ def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_
     return model_cls(inputs, probs, name=name or f"alexnet_{arch.name}_{mode}")
 
 
-def _initializers(arch, row):
+def _initializers(arch, row, bias_fill=None):
     """Section 5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0."""
     if arch.init == "paper":
         bias = row.bias if row is not None else 0.0
+        if bias and bias_fill is not None:
+            bias = bias_fill
         return keras.initializers.RandomNormal(0.0, 0.01), keras.initializers.Constant(bias)
     return "glorot_uniform", "zeros"
 

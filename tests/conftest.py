@@ -1,6 +1,10 @@
 """Test session set-up: two logical CPU devices, created before TensorFlow's runtime starts."""
 
+import io
 import os
+
+import numpy as np
+import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,3 +24,34 @@ def run_python(code, backend="tensorflow", timeout=600):
 
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+# --- synthetic Flowers 17: 1360 tiny JPEGs whose colour encodes their class -----------------
+
+
+def colour(c):  # class c -> a colour that survives JPEG compression
+    return (12 + 14 * c, 240 - 13 * c, 128)
+
+
+def jpeg_bytes(c, w=24, h=20):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), colour(c)).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def class_from_pixels(images):
+    return np.rint((images[:, :, :, 0].mean(axis=(1, 2)) - 12) / 14).astype(int)
+
+
+@pytest.fixture(scope="session")
+def jpg_dir(tmp_path_factory):
+    from alexnet_split import data
+
+    root = tmp_path_factory.mktemp("flowers") / "jpg"
+    root.mkdir()
+    for n in range(1, 1361):
+        (root / f"image_{n:04d}.jpg").write_bytes(jpeg_bytes(data.label_of(n)))
+    (root / "files.txt").write_text("\n".join(f"image_{n:04d}.jpg" for n in range(1, 1361)))
+    return root

@@ -20,32 +20,10 @@ from PIL import Image
 from alexnet_split import data
 from alexnet_split.data import DatasetError
 
+from conftest import class_from_pixels, colour, jpeg_bytes
+
 SIZE = 16
 REAL_ARCHIVE = Path(os.environ.get("FLOWERS17_ARCHIVE", Path(__file__).resolve().parents[2] / "shared/data/17flowers.tgz"))
-
-
-def colour(c):  # class c -> a colour that survives JPEG compression
-    return (12 + 14 * c, 240 - 13 * c, 128)
-
-
-def jpeg_bytes(c, w=24, h=20):
-    buf = io.BytesIO()
-    Image.new("RGB", (w, h), colour(c)).save(buf, "JPEG", quality=95)
-    return buf.getvalue()
-
-
-def class_from_pixels(images):
-    return np.rint((images[:, :, :, 0].mean(axis=(1, 2)) - 12) / 14).astype(int)
-
-
-@pytest.fixture(scope="session")
-def jpg_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("flowers") / "jpg"
-    root.mkdir()
-    for n in range(1, 1361):
-        (root / f"image_{n:04d}.jpg").write_bytes(jpeg_bytes(data.label_of(n)))
-    (root / "files.txt").write_text("\n".join(f"image_{n:04d}.jpg" for n in range(1, 1361)))
-    return root
 
 
 def make_root(tmp_path, jpg_dir, kind="folder", mutate=None):

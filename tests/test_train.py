@@ -1,0 +1,160 @@
+"""The runner: run-folder contents, kill -9 and resume, NaN stop, recipes, the pipeline."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alexnet_split import config, pipeline
+
+QUICK = ["--recipe", "quick", "--set", "epochs=4", "--deterministic"]
+
+
+def train_cmd(data_root, out, *extra):
+    return [sys.executable, "-m", "alexnet_split.cli", "train", "--data", str(data_root), "--out", str(out), *QUICK,
+            *extra]
+
+
+def env():
+    return dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+
+
+@pytest.fixture(scope="module")
+def data_root(jpg_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("flowers_root")
+    (root / "jpg").symlink_to(jpg_dir, target_is_directory=True)
+    return root
+
+
+def history(run):
+    with open(run / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def without_timing(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path, data_root):
+    straight = tmp_path / "straight"
+    proc = subprocess.run(train_cmd(data_root, straight), capture_output=True, text=True, env=env(), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    child = subprocess.Popen(train_cmd(data_root, killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env=env())
+    deadline = time.time() + 600
+    state = killed / "state.json"
+    while time.time() < deadline and child.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)  # well into epoch 3
+    assert child.poll() is None, "the run finished before it could be killed"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    done = json.loads(state.read_text())["epoch"]
+    assert 2 <= done < 4 and not (killed / "final.json").exists()
+    assert len(history(killed)) == done
+
+    proc = subprocess.run(train_cmd(data_root, killed), capture_output=True, text=True, env=env(), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming {killed} after epoch {done}" in proc.stderr
+
+    assert [int(r["epoch"]) for r in history(killed)] == [1, 2, 3, 4]  # none lost, none repeated
+    assert without_timing(history(killed)) == without_timing(history(straight))
+    a, b = (json.loads((r / "final.json").read_text()) for r in (straight, killed))
+    for key in ("test_top1", "test_top5", "best_val_accuracy", "best_epoch", "epochs"):
+        assert a[key] == b[key], key
+    assert a["test_top1"] > 0.3  # the colours are learnable: the run really trained
+    assert sorted(p.name for p in (killed / "ckpt").iterdir()) == ["epoch_004.keras"]
+
+
+def test_run_folder_contents(tmp_path, data_root):
+    out = tmp_path / "run"
+    proc = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1"), capture_output=True, text=True, env=env(),
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["layout"] == "paper" and cfg["mode"] == "towers" and cfg["recipe"]["name"] == "quick"
+    assert cfg["devices"] == ["/CPU:0", "/CPU:1"] and cfg["backend"] == "tensorflow"
+    assert {"tensorflow", "keras", "numpy", "python"} <= set(cfg["versions"]) and cfg["git_commit"]
+    assert cfg["split_sizes"] == {"train": 680, "val": 340, "test": 340}
+    final = json.loads((out / "final.json").read_text())
+    assert {"test_top1", "test_top5", "best_val_accuracy", "best_epoch", "train_seconds",
+            "train_images_per_second"} <= set(final)
+    assert list(history(out)[0]) == ["epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5",
+                                     "lr", "seconds"]
+    # a finished run is not trained again, and another run's folder is refused
+    again = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1"), capture_output=True, text=True, env=env(),
+                           timeout=900)
+    assert again.returncode == 0 and "resuming" not in again.stderr
+    other = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1", "--mode", "merged"), capture_output=True,
+                           text=True, env=env(), timeout=900)
+    assert other.returncode == 2 and "holds a different run" in other.stderr
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, data_root):
+    out = tmp_path / "nan"
+    proc = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1", "learning_rate=1e12", "optimizer=\"sgd\""),
+                          capture_output=True, text=True, env=env(), timeout=900)
+    assert proc.returncode == 2
+    assert "the training loss became nan at epoch 1" in proc.stderr
+    assert "Lower the learning rate" in proc.stderr
+    assert not (out / "final.json").exists()
+
+
+def test_recipes_reject_unknown_keys_and_values():
+    with pytest.raises(ValueError, match=r"unknown recipe keys \['epochz'\]"):
+        config.get_recipe("paper", epochz=3)
+    with pytest.raises(ValueError, match=r"unknown recipe 'papr'"):
+        config.get_recipe("papr")
+    with pytest.raises(ValueError, match=r"precision must be .* got 'fp8'"):
+        config.get_recipe("paper", precision="fp8")
+    with pytest.raises(ValueError, match=r"unknown recipe keys \['x'\]"):
+        config.Recipe.from_dict({"name": "a", "x": 1})
+    p = config.get_recipe("paper")
+    assert (p.optimizer, p.momentum, p.weight_decay, p.batch_size, p.learning_rate) == ("sgd", 0.9, 5e-4, 128, 0.01)
+    s = config.get_recipe("seed")
+    assert (s.optimizer, s.batch_size, s.augment, s.weight_decay) == ("adam", 64, False, None)
+    for name, make in config.PRESETS.items():
+        assert "Command:" in make.__doc__, name
+        assert config.Recipe.from_dict(make().to_dict()) == make()
+
+
+def test_pipeline_is_a_function_of_seed_epoch_and_batch():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (50, 40, 40, 3), dtype=np.uint8)
+    labels = np.arange(50) % 17
+    a = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, pca_sigma=0.1)
+    b = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, pca_sigma=0.1)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    xa, ya = a[1]
+    xb, yb = b[1]
+    assert xa.shape == (16, 32, 32, 3) and ya.shape == (16, 17)
+    np.testing.assert_array_equal(xa, xb)
+    b.set_epoch(3)
+    assert not np.array_equal(b[1][0], xa)
+    assert len(a) == 4 and a[3][0].shape[0] == 2  # the last, short batch is kept
+    # every image appears once per epoch
+    seen = np.concatenate([a[i][1].argmax(1) for i in range(len(a))])
+    assert np.bincount(seen, minlength=17).tolist() == np.bincount(labels, minlength=17).tolist()
+
+
+def test_ten_crops_are_corners_centre_and_mirrors():
+    images = np.arange(2 * 6 * 6 * 3, dtype=np.uint8).reshape(2, 6, 6, 3)
+    views = pipeline.crops(images, 4, ten=True)
+    assert len(views) == 10
+    np.testing.assert_array_equal(views[1], images[:, :4, :4])
+    np.testing.assert_array_equal(views[4], images[:, 2:, 2:])
+    np.testing.assert_array_equal(views[5], images[:, 1:5, 1:5][:, :, ::-1])
+    probs = np.array([[0.1, 0.5, 0.4], [0.7, 0.2, 0.1]])
+    assert pipeline.topk_accuracy(probs, [2, 0], 1) == 0.5 and pipeline.topk_accuracy(probs, [2, 0], 2) == 1.0
