@@ -138,6 +138,45 @@ def cmd_train(args):
     return 0
 
 
+def _csv_list(text, cast=str):
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"expected a comma-separated list, got {text!r}")
+    return [cast(t) for t in items]
+
+
+def _reference(text):
+    parts = text.split(":")
+    if len(parts) != 4:
+        raise ValueError(f"--reference expects RESULTS_DIR:LAYOUT:MODE:LABEL, got {text!r}")
+    results, layout, mode, label = parts
+    return {"results": results, "layout": layout, "mode": mode, "label": label}
+
+
+def cmd_compare(args):
+    import alexnet_split as A
+    from . import report
+
+    modes = _csv_list(args.modes)
+    for m in modes:
+        if m not in spec.MODES:
+            raise ValueError(f"unknown mode {m!r} in --modes; expected {list(spec.MODES)}")
+    seeds = _csv_list(args.seeds, int)
+    devices = A.configure_devices(2, prefer=args.prefer)
+    results_dir = f"{args.results}/{args.name or args.recipe}"
+    references = [_reference(r) for r in args.reference or []]
+    print(report.compare(results_dir, args.recipe, args.layout, modes, seeds, references=references,
+                         data_root=_data_root(args), devices=devices or None, overrides=_overrides(args.set)))
+    return 0
+
+
+def cmd_report(args):
+    from . import report
+
+    print(report.report(args.results_dir))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="alexnet-split", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +203,22 @@ def main(argv=None):
     p.add_argument("--deterministic", action="store_true", help="TensorFlow deterministic ops")
     p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("compare", help="run or resume towers/merged/half over seeds, then write the table")
+    p.add_argument("--recipe", default="paper")
+    p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
+    p.add_argument("--modes", default="towers,merged,half")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--name", default=None, help="results folder name (default: the recipe's)")
+    p.add_argument("--results", default="results")
+    p.add_argument("--reference", nargs="*", metavar="DIR:LAYOUT:MODE:LABEL",
+                   help="extra rows from another comparison, e.g. ../seed_cpu:seed:merged:'seed as written'")
+    p.add_argument("--data", default=None)
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("report", help="rebuild table.md, table.csv and curves.png from a comparison's run logs")
+    p.add_argument("results_dir")
+    p.set_defaults(func=cmd_report)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

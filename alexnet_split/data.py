@@ -279,7 +279,7 @@ def find_source(root: Path) -> tuple[str, Path]:
 def load(root=None, size: int = 256, cache: bool = True, url: str = URL + ARCHIVE) -> Flowers17:
     """Load Flowers 17 decoded at size x size, from the best source in `root` (see module doc).
 
-    Decoded arrays are cached in ``root/cache/`` keyed by the source file and `size`.
+    Decoded arrays are cached (see :func:`cache_dir`) keyed by the source file and `size`.
     """
     root = Path(root) if root is not None else default_dir()
     if not isinstance(size, int) or size < 16:
@@ -309,7 +309,16 @@ def _cache_path(root: Path, kind: str, path: Path, size: int) -> Path:
     else:
         st_key = f"{st.st_size}{st.st_mtime_ns}"
     key = hashlib.sha256(f"{kind}|{path.resolve()}|{st_key}|{size}|v1".encode()).hexdigest()[:16]
-    return root / "cache" / f"flowers17_{kind}_{size}px_{key}.npz"
+    return cache_dir(root) / f"flowers17_{kind}_{size}px_{key}.npz"
+
+
+def cache_dir(root: Path) -> Path:
+    """``$ALEXNET_SPLIT_CACHE``, else ``root/cache``, else (read-only data) ``~/.cache/alexnet_split``."""
+    if os.environ.get("ALEXNET_SPLIT_CACHE"):
+        return Path(os.environ["ALEXNET_SPLIT_CACHE"])
+    if os.access(root, os.W_OK):
+        return root / "cache"
+    return Path.home() / ".cache" / "alexnet_split" / "cache"
 
 
 def _atomic_savez(dest: Path, **arrays):

@@ -1,0 +1,268 @@
+"""Towers vs merged vs half: run a comparison, and rebuild its table and plot from run logs.
+
+``results/<name>/compare.json`` says what the comparison is (recipe, layout, modes, seeds,
+reference rows); ``results/<name>/runs/<layout>_<mode>_s<seed>/`` hold the run logs. The
+report reads only those files, so ``alexnet-split report results/<name>`` regenerates
+``table.md``, ``table.csv`` and ``curves.png`` byte for byte: no number is typed by hand.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .train import atomic_write, read_json, write_json
+
+MANIFEST = "compare.json"
+
+
+def run_name(layout, mode, seed):
+    return f"{layout}_{mode}_s{seed}"
+
+
+def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "half"), seeds=(0, 1, 2),
+            references=(), data_root=None, devices=None, overrides=None, deterministic=False) -> str:
+    """Run (or resume) every run of the comparison, then write and return the report."""
+    import logging
+
+    import keras
+
+    from . import train
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes: one model per run
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {"recipe": recipe, "layout": layout, "modes": list(modes), "seeds": [int(s) for s in seeds],
+                "references": [dict(r) for r in references], "overrides": dict(overrides or {})}
+    if (results_dir / MANIFEST).is_file() and read_json(results_dir / MANIFEST) != manifest:
+        raise ValueError(f"{results_dir / MANIFEST} describes another comparison; use another results folder")
+    write_json(results_dir / MANIFEST, manifest)
+    todo = [(m, s) for m in modes for s in seeds]
+    for i, (mode, seed) in enumerate(todo, 1):
+        out = results_dir / "runs" / run_name(layout, mode, seed)
+        state = "done" if (out / "final.json").is_file() else "resume" if (out / "state.json").is_file() else "new"
+        print(f"[{i}/{len(todo)}] {layout}/{mode} seed {seed}: {state} -> {out}", flush=True)
+        keras.backend.clear_session()
+        mode_devices = devices if mode == "towers" else (devices[:1] if devices else None)
+        train.train(out, layout, mode, recipe, seed=seed, data_root=data_root, devices=mode_devices,
+                    overrides=overrides, deterministic=deterministic)
+    return report(results_dir)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def mean_std_ci(values) -> tuple[float, float, float]:
+    """Mean, sample std, and the half-width of the 95% t confidence interval."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return float(v.mean()), float("nan"), float("nan")
+    std = float(v.std(ddof=1))
+    return float(v.mean()), std, float(stats.t.ppf(0.975, len(v) - 1) * std / math.sqrt(len(v)))
+
+
+def paired(a: dict, b: dict) -> dict:
+    """a - b over the seeds both have: mean difference, 95% CI half-width, paired t-test p."""
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    d = np.array([a[s] - b[s] for s in seeds])
+    mean, std, ci = mean_std_ci(d)
+    if len(d) < 2:
+        p = float("nan")
+    elif std == 0:
+        p = 1.0 if mean == 0 else 0.0
+    else:
+        p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
+    return {"n": len(seeds), "mean": mean, "std": std, "ci95": ci, "p": p, "seeds": seeds}
+
+
+# --------------------------------------------------------------------------- reading runs
+
+
+def load_runs(results_dir) -> list[dict]:
+    """Every finished run of the comparison and of its reference rows."""
+    results_dir = Path(results_dir)
+    manifest = read_json(results_dir / MANIFEST)
+    runs = []
+    for mode in manifest["modes"]:
+        for seed in manifest["seeds"]:
+            runs.append(_read_run(results_dir / "runs" / run_name(manifest["layout"], mode, seed), mode))
+    for ref in manifest["references"]:
+        ref_dir = (results_dir / ref["results"]).resolve()
+        ref_manifest = read_json(ref_dir / MANIFEST)
+        for seed in ref_manifest["seeds"]:
+            runs.append(_read_run(ref_dir / "runs" / run_name(ref["layout"], ref["mode"], seed), ref["label"]))
+    return [r for r in runs if r is not None]
+
+
+def _read_run(run_dir: Path, row: str):
+    if not (run_dir / "final.json").is_file():
+        return None
+    with open(run_dir / "history.csv") as f:
+        history = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    return {"row": row, "dir": run_dir, "config": read_json(run_dir / "config.json"),
+            "final": read_json(run_dir / "final.json"), "history": history}
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def report(results_dir) -> str:
+    results_dir = Path(results_dir)
+    manifest = read_json(results_dir / MANIFEST)
+    runs = load_runs(results_dir)
+    if not runs:
+        raise ValueError(f"{results_dir}: no finished runs yet")
+    rows = _rows(runs)
+    atomic_write(results_dir / "table.csv", _csv(rows))
+    md = _markdown(manifest, runs, rows)
+    atomic_write(results_dir / "table.md", md)
+    _plot(runs, results_dir / "curves.png", manifest)
+    return md
+
+
+def _rows(runs):
+    order = []
+    for r in runs:
+        if r["row"] not in order:
+            order.append(r["row"])
+    rows = []
+    for name in order:
+        group = [r for r in runs if r["row"] == name]
+        f = [r["final"] for r in group]
+        cfg = group[0]["config"]
+        row = {"mode": name, "layout": cfg["layout"], "recipe": cfg["recipe"]["name"], "n_seeds": len(group),
+               "seeds": " ".join(str(r["config"]["seed"]) for r in group),
+               "parameters": cfg["parameters"], "gflops_per_image": cfg["flops_per_image"] / 1e9}
+        for key in ("test_top1", "test_top5", "best_val_accuracy"):
+            row[key + "_mean"], row[key + "_std"], row[key + "_ci95"] = mean_std_ci([x[key] for x in f])
+        row["best_epoch_mean"] = float(np.mean([x["best_epoch"] for x in f]))
+        row["train_images_per_second"] = float(np.mean([x["train_images_per_second"] for x in f]))
+        row["train_minutes_per_run"] = float(np.mean([x["train_seconds"] for x in f])) / 60
+        row["per_seed_test_top1"] = {r["config"]["seed"]: r["final"]["test_top1"] for r in group}
+        row["per_seed_test_top5"] = {r["config"]["seed"]: r["final"]["test_top5"] for r in group}
+        rows.append(row)
+    return rows
+
+
+_CSV_FIELDS = ["mode", "layout", "recipe", "n_seeds", "seeds", "parameters", "gflops_per_image",
+               "test_top1_mean", "test_top1_std", "test_top1_ci95", "test_top5_mean", "test_top5_std",
+               "test_top5_ci95", "best_val_accuracy_mean", "best_val_accuracy_std", "best_val_accuracy_ci95",
+               "best_epoch_mean", "train_images_per_second", "train_minutes_per_run"]
+
+
+def _csv(rows) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, _CSV_FIELDS, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items() if k in _CSV_FIELDS})
+    return buf.getvalue()
+
+
+def _pct(mean, std, ci):
+    s = f"{100 * mean:.1f}"
+    if not math.isnan(std):
+        s += f" ± {100 * std:.1f} [±{100 * ci:.1f}]"
+    return s
+
+
+def _markdown(manifest, runs, rows) -> str:
+    cfg = next(r for r in runs if r["row"] in manifest["modes"])["config"]
+    recipe = cfg["recipe"]
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(cfg["versions"].items()))
+    lines = [
+        f"# {manifest['layout']} layout, recipe `{manifest['recipe']}`: towers vs merged vs half",
+        "",
+        f"Protocol: {recipe['epochs']} epochs, {recipe['optimizer']} lr {recipe['learning_rate']}, batch "
+        f"{recipe['batch_size']}, {recipe['precision']}, {cfg['input_size']}x{cfg['input_size']} input from "
+        f"{recipe['image_size']}x{recipe['image_size']} images, augmentation {'on' if recipe['augment'] else 'off'}"
+        f"{', PCA lighting ' + str(recipe['pca_lighting']) if recipe['pca_lighting'] else ''}, "
+        f"{'10-crop' if recipe['ten_crop'] else 'centre-crop'} test; split {cfg['split_sizes']['train']}/"
+        f"{cfg['split_sizes']['val']}/{cfg['split_sizes']['test']} (train/val/test, stratified by seed).",
+        f"Hardware: {cfg['machine']}; backend {cfg['backend']}; towers on {', '.join(cfg['devices']) or 'one device'}.",
+        f"Versions: {versions}.",
+        "",
+        "Accuracies in %, mean ± std over seeds [± half-width of the 95% t interval].",
+        "",
+        "| mode | seeds | params | GFLOPs/img | test top-1 | test top-5 | best val top-1 | best epoch | train img/s | min/run |",
+        "|---|---|---:|---:|---|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['n_seeds']} | {r['parameters']:,} | {r['gflops_per_image']:.2f} | "
+            f"{_pct(r['test_top1_mean'], r['test_top1_std'], r['test_top1_ci95'])} | "
+            f"{_pct(r['test_top5_mean'], r['test_top5_std'], r['test_top5_ci95'])} | "
+            f"{_pct(r['best_val_accuracy_mean'], r['best_val_accuracy_std'], r['best_val_accuracy_ci95'])} | "
+            f"{r['best_epoch_mean']:.1f} | {r['train_images_per_second']:.1f} | {r['train_minutes_per_run']:.1f} |")
+    by_mode = {r["mode"]: r for r in rows}
+    if "towers" in by_mode:
+        lines += ["", "Paired differences over seeds (same seed = same split and same data order):", "",
+                  "| difference | seeds | top-1 (points) | p (paired t) | top-5 (points) | p (paired t) |",
+                  "|---|---:|---|---:|---|---:|"]
+        for other in [m for m in by_mode if m != "towers"]:
+            d1 = paired(by_mode["towers"]["per_seed_test_top1"], by_mode[other]["per_seed_test_top1"])
+            d5 = paired(by_mode["towers"]["per_seed_test_top5"], by_mode[other]["per_seed_test_top5"])
+            if d1["n"] == 0:
+                continue
+            lines.append(f"| towers - {other} | {d1['n']} | {_diff(d1)} | {_p(d1['p'])} | {_diff(d5)} | {_p(d5['p'])} |")
+    lines += ["", f"Regenerate: `alexnet-split report {_rel(runs[0]['dir'].parents[1])}`; "
+              f"curves: `curves.png`.", ""]
+    return "\n".join(lines)
+
+
+def _rel(path: Path) -> str:
+    parts = path.resolve().parts
+    return "/".join(parts[parts.index("results"):]) if "results" in parts else path.name
+
+
+def _diff(d):
+    s = f"{100 * d['mean']:+.1f}"
+    return s + (f" ± {100 * d['ci95']:.1f}" if not math.isnan(d["ci95"]) else "")
+
+
+def _p(p):
+    return "n/a" if math.isnan(p) else f"{p:.3f}"
+
+
+def _plot(runs, path: Path, manifest):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = []
+    for r in runs:
+        if r["row"] not in names:
+            names.append(r["row"])
+    for name in names:
+        group = [r["history"] for r in runs if r["row"] == name]
+        n = min(len(h) for h in group)
+        epochs = np.arange(1, n + 1)
+        for ax, key in zip(axes, ("val_accuracy", "loss")):
+            values = np.array([[row[key] for row in h[:n]] for h in group])
+            mean, std = values.mean(0), values.std(0, ddof=1) if len(group) > 1 else np.zeros(n)
+            (line,) = ax.plot(epochs, mean, label=f"{name} (n={len(group)})")
+            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    axes[0].set(xlabel="epoch", ylabel="validation top-1 (centre crop)", title="validation accuracy, mean ± std")
+    axes[1].set(xlabel="epoch", ylabel="training loss", title="training loss, mean ± std")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{manifest['layout']} layout, recipe {manifest['recipe']}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
