@@ -171,9 +171,14 @@ def cmd_compare(args):
 
 
 def cmd_report(args):
+    from pathlib import Path
+
     from . import report
 
     print(report.report(args.results_dir))
+    readme = Path(args.results_dir).resolve().parents[1] / "README.md"
+    if readme.is_file() and report.sync_readme(readme, readme.parent / "results"):
+        print(f"updated the results tables in {readme}")
     return 0
 
 

@@ -109,7 +109,7 @@ def seed_cpu() -> Recipe:
     Command: ``alexnet-split compare --recipe seed_cpu --layout seed --modes towers,merged,half --seeds 0,1,2``
     Hardware: the 2-core AMD EPYC CPU of this project's machines.
     """
-    return seed().replace(name="seed_cpu", precision="mixed_bfloat16", epochs=12)
+    return seed().replace(name="seed_cpu", precision="mixed_bfloat16", epochs=30)
 
 
 def quick() -> Recipe:

@@ -112,6 +112,37 @@ def _read_run(run_dir: Path, row: str):
             "final": read_json(run_dir / "final.json"), "history": history}
 
 
+# --------------------------------------------------------------------------- README blocks
+
+_BEGIN, _END = "<!-- begin {} -->", "<!-- end {} -->"
+
+
+def sync_readme(readme, results_root) -> bool:
+    """Replace each ``<!-- begin results/X/table.md -->`` ... ``<!-- end ... -->`` block of the
+    README with that file's current content. Returns whether anything changed."""
+    readme, results_root = Path(readme), Path(results_root)
+    text = old = readme.read_text()
+    for table in sorted(results_root.glob("*/table.md")):
+        key = f"results/{table.parent.name}/table.md"
+        begin, end = _BEGIN.format(key), _END.format(key)
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            _, tail = rest.split(end, 1)
+            body = table.read_text().replace("\n# ", "\n### ").lstrip("# ").rstrip("\n")
+            text = f"{head}{begin}\n### {body}\n{end}{tail}"
+    if text != old:
+        atomic_write(readme, text)
+    return text != old
+
+
+def readme_block(readme, key) -> str | None:
+    text = Path(readme).read_text()
+    begin, end = _BEGIN.format(key), _END.format(key)
+    if begin not in text:
+        return None
+    return text.split(begin, 1)[1].split(end, 1)[0]
+
+
 # --------------------------------------------------------------------------- the report
 
 

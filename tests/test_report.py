@@ -1,0 +1,121 @@
+"""The comparison report: statistics, paired tests, byte-for-byte regeneration of results/."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from alexnet_split import report
+from alexnet_split.train import HISTORY_FIELDS, history_csv
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+COMMITTED = sorted(p.parent for p in RESULTS.glob("*/compare.json") if (p.parent / "table.md").is_file())
+
+
+def fake_run(root, layout, mode, seed, top1, top5, epochs=3):
+    d = root / "runs" / report.run_name(layout, mode, seed)
+    d.mkdir(parents=True)
+    recipe = {"name": "fake", "epochs": epochs, "optimizer": "sgd", "learning_rate": 0.01, "batch_size": 8,
+              "precision": "float32", "image_size": 76, "augment": True, "pca_lighting": 0.0, "ten_crop": False}
+    (d / "config.json").write_text(json.dumps({
+        "layout": layout, "mode": mode, "seed": seed, "recipe": recipe, "devices": ["/CPU:0", "/CPU:1"],
+        "backend": "tensorflow", "versions": {"keras": "3"}, "machine": "test machine", "input_size": 67,
+        "split_sizes": {"train": 680, "val": 340, "test": 340}, "parameters": 1000 + len(mode),
+        "flops_per_image": 2_000_000_000}))
+    (d / "final.json").write_text(json.dumps({
+        "test_top1": top1, "test_top5": top5, "best_val_accuracy": top1 + 0.01, "best_epoch": epochs,
+        "train_seconds": 60.0, "train_images_per_second": 100.0 + seed, "epochs": epochs}))
+    rows = [{k: 0.0 for k in HISTORY_FIELDS} | {"epoch": e + 1, "val_accuracy": top1 * (e + 1) / epochs,
+                                                 "loss": 3.0 - e} for e in range(epochs)]
+    (d / "history.csv").write_text(history_csv(rows))
+
+
+@pytest.fixture
+def comparison(tmp_path):
+    root = tmp_path / "results" / "fake"
+    towers, merged = [0.50, 0.62, 0.71], [0.48, 0.57, 0.70]
+    for seed in range(3):
+        fake_run(root, "paper", "towers", seed, towers[seed], 0.9)
+        fake_run(root, "paper", "merged", seed, merged[seed], 0.8 + 0.01 * seed)
+    (root / report.MANIFEST).write_text(json.dumps({"recipe": "fake", "layout": "paper", "modes": ["towers", "merged"],
+                                                    "seeds": [0, 1, 2], "references": [], "overrides": {}}))
+    return root, towers, merged
+
+
+def test_mean_std_and_t_interval():
+    mean, std, ci = report.mean_std_ci([0.5, 0.6, 0.7])
+    assert mean == pytest.approx(0.6) and std == pytest.approx(0.1)
+    assert ci == pytest.approx(4.302653 * 0.1 / np.sqrt(3), rel=1e-6)
+
+
+def test_table_numbers_and_paired_test(comparison):
+    root, towers, merged = comparison
+    md = report.report(root)
+    p = stats.ttest_rel(towers, merged).pvalue
+    diffs = np.subtract(towers, merged)
+    assert f"| towers - merged | 3 | {100 * diffs.mean():+.1f} ± " in md
+    assert f"| {p:.3f} |" in md
+    assert "| towers | 3 | 1,006 | 2.00 | 61.0 ± 10.5 [±26.2] |" in md  # 0.61, 0.1054, 4.303 * 0.1054 / sqrt(3)
+    csv_text = (root / "table.csv").read_text()
+    assert csv_text.splitlines()[1].startswith("towers,paper,fake,3,0 1 2,1006,2.000000,0.610000,0.105357,")
+    assert (root / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_is_byte_for_byte_reproducible(comparison):
+    root, _, _ = comparison
+    report.report(root)
+    first = {f: (root / f).read_bytes() for f in ("table.md", "table.csv", "curves.png")}
+    report.report(root)
+    assert {f: (root / f).read_bytes() for f in first} == first
+
+
+def test_reference_rows_come_from_another_comparison(comparison, tmp_path):
+    root, _, _ = comparison
+    other = root.parent / "seedref"
+    fake_run(other, "seed", "merged", 0, 0.4, 0.8)
+    (other / report.MANIFEST).write_text(json.dumps({"recipe": "s", "layout": "seed", "modes": ["merged"],
+                                                     "seeds": [0], "references": [], "overrides": {}}))
+    manifest = json.loads((root / report.MANIFEST).read_text())
+    manifest["references"] = [{"results": "../seedref", "layout": "seed", "mode": "merged", "label": "seed-as-written"}]
+    (root / report.MANIFEST).write_text(json.dumps(manifest))
+    assert "| seed-as-written | 1 | 1,006 | 2.00 | 40.0 |" in report.report(root)
+
+
+@pytest.mark.parametrize("committed", COMMITTED, ids=[p.name for p in COMMITTED])
+def test_committed_tables_regenerate_bit_for_bit(committed, tmp_path):
+    """results/<name>/ is what `alexnet-split report` makes from the committed run logs."""
+    copy = tmp_path / "results"
+    shutil.copytree(RESULTS, copy, ignore=shutil.ignore_patterns("ckpt", "*.keras"))
+    target = copy / committed.name
+    for f in ("table.md", "table.csv", "curves.png"):
+        (target / f).unlink()
+    report.report(target)
+    for f in ("table.md", "table.csv", "curves.png"):
+        assert (target / f).read_bytes() == (committed / f).read_bytes(), f
+    for run in (committed / "runs").iterdir():
+        assert sorted(p.name for p in run.iterdir() if p.name != "ckpt") == ["config.json", "final.json",
+                                                                              "history.csv", "state.json"]
+
+
+def test_readme_shows_the_committed_tables():
+    readme = RESULTS.parent / "README.md"
+    for committed in COMMITTED:
+        block = report.readme_block(readme, f"results/{committed.name}/table.md")
+        assert block is not None, f"README has no block for results/{committed.name}/table.md"
+        body = (committed / "table.md").read_text().replace("\n# ", "\n### ").lstrip("# ").rstrip("\n")
+        assert block == f"\n### {body}\n"
+
+
+def test_sync_readme_replaces_only_the_marked_block(comparison, tmp_path):
+    root, _, _ = comparison
+    report.report(root)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- begin results/fake/table.md -->\nold\n<!-- end results/fake/table.md -->\noutro\n")
+    assert report.sync_readme(readme, root.parent)
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- begin") and text.endswith("<!-- end results/fake/table.md -->\noutro\n")
+    assert "| towers - merged | 3 |" in text and "old" not in text
+    assert not report.sync_readme(readme, root.parent)  # idempotent
