@@ -54,3 +54,21 @@ assert np.isfinite(h.history["loss"][0])
 """
     proc = run_python(code, backend="jax")
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_runner_and_pipeline_train_under_jax(tmp_path, jpg_dir):
+    import json
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "jpg").symlink_to(jpg_dir, target_is_directory=True)
+    code = f"""
+import sys
+from alexnet_split import cli
+sys.exit(cli.main(["train", "--recipe", "quick", "--set", "epochs=1", "--data", "{tmp_path / 'data'}",
+                   "--out", "{tmp_path / 'run'}"]))
+"""
+    proc = run_python(code, backend="jax")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["backend"] == "jax" and cfg["devices"] == [] and "jax" in cfg["versions"]
+    assert json.loads((tmp_path / "run" / "final.json").read_text())["test_top1"] >= 0

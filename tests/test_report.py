@@ -119,3 +119,27 @@ def test_sync_readme_replaces_only_the_marked_block(comparison, tmp_path):
     assert text.startswith("intro\n<!-- begin") and text.endswith("<!-- end results/fake/table.md -->\noutro\n")
     assert "| towers - merged | 3 |" in text and "old" not in text
     assert not report.sync_readme(readme, root.parent)  # idempotent
+
+
+def test_compare_runs_resumes_and_reports(tmp_path, jpg_dir):
+    """End to end on the synthetic data: 2 modes x 1 seed x 1 epoch, then a no-op rerun."""
+    import subprocess
+    import sys
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "jpg").symlink_to(jpg_dir, target_is_directory=True)
+    cmd = [sys.executable, "-m", "alexnet_split.cli", "compare", "--recipe", "quick", "--modes", "towers,merged",
+           "--seeds", "0", "--results", str(tmp_path / "results"), "--data", str(tmp_path / "data"),
+           "--set", "epochs=1"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "[1/2] paper/towers seed 0: new" in first.stdout and "| towers - merged | 1 |" in first.stdout
+    out = tmp_path / "results" / "quick"
+    table = (out / "table.md").read_bytes()
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0 and "[2/2] paper/merged seed 0: done" in second.stdout
+    assert (out / "table.md").read_bytes() == table
+    merged_cfg = json.loads((out / "runs" / "paper_merged_s0" / "config.json").read_text())
+    assert merged_cfg["devices"] == ["/CPU:0"]  # one-tower modes stay on one device
+    bad = subprocess.run(cmd[:-1] + ["epochs=2"], capture_output=True, text=True, timeout=900)
+    assert bad.returncode == 2 and "describes another comparison" in bad.stderr
