@@ -182,6 +182,31 @@ def cmd_report(args):
     return 0
 
 
+def cmd_pipeline_speed(args):
+    import csv
+    from pathlib import Path
+
+    from . import config, data, pipeline
+
+    recipe = config.get_recipe(args.recipe)
+    crop = recipe.input_size or spec.get_layout(args.layout).input_shape[0]
+    ds = data.load(_data_root(args), size=recipe.image_size)
+    split = data.stratified_split(ds.labels, 0)
+    batches = pipeline.TrainBatches(ds.images[split["train"]], ds.labels[split["train"]], recipe.batch_size, crop,
+                                    data.NUM_CLASSES, seed=0, augment=recipe.augment, pca_sigma=recipe.pca_lighting)
+    speed = pipeline.throughput(batches)
+    print(f"input pipeline, recipe {recipe.name} ({crop}x{crop} from {recipe.image_size}, augment "
+          f"{recipe.augment}, PCA {recipe.pca_lighting}, batch {recipe.batch_size}): {speed:,.0f} images/s")
+    if args.against:
+        table = Path(args.against) / "table.csv"
+        with open(table) as f:
+            for row in csv.DictReader(f):
+                trained = float(row["train_images_per_second"])
+                print(f"  vs {row['mode']:<16} training at {trained:7.1f} images/s: {speed / trained:6.1f}x "
+                      f"{'(the pipeline is not the bottleneck)' if speed >= 5 * trained else 'WARNING: under 5x'}")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="alexnet-split", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -224,6 +249,12 @@ def main(argv=None):
     p = sub.add_parser("report", help="rebuild table.md, table.csv and curves.png from a comparison's run logs")
     p.add_argument("results_dir")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("pipeline-speed", help="images/s the input pipeline produces, vs the training speed")
+    p.add_argument("--recipe", default="paper")
+    p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
+    p.add_argument("--data", default=None)
+    p.add_argument("--against", default=None, help="a results folder whose table.csv has training images/s")
+    p.set_defaults(func=cmd_pipeline_speed)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -98,3 +98,13 @@ def predict_crops(model, images, crop, ten=False, batch_size=128) -> np.ndarray:
 def topk_accuracy(probs: np.ndarray, labels, k: int) -> float:
     top = np.argsort(-probs, axis=1)[:, :k]
     return float(np.mean([label in row for label, row in zip(np.asarray(labels), top)]))
+
+
+def throughput(batches, max_batches: int = 20) -> float:
+    """Images per second that `batches` produces in this process (crops, flips, lighting, casts)."""
+    import time
+
+    n = min(len(batches), max_batches)
+    t0 = time.perf_counter()
+    images = sum(len(batches[i][1]) for i in range(n))
+    return images / (time.perf_counter() - t0)

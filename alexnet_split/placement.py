@@ -48,11 +48,7 @@ def configure_devices(n_towers: int = 2, prefer: str = "auto", gpu_memory_mb: in
     if not isinstance(n_towers, int) or n_towers < 1:
         raise ValueError(f"n_towers must be a positive integer, got {n_towers!r}")
     if not is_tensorflow():
-        warnings.warn(
-            f"configure_devices: per-tower placement needs the TensorFlow backend; "
-            f"KERAS_BACKEND={keras.backend.backend()!r} runs the model on one device.",
-            stacklevel=2,
-        )
+        _warn_one_device("configure_devices: per-tower placement", stacklevel=3)
         return []
     import tensorflow as tf
 
@@ -73,6 +69,11 @@ def configure_devices(n_towers: int = 2, prefer: str = "auto", gpu_memory_mb: in
         return _split(tf, gpus[0], want, "GPU", n_towers)
     # Fewer GPUs than towers: deal the towers round-robin.
     return [f"/GPU:{i % len(gpus)}" for i in range(n_towers)]
+
+
+def _warn_one_device(what: str, stacklevel: int):
+    warnings.warn(f"{what} needs the TensorFlow backend; KERAS_BACKEND={keras.backend.backend()!r} runs the "
+                  f"model on one device.", stacklevel=stacklevel)
 
 
 def _split(tf, physical, want, kind, n):
@@ -135,11 +136,7 @@ def check_devices(devices, n_needed: int) -> list[str] | None:
     if len(devices) < n_needed:
         raise ValueError(f"devices={devices} has {len(devices)} entries; this model has {n_needed} towers")
     if not is_tensorflow():
-        warnings.warn(
-            f"devices={devices} ignored: explicit placement needs the TensorFlow backend "
-            f"(KERAS_BACKEND={keras.backend.backend()!r} runs the model on one device).",
-            stacklevel=3,
-        )
+        _warn_one_device(f"devices={devices} ignored: explicit placement", stacklevel=4)
         return None
     import tensorflow as tf
 
