@@ -26,20 +26,32 @@ class LRN(layers.Layer):
     ``tf.nn.local_response_normalization(depth_radius=2, bias=2, alpha=1e-4, beta=0.75)``;
     cuda-convnet and Caffe divide alpha by n (their alpha=1e-4 is 2e-5 here). Written with
     ``keras.ops`` so that it runs on every backend.
+
+    ``groups`` > 1 normalises each block of C/groups channels on its own (the towers of a
+    grouped-convolution network), so no window spans two towers.
     """
 
-    def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, **kwargs):
+    def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, groups=1, **kwargs):
         super().__init__(**kwargs)
         if depth_radius < 0:
             raise ValueError(f"LRN depth_radius must be >= 0, got {depth_radius!r}")
+        if groups < 1:
+            raise ValueError(f"LRN groups must be >= 1, got {groups!r}")
         self.depth_radius, self.bias, self.alpha, self.beta = depth_radius, bias, alpha, beta
+        self.groups = groups
 
     def call(self, x):
-        r, c = self.depth_radius, x.shape[-1]
-        sq = ops.pad(ops.square(x), [[0, 0]] * (len(x.shape) - 1) + [[r, r]])
-        window = sq[..., 0:c]
+        r, c, g = self.depth_radius, x.shape[-1], self.groups
+        sq = ops.square(x)
+        if g > 1:
+            sq = ops.reshape(sq, tuple(-1 if d is None else d for d in x.shape[:-1]) + (g, c // g))
+        w = sq.shape[-1]
+        sq = ops.pad(sq, [[0, 0]] * (len(sq.shape) - 1) + [[r, r]])
+        window = sq[..., 0:w]
         for i in range(1, 2 * r + 1):
-            window = window + sq[..., i : i + c]
+            window = window + sq[..., i : i + w]
+        if g > 1:
+            window = ops.reshape(window, ops.shape(x))
         return x * ops.power(self.bias + self.alpha * window, -self.beta)
 
     def compute_output_shape(self, input_shape):
@@ -47,7 +59,7 @@ class LRN(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
-                "alpha": self.alpha, "beta": self.beta}
+                "alpha": self.alpha, "beta": self.beta, "groups": self.groups}
 
 
 def _norm_layer(norm, name="norm"):

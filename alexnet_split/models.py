@@ -102,3 +102,56 @@ def tower_layer_names(model) -> dict[int, list[str]]:
         if head.startswith("t") and head[1:].isdigit() and rest:
             towers.setdefault(int(head[1:]), []).append(layer.name)
     return towers
+
+
+def build_grouped_model(layout="paper", num_classes=17, norm=None, input_shape=None, n_groups=2, name=None):
+    """The towers network as a one-device grouped-convolution network (Caffe's ``group: 2``).
+
+    Same-tower layers are ``Conv2D(groups=n_groups)``; layers where the towers cross (the first
+    conv, which reads the image, and every ``cross`` row) are full layers whose output channels
+    are the towers' outputs side by side; LRN is applied per group. Numerically the same network
+    as ``build_model(layout, "towers", n_towers=n_groups)``; the benchmark's single-device baseline.
+    """
+    from keras import layers as kl
+
+    from .layers import LRN
+
+    arch = spec.get_layout(layout)
+    norm = arch.norm if norm is None else norm
+    input_shape = tuple(arch.input_shape if input_shape is None else input_shape)
+    spec.spatial_sizes(arch, input_shape)
+    spec.tower_widths(arch, "towers", n_groups)  # checks that n_groups divides the widths
+    inputs = keras.Input(input_shape, name="image")
+    x = Preprocess(**_PREPROCESS[arch.name], name="preprocess")(inputs)
+    for i, row in enumerate(arch.rows):
+        kernel_init, bias_init = _initializers(arch, row)
+        if row.kind == "conv":
+            groups = 1 if (i == 0 or row.cross) else n_groups
+            x = kl.Conv2D(row.width, row.kernel, strides=row.stride, padding=row.padding, groups=groups,
+                          activation="relu", kernel_initializer=kernel_init, bias_initializer=bias_init,
+                          name=row.name)(x)
+            norm_layer = pool = None
+            if row.norm:
+                norm_layer = (LRN(groups=n_groups, name=f"{row.name}_norm") if norm == "lrn"
+                              else kl.BatchNormalization(name=f"{row.name}_norm"))
+            if row.pool:
+                pool = kl.MaxPooling2D(row.pool[0], row.pool[1], name=f"{row.name}_pool")
+            for stage in ([pool, norm_layer] if arch.norm_after_pool else [norm_layer, pool]):
+                if stage is not None:
+                    x = stage(x)
+        else:
+            if not row.cross:
+                raise ValueError(f"{arch.name}.{row.name}: a dense layer without a cross-connection has no "
+                                 "grouped equivalent here")
+            if len(x.shape) > 2:
+                x = kl.Flatten(name=f"{row.name}_flatten")(x)
+            x = kl.Dense(row.width, activation="relu", kernel_initializer=kernel_init, bias_initializer=bias_init,
+                         name=row.name)(x)
+            if row.dropout:
+                x = kl.Dropout(row.dropout, name=f"{row.name}_dropout")(x)
+            if row.norm and norm == "batchnorm":
+                x = kl.BatchNormalization(name=f"{row.name}_norm")(x)
+    kernel_init, _ = _initializers(arch, None)
+    x = kl.Dense(num_classes, kernel_initializer=kernel_init, name="fc8")(x)
+    probs = kl.Activation("softmax", dtype="float32", name="softmax")(x)
+    return keras.Model(inputs, probs, name=name or f"alexnet_{arch.name}_grouped")

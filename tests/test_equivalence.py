@@ -115,3 +115,15 @@ def test_gradients_equal(models):
         close(g_towers[id(var)], g)
         checked += 1
     assert checked == len(tv) == 30
+
+
+def test_library_grouped_model_matches_the_independent_reference(models):
+    """build_grouped_model (the benchmark's one-device baseline, with LRN(groups=2))."""
+    from alexnet_split.models import build_grouped_model
+
+    ref, _, x, _ = models
+    grouped = build_grouped_model("paper", 17, input_shape=(SIZE, SIZE, 3))
+    for name in ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]:
+        grouped.get_layer(name).set_weights(ref.get_layer(name).get_weights())
+    assert grouped.get_layer("conv4").groups == 2 and grouped.count_params() == ref.count_params()
+    close(np.asarray(grouped(x, training=False)), ref(x, training=False).numpy())
