@@ -207,6 +207,19 @@ def cmd_pipeline_speed(args):
     return 0
 
 
+def cmd_bench(args):
+    import alexnet_split as A
+    from . import bench
+
+    devices = A.configure_devices(2, prefer=args.prefer)
+    bench.run(args.layout, quick=args.quick, batches=_csv_list(args.batches, int) if args.batches else None,
+              precisions=_csv_list(args.precisions) if args.precisions else bench.PRECISIONS,
+              variants=_csv_list(args.variants) if args.variants else None, out_dir=args.out,
+              input_size=args.input_size, devices=devices or None,
+              log=lambda line: print(line, flush=True))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="alexnet-split", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -255,6 +268,16 @@ def main(argv=None):
     p.add_argument("--data", default=None)
     p.add_argument("--against", default=None, help="a results folder whose table.csv has training images/s")
     p.set_defaults(func=cmd_pipeline_speed)
+    p = sub.add_parser("bench", help="training/inference images/s of every variant, FLOPs, peak, bytes crossing")
+    p.add_argument("--quick", action="store_true", help="batch 64 only, 3 repeats (under 5 minutes on 2 cores)")
+    p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
+    p.add_argument("--batches", default=None, help="default 32,64,128 (64 with --quick)")
+    p.add_argument("--precisions", default=None, help="default float32,mixed_bfloat16")
+    p.add_argument("--variants", default=None, help="default towers_2dev,towers_1dev,grouped,merged,half")
+    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--out", default="results/bench")
+    p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
+    p.set_defaults(func=cmd_bench)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -193,3 +193,34 @@ def layer_flops(arch: Arch, mode: str = "towers", n_towers: int = 2, input_shape
         prev = width
     flops["fc8"] = 2 * prev * n * num_classes
     return flops
+
+
+def training_flops(arch: Arch, mode: str = "towers", n_towers: int = 2, input_shape=None,
+                   num_classes: int = 17) -> int:
+    """FLOPs of one training step per image: the forward pass, the weight gradients (each as
+    costly as its layer's forward) and the input gradients (likewise, except for conv1, whose
+    input is the image and needs none)."""
+    fwd = layer_flops(arch, mode, n_towers, input_shape, num_classes)
+    first = arch.rows[0].name
+    return 3 * sum(fwd.values()) - sum(v for k, v in fwd.items() if k.endswith(f"_{first}"))
+
+
+def cross_device_bytes(arch: Arch, n_towers: int = 2, input_shape=None, num_classes: int = 17,
+                       batch: int = 1, bytes_per_value: int = 4) -> list[tuple[str, int, int]]:
+    """(connection, forward bytes, backward bytes) that cross devices in one training step with
+    tower k on device k and the shared layers on device 0: every cross row receives each other
+    tower's previous output (and sends its gradient back), tower 0's device feeds the image to the
+    other towers, and the classifier on device 0 receives towers 1..n-1's last outputs."""
+    _, widths = tower_widths(arch, "towers", n_towers)
+    input_shape = tuple(input_shape or arch.input_shape)
+    sizes = spatial_sizes(arch, input_shape)
+    out = [("image -> conv1", (n_towers - 1) * math.prod(input_shape) * batch * bytes_per_value, 0)]
+    prev_values = None
+    for i, (row, width) in enumerate(zip(arch.rows, widths)):
+        if row.cross and prev_values is not None:
+            b = n_towers * (n_towers - 1) * prev_values * batch * bytes_per_value
+            out.append((f"{arch.rows[i - 1].name} -> {row.name}", b, b))
+        prev_values = (sizes[i][0] * sizes[i][1] if row.kind == "conv" else 1) * width
+    b = (n_towers - 1) * prev_values * batch * bytes_per_value
+    out.append((f"{arch.rows[-1].name} -> fc8", b, b))
+    return out

@@ -1,0 +1,227 @@
+"""``alexnet-split bench``: training and inference throughput of every variant, in one run.
+
+Variants: the towers model with its towers on two devices (``towers_2dev``) and with no
+placement (``towers_1dev``), the one-device grouped-convolution network (``grouped``), and the
+``merged`` and ``half`` nets; float32 and mixed_bfloat16; several batch sizes. Each figure is the
+median of timed repeats after a warm-up. The same run measures the machine's matmul peak in each
+precision, so achieved GFLOP/s can be read as a fraction of it, and the input pipeline's speed,
+so the bottleneck is named. Ratios, not absolute times, are what to compare between runs on
+shared machines.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from . import placement, spec
+from .train import atomic_write, machine
+
+VARIANTS = ("towers_2dev", "towers_1dev", "grouped", "merged", "half")
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def host_kind() -> str:
+    if placement.is_tensorflow():
+        import tensorflow as tf
+
+        if tf.config.list_physical_devices("GPU"):
+            return "gpu-" + tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0]).get(
+                "device_name", "gpu").lower().replace(" ", "-")
+    else:
+        import jax
+
+        d = jax.devices()[0]
+        if d.platform != "cpu":
+            return d.device_kind.lower().replace(" ", "-")
+    return f"cpu-{os.cpu_count()}core"
+
+
+def build_variant(variant, layout, devices, input_shape=None, num_classes=17):
+    from .models import build_grouped_model, build_model
+
+    if variant == "towers_2dev":
+        return build_model(layout, "towers", num_classes, input_shape=input_shape, devices=devices)
+    if variant == "towers_1dev":
+        return build_model(layout, "towers", num_classes, input_shape=input_shape)
+    if variant == "grouped":
+        return build_grouped_model(layout, num_classes, input_shape=input_shape)
+    return build_model(layout, variant, num_classes, input_shape=input_shape)
+
+
+def _sync(x):
+    return keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.cast(x, "float32")))
+
+
+def time_calls(fn, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        _sync(fn())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _sync(fn())
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure(variant, layout, precision, batch, devices, warmup=1, repeats=3, input_shape=None) -> dict:
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        model = build_variant(variant, layout, devices, input_shape)
+        model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "categorical_crossentropy", jit_compile=False)
+        shape = model.input_shape[1:]
+        rng = np.random.default_rng(0)
+        x = keras.ops.convert_to_tensor(rng.uniform(0, 255, (batch,) + shape).astype("float32"))
+        y = keras.ops.convert_to_tensor(np.eye(17, dtype="float32")[rng.integers(0, 17, batch)])
+        train = time_calls(lambda: model.train_on_batch(x, y, return_dict=False), warmup + 1, repeats)
+        infer = time_calls(lambda: model.predict_on_batch(x), warmup, repeats)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mode = "towers" if variant.startswith("towers") or variant == "grouped" else variant
+    arch = spec.get_layout(layout)
+    return {"variant": variant, "precision": precision, "batch": batch,
+            "train_img_s": batch / statistics.median(train), "infer_img_s": batch / statistics.median(infer),
+            "train_flops": spec.training_flops(arch, mode, 2, input_shape),
+            "forward_flops": sum(spec.layer_flops(arch, mode, 2, input_shape).values()),
+            "repeats": repeats}
+
+
+def matmul_peak(precision: str, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n matmul in `precision` (bf16 for mixed_bfloat16), best of `repeats`."""
+    dtype = "bfloat16" if precision == "mixed_bfloat16" else "float32"
+    rng = np.random.default_rng(0)
+    a = keras.ops.convert_to_tensor(rng.standard_normal((n, n)).astype("float32"), dtype=dtype)
+    b = keras.ops.convert_to_tensor(rng.standard_normal((n, n)).astype("float32"), dtype=dtype)
+    if placement.is_tensorflow():
+        import tensorflow as tf
+
+        mm = tf.function(lambda: tf.linalg.matmul(a, b))
+    else:
+        import jax
+
+        mm = jax.jit(lambda: keras.ops.matmul(a, b))
+    best = min(time_calls(mm, 2, repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def pipeline_speed(batch, crop, size=256, pca=0.1, n_images=512) -> float:
+    from .pipeline import TrainBatches, throughput
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n_images, size, size, 3), dtype=np.uint8)
+    return throughput(TrainBatches(images, rng.integers(0, 17, n_images), batch, crop, 17, seed=0, pca_sigma=pca))
+
+
+def run(layout="paper", quick=False, batches=None, precisions=PRECISIONS, variants=None, out_dir="results/bench",
+        input_size=None, devices=None, log=print) -> str:
+    batches = batches or ((64,) if quick else (32, 64, 128))
+    variants = variants or (VARIANTS if placement.is_tensorflow() else tuple(v for v in VARIANTS if v != "towers_2dev"))
+    repeats = 3 if quick else 5
+    input_shape = (input_size, input_size, 3) if input_size else None
+    arch = spec.get_layout(layout)
+    shape = input_shape or arch.input_shape
+    t_start = time.perf_counter()
+    peaks = {p: matmul_peak(p) for p in precisions}
+    for p, g in peaks.items():
+        log(f"matmul peak {p}: {g:,.1f} GFLOP/s")
+    rows = []
+    for precision in precisions:
+        for batch in batches:
+            for variant in variants:
+                r = measure(variant, layout, precision, batch, devices, repeats=repeats, input_shape=input_shape)
+                r["gflops"] = r["train_img_s"] * r["train_flops"] / 1e9
+                r["pct_peak"] = 100 * r["gflops"] / peaks[precision]
+                rows.append(r)
+                log(f"{precision:>14} batch {batch:>3} {variant:<12} train {r['train_img_s']:7.1f} img/s  "
+                    f"infer {r['infer_img_s']:7.1f} img/s  {r['gflops']:6.1f} GFLOP/s ({r['pct_peak']:.0f}% of peak)")
+    pipe = pipeline_speed(max(batches), shape[0])
+    md = _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, time.perf_counter() - t_start)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = host_kind() + ("-quick" if quick else "")
+    atomic_write(out / f"{name}.md", md)
+    atomic_write(out / f"{name}.csv", _csv(rows))
+    return md
+
+
+def _ratio(rows, precision, batch, a, b):
+    x = {r["variant"]: r for r in rows if r["precision"] == precision and r["batch"] == batch}
+    return x[a]["train_img_s"] / x[b]["train_img_s"] if a in x and b in x else None
+
+
+def _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, seconds) -> str:
+    arch = spec.get_layout(layout)
+    lines = [f"# Benchmark: {layout} layout, {shape[0]}x{shape[1]} input, {keras.backend.backend()} backend",
+             "", f"Machine: {machine()}; {platform.system()}; Keras {keras.__version__}; "
+             f"command `alexnet-split bench{' --quick' if quick else ''}` ({seconds / 60:.1f} min).",
+             "Median of timed repeats after warm-up; train = one SGD-momentum step (`train_on_batch`), "
+             "infer = `predict_on_batch`.", "",
+             "| precision | batch | variant | train img/s | infer img/s | train GFLOP/s | % of matmul peak |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['precision']} | {r['batch']} | {r['variant']} | {r['train_img_s']:.1f} | "
+                     f"{r['infer_img_s']:.1f} | {r['gflops']:.1f} | {r['pct_peak']:.0f}% |")
+    lines += ["", "Matmul peak (2048x2048, best of 5): " + ", ".join(f"{p} {g:,.1f} GFLOP/s" for p, g in peaks.items()),
+              "", "FLOPs per image (multiply-add = 2; training = forward + weight and input gradients):", "",
+              "| model | forward GFLOPs | training GFLOPs |", "|---|---:|---:|"]
+    for mode in ("towers", "merged", "half"):
+        lines.append(f"| {mode} | {sum(spec.layer_flops(arch, mode, 2, shape).values()) / 1e9:.3f} | "
+                     f"{spec.training_flops(arch, mode, 2, shape) / 1e9:.3f} |")
+    lines += ["", "Ratios in this run (training images/s):", ""]
+    for precision in precisions:
+        for batch in batches:
+            r = _ratio(rows, precision, batch, "towers_2dev", "towers_1dev")
+            g = _ratio(rows, precision, batch, "towers_2dev", "grouped")
+            if r is not None:
+                lines.append(f"- {precision}, batch {batch}: towers on 2 devices / on 1 device = **{r:.2f}x** "
+                             f"(target >= 0.95); / grouped conv = {g:.2f}x")
+    if len(precisions) == 2:
+        for batch in batches:
+            for variant in ("towers_2dev", "merged"):
+                x = {r["precision"]: r for r in rows if r["batch"] == batch and r["variant"] == variant}
+                if len(x) == 2:
+                    lines.append(f"- batch {batch}, {variant}: mixed_bfloat16 / float32 = "
+                                 f"**{x['mixed_bfloat16']['train_img_s'] / x['float32']['train_img_s']:.2f}x** "
+                                 "(target >= 2)")
+    merged = [r for r in rows if r["variant"] == "merged" and r["precision"] == "float32"]
+    if merged:
+        best = max(merged, key=lambda r: r["pct_peak"])
+        lines.append(f"- merged float32 training reaches **{best['pct_peak']:.0f}%** of the float32 matmul peak "
+                     f"(batch {best['batch']}; target >= 50%)")
+    lines += ["", "Bytes crossing devices per training step (towers_2dev, float32 activations; bf16 halves them):",
+              "", "| connection | " + " | ".join(f"batch {b} fwd / bwd (MB)" for b in batches) + " |",
+              "|---|" + "---:|" * len(batches)]
+    per_batch = [spec.cross_device_bytes(arch, 2, shape, batch=b) for b in batches]
+    for i, (name, _, _) in enumerate(per_batch[0]):
+        lines.append(f"| {name} | " + " | ".join(f"{p[i][1] / 1e6:.1f} / {p[i][2] / 1e6:.1f}" for p in per_batch) + " |")
+    fastest = max(r["train_img_s"] for r in rows)
+    verdict = ("the input pipeline is not the bottleneck" if pipe >= 5 * fastest else
+               "WARNING: the input pipeline (NumPy crops/flips/PCA in one thread) is the bottleneck")
+    lines += ["", f"Input pipeline (random {shape[0]} crops of 256x256 uint8 images, flips, PCA lighting): "
+              f"{pipe:,.0f} images/s = {pipe / fastest:.1f}x the fastest training above: {verdict}.", ""]
+    return "\n".join(lines)
+
+
+def _csv(rows) -> str:
+    fields = ["variant", "precision", "batch", "train_img_s", "infer_img_s", "forward_flops", "train_flops", "gflops",
+              "pct_peak", "repeats"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fields, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+if __name__ == "__main__":
+    sys.exit("use `alexnet-split bench`")
