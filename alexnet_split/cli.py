@@ -220,6 +220,16 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_profile(args):
+    import alexnet_split as A
+    from . import profile
+
+    devices = A.configure_devices(2, prefer=args.prefer)
+    print(profile.run(args.layout, args.variant, args.precision, args.batch, devices=devices or None, out=args.out,
+                      input_size=args.input_size))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="alexnet-split", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -278,6 +288,15 @@ def main(argv=None):
     p.add_argument("--out", default="results/bench")
     p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("profile", help="where a training step's time goes (TF profiler trace)")
+    p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
+    p.add_argument("--variant", default="towers_2dev")
+    p.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--out", default=None, help="also write the markdown here")
+    p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
+    p.set_defaults(func=cmd_profile)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
