@@ -177,7 +177,7 @@ def cmd_report(args):
 
     print(report.report(args.results_dir))
     readme = Path(args.results_dir).resolve().parents[1] / "README.md"
-    if readme.is_file() and report.sync_readme(readme, readme.parent / "results"):
+    if readme.is_file() and report.sync_readme(readme):
         print(f"updated the results tables in {readme}")
     return 0
 
@@ -211,12 +211,19 @@ def cmd_bench(args):
     import alexnet_split as A
     from . import bench
 
+    from pathlib import Path
+
+    from . import report
+
     devices = A.configure_devices(2, prefer=args.prefer)
     bench.run(args.layout, quick=args.quick, batches=_csv_list(args.batches, int) if args.batches else None,
               precisions=_csv_list(args.precisions) if args.precisions else bench.PRECISIONS,
               variants=_csv_list(args.variants) if args.variants else None, out_dir=args.out,
               input_size=args.input_size, devices=devices or None,
               log=lambda line: print(line, flush=True))
+    readme = Path(args.out).resolve().parents[1] / "README.md"
+    if readme.is_file() and report.sync_readme(readme):
+        print(f"updated the benchmark tables in {readme}")
     return 0
 
 

@@ -117,22 +117,29 @@ def _read_run(run_dir: Path, row: str):
 _BEGIN, _END = "<!-- begin {} -->", "<!-- end {} -->"
 
 
-def sync_readme(readme, results_root) -> bool:
-    """Replace each ``<!-- begin results/X/table.md -->`` ... ``<!-- end ... -->`` block of the
-    README with that file's current content. Returns whether anything changed."""
-    readme, results_root = Path(readme), Path(results_root)
+def sync_readme(readme, results_root=None) -> bool:
+    """Replace each ``<!-- begin PATH -->`` ... ``<!-- end PATH -->`` block of the README with the
+    current content of PATH (relative to the README; its ``# `` title becomes ``### ``). Used for
+    the comparison tables and the benchmark. Returns whether anything changed."""
+    import re
+
+    readme = Path(readme)
     text = old = readme.read_text()
-    for table in sorted(results_root.glob("*/table.md")):
-        key = f"results/{table.parent.name}/table.md"
+    for key in re.findall(r"<!-- begin (\S+) -->", text):
+        source = readme.parent / key
         begin, end = _BEGIN.format(key), _END.format(key)
-        if begin in text and end in text:
-            head, rest = text.split(begin, 1)
-            _, tail = rest.split(end, 1)
-            body = table.read_text().replace("\n# ", "\n### ").lstrip("# ").rstrip("\n")
-            text = f"{head}{begin}\n### {body}\n{end}{tail}"
+        if not source.is_file() or end not in text:
+            continue
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n{readme_body(source.read_text())}\n{end}{tail}"
     if text != old:
         atomic_write(readme, text)
     return text != old
+
+
+def readme_body(markdown: str) -> str:
+    return "### " + markdown.replace("\n# ", "\n### ").lstrip("# ").rstrip("\n")
 
 
 def readme_block(readme, key) -> str | None:

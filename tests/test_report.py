@@ -105,8 +105,11 @@ def test_readme_shows_the_committed_tables():
     for committed in COMMITTED:
         block = report.readme_block(readme, f"results/{committed.name}/table.md")
         assert block is not None, f"README has no block for results/{committed.name}/table.md"
-        body = (committed / "table.md").read_text().replace("\n# ", "\n### ").lstrip("# ").rstrip("\n")
-        assert block == f"\n### {body}\n"
+        assert block == "\n" + report.readme_body((committed / "table.md").read_text()) + "\n"
+    for bench in sorted((RESULTS / "bench").glob("*.md")):
+        block = report.readme_block(readme, f"results/bench/{bench.name}")
+        if block is not None:
+            assert block == "\n" + report.readme_body(bench.read_text()) + "\n"
 
 
 def test_sync_readme_replaces_only_the_marked_block(comparison, tmp_path):
@@ -114,11 +117,11 @@ def test_sync_readme_replaces_only_the_marked_block(comparison, tmp_path):
     report.report(root)
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- begin results/fake/table.md -->\nold\n<!-- end results/fake/table.md -->\noutro\n")
-    assert report.sync_readme(readme, root.parent)
+    assert report.sync_readme(readme)
     text = readme.read_text()
     assert text.startswith("intro\n<!-- begin") and text.endswith("<!-- end results/fake/table.md -->\noutro\n")
     assert "| towers - merged | 3 |" in text and "old" not in text
-    assert not report.sync_readme(readme, root.parent)  # idempotent
+    assert not report.sync_readme(readme)  # idempotent
 
 
 def test_compare_runs_resumes_and_reports(tmp_path, jpg_dir):
