@@ -87,7 +87,7 @@ def paper_cpu() -> Recipe:
     Hardware: the 2-core AMD EPYC CPU of this project's machines (TensorFlow, 2 logical devices).
     """
     return paper().replace(name="paper_cpu", precision="mixed_bfloat16", image_size=148, input_size=131,
-                           batch_size=32, epochs=30)
+                           batch_size=32, epochs=20)
 
 
 def seed() -> Recipe:

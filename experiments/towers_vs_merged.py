@@ -7,7 +7,7 @@ Command (CPU, the reduced protocol that produced results/seed_cpu and results/pa
 Hardware: the project's 2-core CPU machine (TensorFlow 2.21, two logical CPU devices, towers
 placed on /CPU:0 and /CPU:1; merged and half on /CPU:0).
 Runtime there: about 3.5 minutes per seed_cpu run (30 epochs) and about 5 minutes per paper_cpu
-run (30 epochs at 131x131); 18 runs in all.
+run (20 epochs at 131x131); 18 runs in all.
 Result: see results/seed_cpu/table.md and results/paper_cpu/table.md (regenerate the tables
 with ``alexnet-split report results/<name>``).
 
