@@ -132,7 +132,9 @@ def sync_readme(readme, results_root=None) -> bool:
             continue
         head, rest = text.split(begin, 1)
         _, tail = rest.split(end, 1)
-        text = f"{head}{begin}\n{readme_body(source.read_text())}\n{end}{tail}"
+        body = source.read_text()
+        body = f"```\n{body.strip()}\n```" if source.suffix == ".txt" else readme_body(body)
+        text = f"{head}{begin}\n{body}\n{end}{tail}"
     if text != old:
         atomic_write(readme, text)
     return text != old

@@ -110,6 +110,10 @@ def test_readme_shows_the_committed_tables():
         block = report.readme_block(readme, f"results/bench/{bench.name}")
         if block is not None:
             assert block == "\n" + report.readme_body(bench.read_text()) + "\n"
+    for proof in sorted((RESULTS / "placement").glob("*.txt")):
+        block = report.readme_block(readme, f"results/placement/{proof.name}")
+        if block is not None:
+            assert block == f"\n```\n{proof.read_text().strip()}\n```\n"
 
 
 def test_sync_readme_replaces_only_the_marked_block(comparison, tmp_path):
