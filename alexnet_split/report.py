@@ -231,7 +231,8 @@ def _markdown(manifest, runs, rows) -> str:
         f"Hardware: {cfg['machine']}; backend {cfg['backend']}; towers on {', '.join(cfg['devices']) or 'one device'}.",
         f"Versions: {versions}.",
         "",
-        "Accuracies in %, mean ± std over seeds [± half-width of the 95% t interval].",
+        "Accuracies in %, mean ± std over seeds [± half-width of the 95% t interval]. img/s: training images "
+        "per second of epoch wall time (validation included); min/run: the epochs' wall time.",
         "",
         "| mode | seeds | params | GFLOPs/img | test top-1 | test top-5 | best val top-1 | best epoch | train img/s | min/run |",
         "|---|---|---:|---:|---|---|---|---:|---:|---:|",
