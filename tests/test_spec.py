@@ -138,3 +138,15 @@ def test_lrn_matches_tensorflow_and_the_paper_formula():
     by_hand = x[..., c] / (2.0 + 1e-4 * (x[..., c - 2:c + 3] ** 2).sum(-1)) ** 0.75
     np.testing.assert_allclose(ours[..., c], by_hand, rtol=1e-5)
 
+
+
+def test_lrn_other_beta_and_groups():
+    import tensorflow as tf
+
+    from alexnet_split.layers import LRN
+
+    x = np.random.default_rng(2).normal(0, 30, (2, 4, 4, 12)).astype("float32")
+    np.testing.assert_allclose(np.asarray(LRN(beta=0.5)(x)),
+                               tf.nn.local_response_normalization(x, 2, 2.0, 1e-4, 0.5).numpy(), rtol=1e-5)
+    halves = [tf.nn.local_response_normalization(h, 2, 2.0, 1e-4, 0.75).numpy() for h in np.split(x, 2, axis=-1)]
+    np.testing.assert_allclose(np.asarray(LRN(groups=2)(x)), np.concatenate(halves, -1), rtol=1e-5)
