@@ -252,6 +252,14 @@ def cmd_profile(args):
     devices = A.configure_devices(2, prefer=args.prefer)
     print(profile.run(args.layout, args.variant, args.precision, args.batch, devices=devices or None, out=args.out,
                       input_size=args.input_size))
+    if args.out:
+        from pathlib import Path
+
+        from . import report
+
+        readme = Path(args.out).resolve().parents[2] / "README.md"
+        if readme.is_file():
+            report.sync_readme(readme)
     return 0
 
 
