@@ -6,10 +6,11 @@ Command (CPU, the reduced protocol that produced results/seed_cpu and results/pa
 
 Hardware: the project's 2-core CPU machine (TensorFlow 2.21, two logical CPU devices, towers
 placed on /CPU:0 and /CPU:1; merged and half on /CPU:0).
-Runtime there: about 3.5 minutes per seed_cpu run (30 epochs) and about 5 minutes per paper_cpu
-run (20 epochs at 131x131); 18 runs in all.
-Result: see results/seed_cpu/table.md and results/paper_cpu/table.md (regenerate the tables
-with ``alexnet-split report results/<name>``).
+Runtime there: about 1 hour for the 18 runs (the tables' min/run column: 2.3-4.6 minutes per
+seed_cpu run of 30 epochs, 1.6-2.5 per paper_cpu run of 20 epochs at 131x131).
+Result: results/seed_cpu/table.md (towers, merged and half within a few points, no significant
+paired difference at 3 seeds) and results/paper_cpu/table.md (the paper's SGD recipe stays at
+chance in this budget); regenerate with ``alexnet-split report results/<name>``.
 
 The full protocol (90-100 epochs, 5 seeds) is ``--protocol full``; it needs a GPU.
 """
