@@ -16,7 +16,6 @@ import io
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -221,7 +220,3 @@ def _csv(rows) -> str:
     for r in rows:
         w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
     return buf.getvalue()
-
-
-if __name__ == "__main__":
-    sys.exit("use `alexnet-split bench`")

@@ -25,6 +25,7 @@ import tarfile
 import tempfile
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -156,16 +157,10 @@ def read_archive(path: Path, size: int) -> Flowers17:
             for m in _progress(members, len(members), f"decoding {path.name}"):
                 n = int(_IMAGE_RE.search(m.name).group(1))
                 decoded[n] = decode_resize(tar.extractfile(m).read(), size, f"{path}:{m.name}")
-        except (tarfile.TarError, OSError, EOFError, zlib_error()) as e:
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise DatasetError(f"{path}: archive is truncated or corrupt ({type(e).__name__}: {e})") from None
     numbers = np.arange(1, NUM_IMAGES + 1)
     return Flowers17(np.stack([decoded[n] for n in numbers]), numbers_to_labels(numbers), numbers, str(path))
-
-
-def zlib_error():
-    import zlib
-
-    return zlib.error
 
 
 def numbers_to_labels(numbers) -> np.ndarray:

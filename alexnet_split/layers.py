@@ -43,13 +43,13 @@ class LRN(layers.Layer):
 
     def call(self, x):
         c = x.shape[-1]
-        # The window sums are one matmul with a 0/1 band matrix (block-diagonal for groups): 3x
-        # faster forward + backward on CPU than summing 2n+1 channel slices, whose gradients
-        # (StridedSliceGrad) were 14% of a training step, and faster than tf.nn.lrn.
+        # The window sums are one matmul with a 0/1 band matrix (block-diagonal for groups): the
+        # gradients of 2n+1 channel slices (StridedSliceGrad) were the top cost of a training step
+        # (results/bench/profile-cpu-2core-before.md).
         band = ops.convert_to_tensor(self._band(c), dtype=x.dtype)
         window = ops.reshape(ops.matmul(ops.reshape(ops.square(x), (-1, c)), band), ops.shape(x))
         t = self.bias + self.alpha * window
-        if self.beta == 0.75:  # the paper's beta: t^-3/4 = rsqrt(t) * sqrt(rsqrt(t)), 1.7x faster than Pow
+        if self.beta == 0.75:  # the paper's beta: t^-3/4 = rsqrt(t) * sqrt(rsqrt(t)), cheaper than Pow
             r = ops.rsqrt(t)
             return x * (r * ops.sqrt(r))
         return x * ops.power(t, -self.beta)

@@ -64,10 +64,9 @@ def trace_step(layout="paper", variant="towers_2dev", precision="float32", batch
 def phase_of(node: str, op_type: str, blocks) -> str:
     if op_type in ("_Send", "_Recv", "_HostSend", "_HostRecv") or "Copy" in op_type:
         return "transfer"
-    block, phase = classify(node if "/" in node else node + "/", blocks)
     if "/update_" in node or node.startswith(("sgd/", "adam/")):
         return "update"
-    return phase
+    return classify(node + "/", blocks)[1]
 
 
 def summarize(trace: dict, top: int = 10) -> str:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from alexnet_split import data
 from alexnet_split.data import DatasetError

@@ -4,7 +4,6 @@ Each check trains a few steps in a child process (logical devices are per proces
 logical CPU devices; see alexnet_split/placement_check.py for what is parsed.
 """
 
-import pytest
 
 from alexnet_split import placement_check, spec
 
