@@ -61,29 +61,39 @@ def _sync(x):
     return keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.cast(x, "float32")))
 
 
-def time_calls(fn, warmup: int, repeats: int) -> list[float]:
+def on_accelerator() -> bool:
+    return not host_kind().startswith("cpu-")
+
+
+def time_calls(fn, warmup: int, repeats: int, inner: int = 1) -> list[float]:
+    """Seconds per call: each repeat runs `inner` calls and waits for the last result (an
+    accelerator step is milliseconds, so one call per repeat would time the host's jitter)."""
     for _ in range(warmup):
         _sync(fn())
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
+        for _ in range(inner - 1):
+            fn()
         _sync(fn())
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0) / inner)
     return times
 
 
-def measure(variant, layout, precision, batch, devices, warmup=1, repeats=3, input_shape=None) -> dict:
+def measure(variant, layout, precision, batch, devices, warmup=1, repeats=3, input_shape=None, inner=1) -> dict:
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(precision)
     try:
         model = build_variant(variant, layout, devices, input_shape)
-        model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "categorical_crossentropy", jit_compile=False)
+        # TF: no XLA (placed towers run op by op on their devices); JAX: jit, as training does.
+        model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "categorical_crossentropy",
+                      jit_compile=False if placement.is_tensorflow() else "auto")
         shape = model.input_shape[1:]
         rng = np.random.default_rng(0)
         x = keras.ops.convert_to_tensor(rng.uniform(0, 255, (batch,) + shape).astype("float32"))
         y = keras.ops.convert_to_tensor(np.eye(17, dtype="float32")[rng.integers(0, 17, batch)])
-        train = time_calls(lambda: model.train_on_batch(x, y, return_dict=False), warmup + 1, repeats)
-        infer = time_calls(lambda: model.predict_on_batch(x), warmup, repeats)
+        train = time_calls(lambda: model.train_on_batch(x, y, return_dict=False), warmup + 1, repeats, inner)
+        infer = time_calls(lambda: model.predict_on_batch(x), warmup, repeats, inner)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     mode = "towers" if variant.startswith("towers") or variant == "grouped" else variant
@@ -95,7 +105,7 @@ def measure(variant, layout, precision, batch, devices, warmup=1, repeats=3, inp
             "repeats": repeats}
 
 
-def matmul_peak(precision: str, n: int = 2048, repeats: int = 5) -> float:
+def matmul_peak(precision: str, n: int = 2048, repeats: int = 5, inner: int = 1) -> float:
     """GFLOP/s of an n x n matmul in `precision` (bf16 for mixed_bfloat16), best of `repeats`."""
     dtype = "bfloat16" if precision == "mixed_bfloat16" else "float32"
     rng = np.random.default_rng(0)
@@ -109,7 +119,7 @@ def matmul_peak(precision: str, n: int = 2048, repeats: int = 5) -> float:
         import jax
 
         mm = jax.jit(lambda: keras.ops.matmul(a, b))
-    best = min(time_calls(mm, 2, repeats))
+    best = min(time_calls(mm, 2, repeats, inner))
     return 2 * n ** 3 / best / 1e9
 
 
@@ -122,29 +132,44 @@ def pipeline_speed(batch, crop, size=256, pca=0.1, n_images=512) -> float:
 
 
 def run(layout="paper", quick=False, batches=None, precisions=PRECISIONS, variants=None, out_dir="results/bench",
-        input_size=None, devices=None, log=print) -> str:
-    batches = batches or ((64,) if quick else (32, 64, 128))
+        input_size=None, devices=None, log=print, deadline=None) -> str:
+    """Measure, write ``<out_dir>/<host-kind>[-quick].md`` and ``.csv``, return the markdown.
+
+    `deadline` (seconds from the start): launch no new measurement after it; the tables say
+    which were skipped. For leased machines, so a slow run still leaves what it measured."""
+    accel = on_accelerator()
+    batches = batches or ((64,) if quick else (64, 128, 256) if accel else (32, 64, 128))
     variants = variants or (VARIANTS if placement.is_tensorflow() else tuple(v for v in VARIANTS if v != "towers_2dev"))
     repeats = 3 if quick else 5
+    inner = 10 if accel else 1
     input_shape = (input_size, input_size, 3) if input_size else None
     arch = spec.get_layout(layout)
     shape = input_shape or arch.input_shape
     t_start = time.perf_counter()
-    peaks = {p: matmul_peak(p) for p in precisions}
+    mm_n = 8192 if accel else 2048  # big enough to fill the card's tensor cores
+    peaks = {p: matmul_peak(p, mm_n, inner=inner) for p in precisions}
     for p, g in peaks.items():
         log(f"matmul peak {p}: {g:,.1f} GFLOP/s")
-    rows = []
+    rows, skipped = [], []
     for precision in precisions:
         for batch in batches:
             for variant in variants:
-                r = measure(variant, layout, precision, batch, devices, repeats=repeats, input_shape=input_shape)
+                if deadline is not None and time.perf_counter() - t_start > deadline:
+                    log(f"{precision:>14} batch {batch:>3} {variant:<12} skipped: past the {deadline:.0f} s deadline")
+                    skipped.append(f"{precision}/{batch}/{variant}")
+                    continue
+                r = measure(variant, layout, precision, batch, devices, repeats=repeats, input_shape=input_shape,
+                            inner=inner)
                 r["gflops"] = r["train_img_s"] * r["train_flops"] / 1e9
                 r["pct_peak"] = 100 * r["gflops"] / peaks[precision]
                 rows.append(r)
                 log(f"{precision:>14} batch {batch:>3} {variant:<12} train {r['train_img_s']:7.1f} img/s  "
                     f"infer {r['infer_img_s']:7.1f} img/s  {r['gflops']:6.1f} GFLOP/s ({r['pct_peak']:.0f}% of peak)")
     pipe = pipeline_speed(max(batches), shape[0])
-    md = _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, time.perf_counter() - t_start)
+    md = _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, time.perf_counter() - t_start,
+                   mm_n, inner)
+    if skipped:
+        md += f"\nNot measured (past the run's {deadline:.0f} s deadline): {', '.join(skipped)}.\n"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = host_kind() + ("-quick" if quick else "")
@@ -153,24 +178,43 @@ def run(layout="paper", quick=False, batches=None, precisions=PRECISIONS, varian
     return md
 
 
+def _backend_version() -> str:
+    import sys
+
+    mod = sys.modules.get(keras.backend.backend())
+    return f", {mod.__name__} {mod.__version__}" if mod is not None else ""
+
+
+def _precision_note() -> str:
+    if placement.is_tensorflow():
+        return ""
+    import jax
+
+    # XLA's DEFAULT precision runs float32 matmuls and convolutions as TF32 on NVIDIA tensor cores.
+    return (f"; float32 at jax_default_matmul_precision={jax.config.jax_default_matmul_precision}, "
+            "which on NVIDIA GPUs means TF32 tensor cores" if jax.devices()[0].platform == "gpu" else "")
+
+
 def _ratio(rows, precision, batch, a, b):
     x = {r["variant"]: r for r in rows if r["precision"] == precision and r["batch"] == batch}
     return x[a]["train_img_s"] / x[b]["train_img_s"] if a in x and b in x else None
 
 
-def _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, seconds) -> str:
+def _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, seconds, mm_n=2048, inner=1) -> str:
     arch = spec.get_layout(layout)
     lines = [f"# Benchmark: {layout} layout, {shape[0]}x{shape[1]} input, {keras.backend.backend()} backend",
-             "", f"Machine: {machine()}; {platform.system()}; Keras {keras.__version__}; "
+             "", f"Machine: {machine()}; {platform.system()}; "
+             f"Keras {keras.__version__}{_backend_version()}; "
              f"command `alexnet-split bench{' --quick' if quick else ''}` ({seconds / 60:.1f} min).",
-             "Median of timed repeats after warm-up; train = one SGD-momentum step (`train_on_batch`), "
-             "infer = `predict_on_batch`.", "",
+             "Median of timed repeats after warm-up"
+             + (f" (each repeat times {inner} consecutive calls)" if inner > 1 else "")
+             + "; train = one SGD-momentum step (`train_on_batch`), infer = `predict_on_batch`.", "",
              "| precision | batch | variant | train img/s | infer img/s | train GFLOP/s | % of matmul peak |",
              "|---|---:|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['precision']} | {r['batch']} | {r['variant']} | {r['train_img_s']:.1f} | "
                      f"{r['infer_img_s']:.1f} | {r['gflops']:.1f} | {r['pct_peak']:.0f}% |")
-    lines += ["", "Matmul peak (2048x2048, best of 5): " + ", ".join(f"{p} {g:,.1f} GFLOP/s" for p, g in peaks.items()),
+    lines += ["", f"Matmul peak ({mm_n}x{mm_n}, best of 5" + _precision_note() + "): " + ", ".join(f"{p} {g:,.1f} GFLOP/s" for p, g in peaks.items()),
               "", "FLOPs per image (multiply-add = 2; training = forward + weight and input gradients):", "",
               "| model | forward GFLOPs | training GFLOPs |", "|---|---:|---:|"]
     for mode in ("towers", "merged", "half"):
@@ -186,7 +230,9 @@ def _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, seco
                              f"(target >= 0.95); / grouped conv = {g:.2f}x")
     if len(precisions) == 2:
         for batch in batches:
-            for variant in ("towers_2dev", "merged"):
+            for variant in ("towers_2dev", "towers_1dev", "merged", "half"):
+                if variant == "towers_1dev" and any(r["variant"] == "towers_2dev" for r in rows):
+                    continue
                 x = {r["precision"]: r for r in rows if r["batch"] == batch and r["variant"] == variant}
                 if len(x) == 2:
                     lines.append(f"- batch {batch}, {variant}: mixed_bfloat16 / float32 = "
@@ -197,12 +243,16 @@ def _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, seco
         best = max(merged, key=lambda r: r["pct_peak"])
         lines.append(f"- merged float32 training reaches **{best['pct_peak']:.0f}%** of the float32 matmul peak "
                      f"(batch {best['batch']}; target >= 50%)")
-    lines += ["", "Bytes crossing devices per training step (towers_2dev, float32 activations; bf16 halves them):",
-              "", "| connection | " + " | ".join(f"batch {b} fwd / bwd (MB)" for b in batches) + " |",
-              "|---|" + "---:|" * len(batches)]
-    per_batch = [spec.cross_device_bytes(arch, 2, shape, batch=b) for b in batches]
-    for i, (name, _, _) in enumerate(per_batch[0]):
-        lines.append(f"| {name} | " + " | ".join(f"{p[i][1] / 1e6:.1f} / {p[i][2] / 1e6:.1f}" for p in per_batch) + " |")
+    if not any(r["variant"] == "towers_2dev" for r in rows):  # no placed towers measured (JAX)
+        lines.append("")
+    else:
+        lines += ["", "Bytes crossing devices per training step (towers_2dev, float32 activations; bf16 halves them):",
+                  "", "| connection | " + " | ".join(f"batch {b} fwd / bwd (MB)" for b in batches) + " |",
+                  "|---|" + "---:|" * len(batches)]
+        per_batch = [spec.cross_device_bytes(arch, 2, shape, batch=b) for b in batches]
+        for i, (name, _, _) in enumerate(per_batch[0]):
+            cells = [f"{p[i][1] / 1e6:.1f} / {p[i][2] / 1e6:.1f}" for p in per_batch]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     fastest = max(r["train_img_s"] for r in rows)
     verdict = ("the input pipeline is not the bottleneck" if pipe >= 5 * fastest else
                "WARNING: the input pipeline (NumPy crops/flips/PCA in one thread) is the bottleneck")
@@ -220,3 +270,44 @@ def _csv(rows) -> str:
     for r in rows:
         w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
     return buf.getvalue()
+
+
+def cluster_step_ratio(layout="paper", input_size=None, batch=32, steps=8, rounds=2, out_dir="results/bench",
+                       log=print) -> str:
+    """Median training-step time with the towers on two loopback worker processes (gRPC) over
+    the same steps with the towers on two logical devices of one process; rounds alternate the
+    two so that the machine's drift hits both. TensorFlow only."""
+    import tempfile
+
+    from . import placement_check as pc
+    from .loopback import LocalCluster
+
+    size = input_size or spec.get_layout(layout).input_shape[0]
+    params = dict(layout=layout, input_size=size, batch=batch, steps=steps)
+    times = {"in-process": [], "loopback gRPC": []}
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="alexnet_split_cluster_bench_") as tmp, LocalCluster(2, tmp) as cluster:
+        for r in range(rounds):
+            for how, spec_file in (("in-process", None), ("loopback gRPC", str(cluster.spec_file))):
+                t = pc.run_chief(dict(params, spec=spec_file))["step_seconds"][2:]  # 2 warm-up steps
+                times[how] += t
+                log(f"round {r + 1}: {how:<14} median step {statistics.median(t) * 1e3:8.1f} ms")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = med["loopback gRPC"] / med["in-process"]
+    arch = spec.get_layout(layout)
+    mb = sum(f + b for _, f, b in spec.cross_device_bytes(arch, 2, (size, size, 3), batch=batch)) / 1e6
+    md = "\n".join([
+        f"# Towers on two worker processes (loopback gRPC) vs two devices of one process", "",
+        f"Machine: {machine()}; TensorFlow; {layout} layout, {size}x{size} input, batch {batch}, float32, "
+        f"SGD momentum; command `alexnet-split bench-cluster` ({(time.perf_counter() - t_start) / 60:.1f} min).",
+        f"{rounds} alternating rounds of {steps} steps each (first 2 of each run are warm-up); the chief, both "
+        "workers and the in-process run share this machine's cores.", "",
+        "| placement | median step (ms) | images/s | steps timed |", "|---|---:|---:|---:|",
+        *[f"| {k} | {m * 1e3:.1f} | {batch / m:.1f} | {len(times[k])} |" for k, m in med.items()], "",
+        f"Step time over loopback gRPC / in-process: **{ratio:.2f}x**. Per step {mb:.1f} MB cross between the "
+        "towers' devices (activations and their gradients at the cross-connections, and the input images; "
+        "`alexnet-split bench` lists them): in one process a copy, across processes a gRPC message.", ""])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / f"cluster-loopback-{host_kind()}.md", md)
+    return md

@@ -72,6 +72,8 @@ def format_summary(model, flops: dict[str, int]) -> str:
 def cmd_check_placement(args):
     from . import placement_check
 
+    if args.loopback_cluster:
+        return _check_cluster(args)
     how = "Keras's stock Model and optimizer (the naive baseline)" if args.naive else "PlacedModel"
     print(f"Training {args.steps} steps of {args.layout}/{args.mode} ({args.optimizer}, {how}) on 2 logical CPU "
           "devices with TensorFlow's placement log on ...", flush=True)
@@ -96,6 +98,29 @@ def cmd_check_placement(args):
             report_mod.sync_readme(readme)
     ok = not report.misplaced_ops() and all(s["device"] == s["reference_device"] for s in report.slots)
     return 0 if ok or args.naive else 1
+
+
+def _check_cluster(args):
+    import tempfile
+    from pathlib import Path
+
+    from . import placement_check as pc
+
+    print("Starting two loopback workers and training 3 steps with tower k on worker task k ...", flush=True)
+    folder = Path(tempfile.mkdtemp(prefix="alexnet_split_cluster_"))
+    report = pc.check_cluster(folder, args.layout, input_size=args.input_size or 67, steps=3)
+    pc.run_chief(dict(spec=None, layout=args.layout, input_size=args.input_size or 67, batch=4, steps=3,
+                      weights=str(folder / "single.npz")))
+    weights = pc.compare_weights(folder / "weights.npz", folder / "single.npz")
+    text = pc.format_cluster(report, weights)
+    print(text)
+    if args.out:
+        from .train import atomic_write
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(args.out), f"$ alexnet-split check-placement --loopback-cluster\n{text}")
+    ok = not report.misplaced() and weights["max_rel"] <= 1e-5
+    return 0 if ok else 1
 
 
 def format_report(report) -> str:
@@ -142,20 +167,84 @@ def _data_root(args):
     return args.data  # None: $FLOWERS17_DIR or ~/.cache/alexnet_split/17flowers (downloads there)
 
 
+def _cluster_source(args):
+    """--cluster FILE, else $TF_CONFIG when set, else None (no cluster)."""
+    import os
+
+    if args.cluster:
+        return args.cluster
+    return "env" if os.environ.get("TF_CONFIG") else None
+
+
 def cmd_train(args):
     import alexnet_split as A
     from . import train
 
-    devices = A.configure_devices(2 if args.mode == "towers" else 1, prefer=args.prefer)
-    final = train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=_data_root(args),
-                        devices=devices or None, overrides=_overrides(args.set), deterministic=args.deterministic,
-                        splits_mat=args.splits)
+    n = 2 if args.mode == "towers" else 1
+    source = _cluster_source(args)
+    if source is None:
+        devices = A.configure_devices(n, prefer=args.prefer)
+        final = _train(args, devices)
+    else:
+        final = _train_on_cluster(args, source, n)
     print(f"{args.out}: test top-1 {final['test_top1']:.4f}, top-5 {final['test_top5']:.4f}, best val "
           f"{final['best_val_accuracy']:.4f} at epoch {final['best_epoch']}, "
           f"{final['train_images_per_second']:.1f} train images/s")
     return 0
 
 
+def _train(args, devices):
+    from . import train
+
+    return train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=_data_root(args),
+                       devices=devices or None, overrides=_overrides(args.set), deterministic=args.deterministic,
+                       splits_mat=args.splits, checkpoint_seconds=args.checkpoint_seconds)
+
+
+def _train_on_cluster(args, source, n_towers):
+    import os
+    from pathlib import Path
+
+    import tensorflow as tf
+
+    from . import placement
+    from .train import read_json
+
+    cluster, _, where = placement.load_cluster(None if source == "env" else source)
+    job = placement.connect(cluster)
+    devices = placement.cluster_devices(cluster, n_towers, args.prefer)
+    print(f"connected to {where} as job {job!r}; " + ", ".join(f"tower {k} on {d}" for k, d in enumerate(devices)),
+          flush=True)
+
+    def explain(message):
+        state_file = Path(args.out) / "state.json"
+        state = read_json(state_file) if state_file.is_file() else None
+        kept = (f"the last checkpoint ({state['checkpoint']}, epoch {state['epoch']}) is intact in {args.out}"
+                if state else f"no epoch had finished, so {args.out} holds no checkpoint yet")
+        return f"{message}; {kept}. Restart the worker and rerun this command to resume."
+
+    def on_lost(message):
+        print(f"alexnet-split train: error: {explain(message)}", file=sys.stderr, flush=True)
+        os._exit(3)  # the step in flight waits for the lost task's tensors and would never return
+
+    with placement.WorkerWatchdog(cluster, on_lost) as watchdog:
+        try:
+            return _train(args, devices)
+        except tf.errors.OpError as e:  # TF noticed first; name the task whose port is closed
+            lost = "; ".join(watchdog.lost()) or "a cluster task"
+            detail = " ".join(line.strip() for line in e.message.strip().splitlines()[-2:])[:300]
+            raise RuntimeError(explain(f"lost {lost} during training ({type(e).__name__}: {detail})")) from None
+
+
+def cmd_worker(args):
+    from . import placement
+
+    source = _cluster_source(args)
+    cluster, task, where = placement.load_cluster(None if source == "env" else source)
+    task = args.task if args.task is not None else task
+    if task is None:
+        raise placement.ClusterError(f"{where}: which worker is this? pass --task N")
+    return placement.serve_worker(cluster, task, where, log=lambda line: print(line, flush=True))
 def _csv_list(text, cast=str):
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
@@ -184,7 +273,8 @@ def cmd_compare(args):
     results_dir = f"{args.results}/{args.name or args.recipe}"
     references = [_reference(r) for r in args.reference or []]
     print(report.compare(results_dir, args.recipe, args.layout, modes, seeds, references=references,
-                         data_root=_data_root(args), devices=devices or None, overrides=_overrides(args.set)))
+                         data_root=_data_root(args), devices=devices or None, overrides=_overrides(args.set),
+                         checkpoint_seconds=args.checkpoint_seconds))
     return 0
 
 
@@ -245,6 +335,19 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_bench_cluster(args):
+    from pathlib import Path
+
+    from . import bench, report
+
+    print(bench.cluster_step_ratio(args.layout, args.input_size, args.batch, args.steps, args.rounds, args.out,
+                                   log=lambda line: print(line, flush=True)))
+    readme = Path(args.out).resolve().parents[1] / "README.md"
+    if readme.is_file():
+        report.sync_readme(readme)
+    return 0
+
+
 def cmd_profile(args):
     import alexnet_split as A
     from . import profile
@@ -263,6 +366,16 @@ def cmd_profile(args):
     return 0
 
 
+def cmd_export_data(args):
+    from . import data
+
+    ds = data.load(args.data, size=args.size)
+    out = data.export_folder(ds, args.out, quality=args.quality)
+    mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
+    print(f"wrote {len(ds)} images ({args.size}x{args.size}, JPEG quality {args.quality}, {mb:.1f} MB) to {out}")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="alexnet-split", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -278,6 +391,9 @@ def main(argv=None):
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--naive", action="store_true", help="show the stock Keras path instead (misplaced on purpose)")
+    p.add_argument("--loopback-cluster", action="store_true",
+                   help="towers on two worker processes over 127.0.0.1 gRPC: what each worker ran, and the "
+                        "weights against one process")
     p.add_argument("--out", default=None, help="also write the report here (results/placement/...)")
     p.set_defaults(func=cmd_check_placement)
     p = sub.add_parser("train", help="train (or resume) one run into a run folder")
@@ -289,8 +405,17 @@ def main(argv=None):
     p.add_argument("--splits", default=None, help="official datasplits.mat (split 1) instead of a seeded split")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=5")
     p.add_argument("--deterministic", action="store_true", help="TensorFlow deterministic ops")
+    p.add_argument("--checkpoint-seconds", type=float, default=0.0,
+                   help="checkpoint after an epoch only once this many seconds passed since the last one "
+                        "(default 0: every epoch; on a GPU, where epochs take well under a second, use ~30)")
+    p.add_argument("--cluster", default=None, metavar="SPEC.json",
+                   help="train with tower k on worker task k of this cluster (default: $TF_CONFIG if set)")
     p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("worker", help="run one TensorFlow worker of a cluster until SIGTERM")
+    p.add_argument("--cluster", default=None, metavar="SPEC.json", help="cluster spec (default: $TF_CONFIG)")
+    p.add_argument("--task", type=int, default=None, help="this worker's index in the spec's worker list")
+    p.set_defaults(func=cmd_worker)
     p = sub.add_parser("compare", help="run or resume towers/merged/half over seeds, then write the table")
     p.add_argument("--recipe", default="paper")
     p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
@@ -302,6 +427,9 @@ def main(argv=None):
                    help="extra rows from another comparison, e.g. ../seed_cpu:seed:merged:'seed as written'")
     p.add_argument("--data", default=None)
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--checkpoint-seconds", type=float, default=0.0,
+                   help="checkpoint after an epoch only once this many seconds passed since the last one "
+                        "(default 0: every epoch; on a GPU, where epochs take well under a second, use ~30)")
     p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("report", help="rebuild table.md, table.csv and curves.png from a comparison's run logs")
@@ -323,6 +451,20 @@ def main(argv=None):
     p.add_argument("--out", default="results/bench")
     p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("bench-cluster", help="training step time: towers on two loopback workers vs in-process")
+    p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
+    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--out", default="results/bench")
+    p.set_defaults(func=cmd_bench_cluster)
+    p = sub.add_parser("export-data", help="write a compact official-layout copy of Flowers 17 (JPEGs at --size)")
+    p.add_argument("--data", default=None, help="source folder (default $FLOWERS17_DIR or a download)")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--quality", type=int, default=90)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export_data)
     p = sub.add_parser("profile", help="where a training step's time goes (TF profiler trace)")
     p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
     p.add_argument("--variant", default="towers_2dev")

@@ -329,6 +329,41 @@ def _atomic_savez(dest: Path, **arrays):
         raise
 
 
+def export_folder(ds: Flowers17, out, quality: int = 90) -> Path:
+    """Write `ds` as an official-layout folder (``out/jpg/image_NNNN.jpg`` + ``files.txt``) of
+    JPEGs at the size it was decoded at, with a PROVENANCE.txt saying how it was made.
+
+    A compact copy to carry where the data cannot be downloaded (the 1360 images at 256x256 are
+    about a third of the 60 MB archive). The folder appears whole or not at all.
+    """
+    from PIL import Image
+
+    out = Path(out)
+    if ds.numbers.min() < 1:
+        raise DatasetError(f"{ds.source}: the source records no image numbers; cannot name image_NNNN.jpg files")
+    if out.exists():
+        raise FileExistsError(f"{out} exists; choose another output folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".part"))
+    try:
+        (tmp / "jpg").mkdir()
+        names = []
+        for image, number in _progress(zip(ds.images, ds.numbers), len(ds), f"writing {out}"):
+            names.append(f"image_{int(number):04d}.jpg")
+            Image.fromarray(image).save(tmp / "jpg" / names[-1], quality=quality)
+        (tmp / "jpg" / "files.txt").write_text("\n".join(names) + "\n")
+        (tmp / "PROVENANCE.txt").write_text(
+            f"Made by alexnet_split.data.export_folder from {ds.source}: each image's short side resized to "
+            f"{ds.images.shape[1]} px (bilinear), centre square, JPEG quality {quality}.\n")
+        os.replace(tmp, out)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
 # --------------------------------------------------------------------------- splits
 
 

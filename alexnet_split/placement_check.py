@@ -25,9 +25,17 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 _PLACER = re.compile(r"placer\.cc:\d+\] (\S+): \((\w+)\): (\S+)$")
 FORWARD, BACKWARD, UPDATE = "forward", "backward", "update"
+
+
+def tower_of(block: str | None) -> int | None:
+    if block is None:
+        return None
+    m = re.match(r"t(\d+)_", block)
+    return int(m.group(1)) if m else 0  # shared blocks live with tower 0
 
 
 @dataclasses.dataclass
@@ -41,10 +49,7 @@ class Report:
     seconds: float
 
     def tower_of(self, block: str | None) -> int | None:
-        if block is None:
-            return None
-        m = re.match(r"t(\d+)_", block)
-        return int(m.group(1)) if m else 0  # shared blocks live with tower 0
+        return tower_of(block)
 
     def op_counts(self) -> dict:
         """{(tower, phase): Counter(short device -> n)} over classified ops."""
@@ -249,5 +254,167 @@ def _consumer_blocks(node, consumers, blocks, depth=4) -> list[str]:
     return sorted(found)
 
 
+# --------------------------------------------------------------------------- across processes
+
+# TensorFlow's executor, at VLOG 1, logs every node it runs and the device that ran it:
+#   executor.cc:879] Process node: 149 step -86.. {{node t1_conv2_1/...}} = Conv2D[...](...) device: /job:...
+_EXECUTED = re.compile(r"Process node: \d+ step -?\d+ \{\{node (\S+)\}\} = (\w+)\[.*\bdevice: (\S+)$")
+_TRANSFER = ("_Send", "_Recv", "_HostSend", "_HostRecv")
+
+
+def parse_executor_log(text: str, blocks) -> list[dict]:
+    """The compute ops a worker process ran (transfers left out), with their tower and phase."""
+    ops = []
+    for line in text.splitlines():
+        m = _EXECUTED.search(line.rstrip())
+        if not m or m.group(2) in _TRANSFER or re.search(r"/_\d+$", m.group(1)):
+            continue  # transfers, and the glue the graph partitioner adds to them (".../_6")
+        name, op_type, device = m.groups()
+        block, phase = classify(name + "/", blocks)
+        if block is not None:
+            ops.append({"name": name, "type": op_type, "device": device, "block": block, "phase": phase})
+    return ops
+
+
+def task_of(device: str) -> int | None:
+    m = re.search(r"/job:worker/(?:replica:\d+/)?task:(\d+)/", device)
+    return int(m.group(1)) if m else None
+
+
+@dataclasses.dataclass
+class ClusterReport:
+    """What each worker process ran during a few training steps on a loopback cluster."""
+
+    devices: list[str]
+    blocks: list[str]
+    ops: dict  # task -> [{name, type, device, block, phase}] parsed from that worker's own log
+    variables: list[dict]  # {path, device}
+    slots: list[dict]  # {path, device, reference_device}
+    step_seconds: list[float]
+
+    def counts(self) -> dict:
+        """{(tower, phase): Counter(task that ran the op -> n)}."""
+        out = collections.defaultdict(collections.Counter)
+        for task, ops in self.ops.items():
+            for op in ops:
+                out[(tower_of(op["block"]), op["phase"])][int(task)] += 1
+        return dict(out)
+
+    def misplaced(self) -> list[dict]:
+        """Tower-k ops run by a worker other than tower k's (reads of the shared optimizer
+        scalars excepted, as in :meth:`Report.misplaced_ops`)."""
+        out = []
+        for task, ops in self.ops.items():
+            for op in ops:
+                want = task_of(self.devices[tower_of(op["block"])])
+                if int(task) != want and not (op["phase"] == UPDATE and op["type"] == "ReadVariableOp"):
+                    out.append({**op, "task": int(task)})
+        return out
+
+
+def check_cluster(folder, layout="paper", input_size=67, batch=4, steps=3, timeout=900) -> ClusterReport:
+    """Start two loopback workers with executor logging, train `steps` steps from a chief
+    process with tower k on worker task k, and read back what each worker ran. The chief also
+    writes ``folder/weights.npz`` (weights before and after) for comparison with one process."""
+    from .loopback import LocalCluster
+
+    folder = Path(folder)
+    with LocalCluster(2, folder, executor_log=True) as cluster:
+        data = run_chief(dict(spec=str(cluster.spec_file), layout=layout, input_size=input_size, batch=batch,
+                              steps=steps, weights=str(folder / "weights.npz")), timeout)
+    ops = {k: parse_executor_log(cluster.log_file(k).read_text(errors="replace"), data["blocks"]) for k in range(2)}
+    return ClusterReport(data["devices"], data["blocks"], ops, data["variables"], data["slots"], data["step_seconds"])
+
+
+def compare_weights(a_file, b_file) -> dict:
+    """Largest absolute and relative difference between the weights after training in two
+    ``weights.npz`` files of :func:`run_chief` (which must also have started equal)."""
+    import numpy as np
+
+    with np.load(a_file) as a, np.load(b_file) as b:
+        n = sum(k.startswith("after_") for k in a.files)
+        start = max(float(np.max(np.abs(a[f"before_{i}"] - b[f"before_{i}"]))) for i in range(n))
+        diffs = [np.abs(a[f"after_{i}"] - b[f"after_{i}"]) for i in range(n)]
+        moved = [np.abs(a[f"after_{i}"] - a[f"before_{i}"]) for i in range(n)]
+        return {"tensors": n, "start_max_abs": start, "max_abs": max(float(d.max()) for d in diffs),
+                "max_rel": max(float(d.max() / max(np.abs(a[f"after_{i}"]).max(), 1e-30)) for i, d in enumerate(diffs)),
+                "moved_max_abs": max(float(m.max()) for m in moved)}
+
+
+def format_cluster(r: ClusterReport, weights: dict | None = None) -> str:
+    lines = ["Runtime placement across processes: two `alexnet-split worker` processes on 127.0.0.1, the chief",
+             "trains 3 steps with tower k on worker task k. Counts are ops each worker's own TensorFlow executor",
+             "logged as run (executor.cc VLOG 1), transfers (_Send/_Recv) left out.", "",
+             "devices: " + ", ".join(f"tower {k} -> {d}" for k, d in enumerate(r.devices)), "",
+             f"{'tower':<6} {'phase':<9} ops run by task 0   ops run by task 1"]
+    for (tower, phase), c in sorted(r.counts().items(), key=str):
+        lines.append(f"{tower!s:<6} {phase:<9} {c.get(0, 0):>17}   {c.get(1, 0):>17}")
+    by_task = collections.Counter(task_of(v["device"]) for v in r.variables)
+    lines += ["", f"misplaced tower ops (run by the other tower's worker): {len(r.misplaced())}",
+              "variables per worker task: " + ", ".join(f"task {t}: {n}" for t, n in sorted(by_task.items(), key=str)),
+              f"optimizer slots on their weight's task: {sum(s['device'] == s['reference_device'] for s in r.slots)}"
+              f"/{len(r.slots)}"]
+    if weights:
+        lines += ["", f"weights after the steps vs the same steps in one process (two logical CPUs): max |diff| "
+                  f"{weights['max_abs']:.3g}, max relative {weights['max_rel']:.3g} over {weights['tensors']} tensors "
+                  f"(largest weight change {weights['moved_max_abs']:.3g}; equal at the start: "
+                  f"{weights['start_max_abs'] == 0})"]
+    return "\n".join(lines) + "\n"
+
+
+def run_chief(params: dict, timeout=900) -> dict:
+    args = [sys.executable, "-m", "alexnet_split.placement_check", "--chief", json.dumps(params)]
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"chief process failed (exit {proc.returncode}):\n" + "\n".join(proc.stderr.splitlines()[-30:]))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _chief(params: dict) -> dict:
+    """Train `steps` steps of the towers model with fixed data; with ``spec`` on that cluster,
+    without it on two logical CPU devices of this process. Same seed, same data either way."""
+    import time
+
+    import alexnet_split as A
+    from alexnet_split import placement
+
+    if params.get("spec"):
+        cluster, _, _ = placement.load_cluster(params["spec"])
+        placement.connect(cluster)
+        devices = placement.cluster_devices(cluster, 2, "cpu")
+    else:
+        devices = A.configure_devices(2, prefer="cpu")
+    import keras
+    import numpy as np
+
+    s, b, steps = params["input_size"], params["batch"], params["steps"]
+    keras.utils.set_random_seed(0)
+    model = A.build_model(params["layout"], "towers", 17, input_shape=(s, s, 3), devices=devices)
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9, weight_decay=5e-4), "categorical_crossentropy",
+                  jit_compile=False)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (b * steps, s, s, 3)).astype("float32")
+    y = keras.utils.to_categorical(np.arange(b * steps) % 17, 17)
+    before = [w.copy() for w in model.get_weights()]
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        model.train_on_batch(x[i * b:(i + 1) * b], y[i * b:(i + 1) * b])
+        times.append(time.perf_counter() - t0)
+    if params.get("weights"):
+        np.savez(params["weights"], **{f"before_{i}": w for i, w in enumerate(before)},
+                 **{f"after_{i}": w for i, w in enumerate(model.get_weights())})
+    blocks = [layer.name for layer in model.layers if getattr(layer, "device", None) is not None]
+    by_id = {id(v): v for v in model.trainable_variables}
+    slots = [{"path": slot.path, "device": slot.value.device, "reference_device": by_id[id(v)].value.device}
+             for v in model.trainable_variables for slot in _slots_of(model.optimizer, v)]
+    return {"devices": devices, "blocks": blocks, "step_seconds": times, "slots": slots,
+            "variables": [{"path": v.path, "device": v.value.device} for v in model.variables]}
+
+
 if __name__ == "__main__":
-    print(json.dumps(_child(json.loads(sys.argv[1]))))
+    if sys.argv[1] == "--chief":
+        print(json.dumps(_chief(json.loads(sys.argv[2]))))
+    else:
+        print(json.dumps(_child(json.loads(sys.argv[1]))))

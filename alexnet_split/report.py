@@ -25,7 +25,8 @@ def run_name(layout, mode, seed):
 
 
 def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "half"), seeds=(0, 1, 2),
-            references=(), data_root=None, devices=None, overrides=None, deterministic=False) -> str:
+            references=(), data_root=None, devices=None, overrides=None, deterministic=False,
+            checkpoint_seconds=0.0) -> str:
     """Run (or resume) every run of the comparison, then write and return the report."""
     import logging
 
@@ -35,12 +36,7 @@ def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "hal
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes: one model per run
     results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {"recipe": recipe, "layout": layout, "modes": list(modes), "seeds": [int(s) for s in seeds],
-                "references": [dict(r) for r in references], "overrides": dict(overrides or {})}
-    if (results_dir / MANIFEST).is_file() and read_json(results_dir / MANIFEST) != manifest:
-        raise ValueError(f"{results_dir / MANIFEST} describes another comparison; use another results folder")
-    write_json(results_dir / MANIFEST, manifest)
+    write_manifest(results_dir, recipe, layout, modes, seeds, references, overrides)
     todo = [(m, s) for m in modes for s in seeds]
     for i, (mode, seed) in enumerate(todo, 1):
         out = results_dir / "runs" / run_name(layout, mode, seed)
@@ -49,8 +45,20 @@ def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "hal
         keras.backend.clear_session()
         mode_devices = devices if mode == "towers" else (devices[:1] if devices else None)
         train.train(out, layout, mode, recipe, seed=seed, data_root=data_root, devices=mode_devices,
-                    overrides=overrides, deterministic=deterministic)
+                    overrides=overrides, deterministic=deterministic, checkpoint_seconds=checkpoint_seconds)
     return report(results_dir)
+
+
+def write_manifest(results_dir, recipe, layout, modes, seeds, references=(), overrides=None):
+    """Declare a comparison's runs (``compare.json``); refuses a folder that holds another one."""
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {"recipe": recipe, "layout": layout, "modes": list(modes), "seeds": [int(s) for s in seeds],
+                "references": [dict(r) for r in references], "overrides": dict(overrides or {})}
+    if (results_dir / MANIFEST).is_file() and read_json(results_dir / MANIFEST) != manifest:
+        raise ValueError(f"{results_dir / MANIFEST} describes another comparison; use another results folder")
+    write_json(results_dir / MANIFEST, manifest)
+    return manifest
 
 
 # --------------------------------------------------------------------------- statistics
@@ -158,7 +166,7 @@ def report(results_dir) -> str:
     results_dir = Path(results_dir)
     manifest = read_json(results_dir / MANIFEST)
     runs = load_runs(results_dir)
-    if not runs:
+    if not any(r["row"] in manifest["modes"] for r in runs):
         raise ValueError(f"{results_dir}: no finished runs yet")
     rows = _rows(runs)
     atomic_write(results_dir / "table.csv", _csv(rows))
@@ -219,7 +227,7 @@ def _markdown(manifest, runs, rows) -> str:
     recipe = cfg["recipe"]
     versions = ", ".join(f"{k} {v}" for k, v in sorted(cfg["versions"].items()))
     lines = [
-        f"# {manifest['layout']} layout, recipe `{manifest['recipe']}`: towers vs merged vs half",
+        f"# {manifest['layout']} layout, recipe `{manifest['recipe']}`: {' vs '.join(r['mode'] for r in rows)}",
         "",
         f"Protocol: {recipe['epochs']} epochs, {recipe['optimizer']} lr {recipe['learning_rate']}, batch "
         f"{recipe['batch_size']}, {recipe['precision']}, {cfg['input_size']}x{cfg['input_size']} input from "
@@ -244,11 +252,13 @@ def _markdown(manifest, runs, rows) -> str:
             f"{_pct(r['best_val_accuracy_mean'], r['best_val_accuracy_std'], r['best_val_accuracy_ci95'])} | "
             f"{r['best_epoch_mean']:.1f} | {r['train_images_per_second']:.1f} | {r['train_minutes_per_run']:.1f} |")
     by_mode = {r["mode"]: r for r in rows}
-    if "towers" in by_mode:
+    pairs = [m for m in by_mode if m != "towers" and "towers" in by_mode
+             and paired(by_mode["towers"]["per_seed_test_top1"], by_mode[m]["per_seed_test_top1"])["n"]]
+    if pairs:
         lines += ["", "Paired differences over seeds (same seed = same split and same data order):", "",
                   "| difference | seeds | top-1 (points) | p (paired t) | top-5 (points) | p (paired t) |",
                   "|---|---:|---|---:|---|---:|"]
-        for other in [m for m in by_mode if m != "towers"]:
+        for other in pairs:
             d1 = paired(by_mode["towers"]["per_seed_test_top1"], by_mode[other]["per_seed_test_top1"])
             d5 = paired(by_mode["towers"]["per_seed_test_top5"], by_mode[other]["per_seed_test_top5"])
             if d1["n"] == 0:

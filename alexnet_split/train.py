@@ -83,7 +83,13 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"{cpu}, {os.cpu_count()} cores"
+    accel = ""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        d = jax.devices()[0]
+        accel = "" if d.platform == "cpu" else f"; {d.device_kind} ({d.platform})"
+    return f"{cpu}, {os.cpu_count()} cores{accel}"
 
 
 def _versions() -> dict:
@@ -104,11 +110,13 @@ class _RunState(keras.callbacks.Callback):
     """Per epoch: keeps the pipeline at the training epoch, drops the lr on plateaus, checkpoints,
     and commits state.json; per batch: stops on a NaN loss."""
 
-    def __init__(self, out: Path, state: dict, recipe: config.Recipe, batches):
+    def __init__(self, out: Path, state: dict, recipe: config.Recipe, batches, checkpoint_seconds: float = 0.0):
         super().__init__()
         self.out, self.state, self.recipe, self.batches = out, state, recipe, batches
+        self.checkpoint_seconds = checkpoint_seconds
         self.diverged = None
         self._t0 = None
+        self._last_commit = time.monotonic()
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.batches.epoch != epoch:
@@ -144,6 +152,12 @@ class _RunState(keras.callbacks.Callback):
             self.model.optimizer.learning_rate.assign(lr / 10.0)  # Section 5: divide by 10 on a plateau
             s["lr_drops"] += 1
             s["since_best"] = 0
+        # On an accelerator an epoch of Flowers 17 is a fraction of a second and saving the
+        # model takes longer: commit at most every checkpoint_seconds (and after the last epoch).
+        # A kill loses the uncommitted epochs, which the deterministic pipeline replays exactly.
+        if epoch + 1 < self.recipe.epochs and time.monotonic() - self._last_commit < self.checkpoint_seconds:
+            return
+        self._last_commit = time.monotonic()
         ckpt_dir = self.out / "ckpt"
         ckpt_dir.mkdir(exist_ok=True)
         name = f"epoch_{epoch + 1:03d}.keras"
@@ -179,8 +193,12 @@ def restore_seed_states(model, states: list):
 
 
 def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=None, devices=None,
-          overrides=None, deterministic=False, splits_mat=None, verbose=None) -> dict:
-    """Run (or resume, or return the result of) one training run in folder `out`."""
+          overrides=None, deterministic=False, splits_mat=None, verbose=None, checkpoint_seconds=0.0) -> dict:
+    """Run (or resume, or return the result of) one training run in folder `out`.
+
+    The run commits (checkpoint + state.json) after an epoch once `checkpoint_seconds` have passed
+    since its last commit, and after the last epoch; 0 commits every epoch.
+    """
     out = Path(out)
     recipe = config.get_recipe(recipe, **(overrides or {})) if isinstance(recipe, str) else recipe
     arch = spec.get_layout(layout)
@@ -188,13 +206,19 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
     identity = {"layout": layout, "mode": mode, "seed": seed, "recipe": recipe.to_dict()}
     out.mkdir(parents=True, exist_ok=True)
     state = read_json(out / "state.json") if (out / "state.json").is_file() else None
-    if (out / "config.json").is_file():
-        old = read_json(out / "config.json")
+    old = read_json(out / "config.json") if (out / "config.json").is_file() else {}
+    if old:
         if {k: old.get(k) for k in identity} != identity:
             raise ValueError(f"{out} holds a different run ({ {k: old.get(k) for k in ('layout', 'mode', 'seed')} }, "
                              f"recipe {old.get('recipe', {}).get('name')!r}); choose another --out")
     if (out / "final.json").is_file():
         return read_json(out / "final.json")
+    if state is not None and list(old.get("devices") or []) != list(devices or []):
+        raise ValueError(f"{out} was placed on {old.get('devices') or 'one device'}; this process has "
+                         f"{list(devices or []) or 'one device'}. Resume it with the same devices (the same "
+                         "--cluster), or start a new --out")
+    for stale in (out / "ckpt").glob(".*.tmp.keras"):  # a save cut short by a kill
+        stale.unlink()
 
     if deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -228,7 +252,7 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
         restore_seed_states(model, state["seed_states"])
         print(f"resuming {out} after epoch {state['epoch']}", file=sys.stderr)
 
-    callback = _RunState(out, state, recipe, batches)
+    callback = _RunState(out, state, recipe, batches, checkpoint_seconds)
     if verbose is None:  # a live bar on a terminal, one line per epoch in a log file
         verbose = 1 if sys.stdout.isatty() else 2
     if state["epoch"] < recipe.epochs:

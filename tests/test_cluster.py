@@ -1,0 +1,214 @@
+"""Towers on separate TensorFlow worker processes over loopback gRPC (127.0.0.1 only).
+
+Every test here starts real ``alexnet-split worker`` processes; each wait is bounded.
+"""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+
+import pytest
+
+from alexnet_split import config, placement, placement_check
+from alexnet_split.loopback import LocalCluster, free_ports
+from alexnet_split.placement_check import BACKWARD, FORWARD, UPDATE
+
+
+def cli(*args, timeout=120, **kw):
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env.pop("TF_CONFIG", None)
+    return subprocess.run([sys.executable, "-m", "alexnet_split.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env, **kw)
+
+
+# --------------------------------------------------------------------------- runtime placement
+
+
+@pytest.fixture(scope="module")
+def loopback(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cluster")
+    report = placement_check.check_cluster(folder, steps=3)
+    placement_check.run_chief(dict(spec=None, layout="paper", input_size=67, batch=4, steps=3,
+                                   weights=str(folder / "single.npz")))
+    return report, folder
+
+
+def test_each_tower_ran_in_its_own_worker_process(loopback):
+    report, _ = loopback
+    assert report.devices == [placement.task_device(0), placement.task_device(1)]
+    counts = report.counts()
+    for tower in (0, 1):
+        for phase in (FORWARD, BACKWARD, UPDATE):
+            # Every op of this tower and phase was run by worker `tower`'s own executor ...
+            assert set(counts[(tower, phase)]) == {tower}, (tower, phase, counts[(tower, phase)])
+            assert counts[(tower, phase)][tower] >= 30
+    assert report.misplaced() == []  # ... and none by the other worker
+    for v in report.variables:
+        k = placement_check.tower_of(v["path"].split("/")[0])
+        if v["path"].startswith(("t0_", "t1_")):
+            assert placement_check.task_of(v["device"]) == k, v
+    assert report.slots and all(s["device"] == s["reference_device"] for s in report.slots)
+
+
+def test_weights_after_training_equal_one_process(loopback):
+    _, folder = loopback
+    w = placement_check.compare_weights(folder / "weights.npz", folder / "single.npz")
+    assert w["tensors"] == 30 and w["start_max_abs"] == 0.0
+    assert w["moved_max_abs"] > 1e-3  # the steps did train
+    # Same kernels on the same CPU: expected bit-identical; the stated tolerance is 1e-6 relative.
+    assert w["max_rel"] <= 1e-6, w
+
+
+# --------------------------------------------------------------------------- kill and resume
+
+
+@pytest.fixture(scope="module")
+def data_root(jpg_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("flowers_root")
+    (root / "jpg").symlink_to(jpg_dir, target_is_directory=True)
+    return root
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.2)
+
+
+def test_kill_worker_1_then_restart_and_resume(data_root, tmp_path):
+    out = tmp_path / "run"
+    state = out / "state.json"
+    with LocalCluster(2, tmp_path / "cluster") as cluster:
+        train = ["train", "--cluster", cluster.spec_file, "--data", data_root, "--out", out, "--recipe", "quick",
+                 "--set", "epochs=4"]
+        env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+        chief = subprocess.Popen([sys.executable, "-m", "alexnet_split.cli", *map(str, train)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            _wait(lambda: state.is_file() or chief.poll() is not None, 300, "the first checkpoint")
+            assert chief.poll() is None, chief.communicate()[1][-3000:]
+            cluster.kill(1)
+            killed = time.monotonic()
+            _, stderr = chief.communicate(timeout=60)
+            stopped_after = time.monotonic() - killed
+        finally:
+            if chief.poll() is None:
+                chief.kill()
+        assert chief.returncode != 0
+        assert stopped_after < 30, stopped_after  # bounded: ~3 probes 1 s apart, plus TF's own error path
+        assert f"worker task 1 ({cluster.addresses[1]})" in stderr, stderr[-3000:]
+        kept = json.loads(state.read_text())
+        assert 1 <= kept["epoch"] < 4 and "intact" in stderr
+        with zipfile.ZipFile(out / kept["checkpoint"]) as z:  # the last checkpoint is whole
+            assert z.testzip() is None
+
+        cluster.start(1, append=True)
+        proc = cli(*train, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming {out} after epoch {kept['epoch']}" in proc.stderr
+    with open(out / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]  # no epoch lost or repeated
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["devices"] == [placement.task_device(0), placement.task_device(1)]
+
+
+# --------------------------------------------------------------------------- bad input and signals
+
+
+def test_worker_stops_cleanly_on_sigterm(tmp_path):
+    cluster = LocalCluster(1, tmp_path)
+    with cluster:
+        port = int(cluster.addresses[0].rsplit(":", 1)[1])
+    # __exit__ sent SIGTERM
+    assert cluster.procs[0].returncode == 0
+    assert "worker task 0: SIGTERM received, stopping" in cluster.log_file(0).read_text()
+    with socket.socket() as s:  # the port is free again for a restarted worker
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("{not json", "not valid JSON"),
+    ('{"workers": ["127.0.0.1:1"]}', 'needs a non-empty "worker" list'),
+    ('{"worker": ["127.0.0.1"]}', "expected \"host:port\", got '127.0.0.1'"),
+    ('{"worker": ["127.0.0.1:70000"]}', "port in 1..65535, got '127.0.0.1:70000'"),
+    ('{"worker": ["127.0.0.1:5000", "127.0.0.1:5000"]}', "listed twice"),
+    ('{"worker": ["127.0.0.1:5000"], "ps": ["127.0.0.1:5001"]}', "unknown job(s) ['ps']"),
+])
+def test_malformed_cluster_spec_is_a_clear_error(tmp_path, spec, message):
+    path = tmp_path / "spec.json"
+    path.write_text(spec)
+    proc = cli("worker", "--cluster", path, "--task", 0)
+    assert proc.returncode == 2
+    assert str(path) in proc.stderr and message in proc.stderr, proc.stderr
+
+
+def test_unknown_task_and_missing_file(tmp_path):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"worker": ["127.0.0.1:5000", "127.0.0.1:5001"]}))
+    proc = cli("worker", "--cluster", path, "--task", 5)
+    assert proc.returncode == 2
+    assert "there is no worker task 5; the spec has worker tasks 0..1" in proc.stderr, proc.stderr
+    proc = cli("worker", "--cluster", tmp_path / "nope.json", "--task", 0)
+    assert proc.returncode == 2 and "nope.json: cannot read the cluster spec" in proc.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    (port,) = free_ports(1)
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"worker": [f"127.0.0.1:{port}"]}))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        proc = cli("worker", "--cluster", path, "--task", 0)
+    assert proc.returncode == 2
+    assert f"cannot listen on port {port} (127.0.0.1:{port} in {path})" in proc.stderr, proc.stderr
+
+
+def test_tf_config_task_and_unreachable_workers(tmp_path, data_root):
+    ports = free_ports(2)
+    tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": 1}}
+    cluster, task, where = placement.load_cluster(_write(tmp_path / "tf_config.json", tf_config))
+    assert task == 1 and cluster == {"worker": tf_config["cluster"]["worker"]}
+    proc = cli("train", "--cluster", tmp_path / "tf_config.json", "--data", data_root, "--out", tmp_path / "run",
+               "--recipe", "quick")
+    assert proc.returncode == 2
+    assert f"cannot reach worker task 0 (127.0.0.1:{ports[0]}), worker task 1 (127.0.0.1:{ports[1]})" in proc.stderr
+
+
+def test_resume_with_other_devices_is_refused(tmp_path, data_root):
+    out = tmp_path / "run"
+    out.mkdir()
+    _write(out / "config.json", {"layout": "paper", "mode": "towers", "seed": 0,
+                                 "recipe": config.get_recipe("quick").to_dict(),
+                                 "devices": [placement.task_device(0), placement.task_device(1)]})
+    _write(out / "state.json", {"epoch": 1, "checkpoint": "ckpt/epoch_001.keras"})
+    proc = cli("train", "--data", data_root, "--out", out, "--recipe", "quick")
+    assert proc.returncode == 2 and "Resume it with the same devices" in proc.stderr, proc.stderr
+
+
+def _write(path, obj):
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def test_watchdog_names_a_worker_whose_port_closes():
+    # The fallback for a step that never returns: the chief's watchdog ends it.
+    (port,) = free_ports(1)
+    server = socket.socket()
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    calls = []
+    with placement.WorkerWatchdog({"worker": [f"127.0.0.1:{port}"]}, calls.append, interval=0.2, misses=3):
+        time.sleep(0.5)
+        assert calls == []  # a live port is left alone
+        server.close()
+        _wait(lambda: calls, 5, "the watchdog's report")
+    assert calls == [f"lost worker task 0 (127.0.0.1:{port}): its port refused 3 probes 0.2 s apart"]
