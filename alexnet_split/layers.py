@@ -42,6 +42,12 @@ class LRN(layers.Layer):
         self.groups = groups
 
     def call(self, x):
+        if x.dtype != "float32":
+            # Under mixed precision the normalisation runs in float32, as Keras's own
+            # BatchNormalization does: in bfloat16, k + alpha * sum rounds to k (its spacing at 2
+            # is 2^-6), and CPU kernels for bf16 elementwise ops were slower than float32 ones
+            # (results/bench/profile-cpu-2core-bf16-before.md).
+            return ops.cast(self.call(ops.cast(x, "float32")), x.dtype)
         c = x.shape[-1]
         # The window sums are one matmul with a 0/1 band matrix (block-diagonal for groups): the
         # gradients of 2n+1 channel slices (StridedSliceGrad) were the top cost of a training step

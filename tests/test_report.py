@@ -12,7 +12,7 @@ from alexnet_split import report
 from alexnet_split.train import HISTORY_FIELDS, history_csv
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-COMMITTED = sorted(p.parent for p in RESULTS.glob("*/compare.json") if (p.parent / "table.md").is_file())
+COMMITTED = sorted(p.parent for p in RESULTS.rglob("compare.json") if (p.parent / "table.md").is_file())
 
 
 def fake_run(root, layout, mode, seed, top1, top5, epochs=3):
@@ -84,12 +84,12 @@ def test_reference_rows_come_from_another_comparison(comparison, tmp_path):
     assert "| seed-as-written | 1 | 1,006 | 2.00 | 40.0 |" in report.report(root)
 
 
-@pytest.mark.parametrize("committed", COMMITTED, ids=[p.name for p in COMMITTED])
+@pytest.mark.parametrize("committed", COMMITTED, ids=[str(p.relative_to(RESULTS)) for p in COMMITTED])
 def test_committed_tables_regenerate_bit_for_bit(committed, tmp_path):
     """results/<name>/ is what `alexnet-split report` makes from the committed run logs."""
     copy = tmp_path / "results"
     shutil.copytree(RESULTS, copy, ignore=shutil.ignore_patterns("ckpt", "*.keras"))
-    target = copy / committed.name
+    target = copy / committed.relative_to(RESULTS)
     for f in ("table.md", "table.csv", "curves.png"):
         (target / f).unlink()
     report.report(target)
