@@ -297,7 +297,7 @@ def cluster_step_ratio(layout="paper", input_size=None, batch=32, steps=8, round
     arch = spec.get_layout(layout)
     mb = sum(f + b for _, f, b in spec.cross_device_bytes(arch, 2, (size, size, 3), batch=batch)) / 1e6
     md = "\n".join([
-        f"# Towers on two worker processes (loopback gRPC) vs two devices of one process", "",
+        "# Towers on two worker processes (loopback gRPC) vs two devices of one process", "",
         f"Machine: {machine()}; TensorFlow; {layout} layout, {size}x{size} input, batch {batch}, float32, "
         f"SGD momentum; command `alexnet-split bench-cluster` ({(time.perf_counter() - t_start) / 60:.1f} min).",
         f"{rounds} alternating rounds of {steps} steps each (first 2 of each run are warm-up); the chief, both "

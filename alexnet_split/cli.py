@@ -1,4 +1,5 @@
-"""Command line: ``alexnet-split devices | summary | check-placement``."""
+"""Command line: ``alexnet-split devices | summary | check-placement | train | compare | report |
+worker | bench | bench-cluster | profile | pipeline-speed | export-data``."""
 
 from __future__ import annotations
 
@@ -211,10 +212,8 @@ def _train_on_cluster(args, source, n_towers):
     from .train import read_json
 
     cluster, _, where = placement.load_cluster(None if source == "env" else source)
-    job = placement.connect(cluster)
-    devices = placement.cluster_devices(cluster, n_towers, args.prefer)
-    print(f"connected to {where} as job {job!r}; " + ", ".join(f"tower {k} on {d}" for k, d in enumerate(devices)),
-          flush=True)
+    devices = placement.configure_devices(n_towers, args.prefer, cluster=cluster)
+    print(f"connected to {where}; " + ", ".join(f"tower {k} on {d}" for k, d in enumerate(devices)), flush=True)
 
     def explain(message):
         state_file = Path(args.out) / "state.json"

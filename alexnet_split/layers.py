@@ -53,12 +53,33 @@ class LRN(layers.Layer):
         # gradients of 2n+1 channel slices (StridedSliceGrad) were the top cost of a training step
         # (results/bench/profile-cpu-2core-before.md).
         band = ops.convert_to_tensor(self._band(c), dtype=x.dtype)
-        window = ops.reshape(ops.matmul(ops.reshape(ops.square(x), (-1, c)), band), ops.shape(x))
-        t = self.bias + self.alpha * window
-        if self.beta == 0.75:  # the paper's beta: t^-3/4 = rsqrt(t) * sqrt(rsqrt(t)), cheaper than Pow
-            r = ops.rsqrt(t)
-            return x * (r * ops.sqrt(r))
-        return x * ops.power(t, -self.beta)
+        shape = ops.shape(x)
+        k, alpha, beta = self.bias, self.alpha, self.beta
+
+        def window(v):
+            return ops.reshape(ops.matmul(ops.reshape(v, (-1, c)), band), shape)
+
+        @ops.custom_gradient
+        def lrn(x):
+            s = k + alpha * window(ops.square(x))
+            if beta == 0.75:  # the paper's beta: s^-3/4 = rsqrt(s) * sqrt(rsqrt(s)), cheaper than Pow
+                r = ops.rsqrt(s)
+                p = r * ops.sqrt(r)
+            else:
+                p = ops.power(s, -beta)
+            y = x * p
+
+            def grad(*args, upstream=None):
+                # d/dx_j of sum_i g_i x_i s_i^-beta, with s_i = k + alpha sum_{j near i} x_j^2 and the
+                # band symmetric: g_j p_j - 2 alpha beta x_j sum_{i near j} g_i y_i / s_i. Autodiff of
+                # the forward ops made ~10 elementwise passes here, the top cost of a bf16 step
+                # (results/bench/profile-cpu-2core-bf16-before.md); this is 5 and one matmul.
+                g = args[0] if upstream is None else upstream
+                return g * p - (2.0 * alpha * beta) * x * window(g * y / s)
+
+            return y, grad
+
+        return lrn(x)
 
     def _band(self, c):
         if c % self.groups:

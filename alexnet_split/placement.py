@@ -31,8 +31,12 @@ def is_tensorflow() -> bool:
 # --------------------------------------------------------------------------- devices
 
 
-def configure_devices(n_towers: int = 2, prefer: str = "auto", gpu_memory_mb: int | None = None):
+def configure_devices(n_towers: int = 2, prefer: str = "auto", gpu_memory_mb: int | None = None, cluster=None):
     """Return the device names for `n_towers` towers, creating logical devices if needed.
+
+    * ``cluster`` (a spec file, a spec dict, or ``"TF_CONFIG"``): connect this process to those
+      TensorFlow workers and put tower k on worker task k (see :func:`connect`,
+      :func:`cluster_devices`); the rules below then apply to nothing local.
 
     * 2+ GPUs (and ``prefer`` is not ``"cpu"``): ``/GPU:0`` ... ``/GPU:{n-1}``.
     * 1 GPU: by default every tower shares ``/GPU:0`` (a split gives no speed, only half the
@@ -47,6 +51,12 @@ def configure_devices(n_towers: int = 2, prefer: str = "auto", gpu_memory_mb: in
         raise ValueError(f"prefer must be one of {PREFER}, got {prefer!r}")
     if not isinstance(n_towers, int) or n_towers < 1:
         raise ValueError(f"n_towers must be a positive integer, got {n_towers!r}")
+    if cluster is not None:
+        if not is_tensorflow():
+            raise RuntimeError(f"a cluster needs the TensorFlow backend; KERAS_BACKEND={keras.backend.backend()!r}")
+        spec, _, _ = load_cluster(None if cluster == "TF_CONFIG" else cluster)
+        connect(spec)
+        return cluster_devices(spec, n_towers, prefer)
     if not is_tensorflow():
         _warn_one_device("configure_devices: per-tower placement", stacklevel=3)
         return []

@@ -377,14 +377,8 @@ def _chief(params: dict) -> dict:
     import time
 
     import alexnet_split as A
-    from alexnet_split import placement
 
-    if params.get("spec"):
-        cluster, _, _ = placement.load_cluster(params["spec"])
-        placement.connect(cluster)
-        devices = placement.cluster_devices(cluster, 2, "cpu")
-    else:
-        devices = A.configure_devices(2, prefer="cpu")
+    devices = A.configure_devices(2, prefer="cpu", cluster=params.get("spec"))
     import keras
     import numpy as np
 

@@ -212,3 +212,13 @@ def test_watchdog_names_a_worker_whose_port_closes():
         server.close()
         _wait(lambda: calls, 5, "the watchdog's report")
     assert calls == [f"lost worker task 0 (127.0.0.1:{port}): its port refused 3 probes 0.2 s apart"]
+
+
+def test_configure_devices_reads_tf_config_in_a_fresh_process(tmp_path):
+    with LocalCluster(2, tmp_path) as cluster:
+        code = ("import alexnet_split as A; print(A.configure_devices(2, cluster='TF_CONFIG'))")
+        env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+                   TF_CONFIG=json.dumps({"cluster": {"worker": cluster.addresses}}))
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str([placement.task_device(0), placement.task_device(1)])

@@ -150,3 +150,23 @@ def test_placed_training_matches_stock_keras(optimizer):
     assert not isinstance(model, A.PlacedModel)
     for a, b in zip(*results):
         close(a, b)
+
+
+@pytest.mark.parametrize("beta, groups", [(0.75, 1), (0.5, 1), (0.75, 2)])
+def test_lrn_hand_written_gradient_matches_tensorflow(beta, groups):
+    """The LRN's closed-form input gradient equals the gradient of tf.nn.lrn, per group."""
+    from alexnet_split.layers import LRN
+
+    x = tf.constant(np.random.default_rng(3).normal(0, 30, (2, 5, 5, 12)).astype("float32"))
+    g = tf.constant(np.random.default_rng(4).normal(0, 1, (2, 5, 5, 12)).astype("float32"))
+    layer = LRN(beta=beta, groups=groups)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = layer(x)
+        ref = tf.concat([tf.nn.local_response_normalization(part, depth_radius=2, bias=2.0, alpha=1e-4, beta=beta)
+                         for part in tf.split(x, groups, axis=-1)], axis=-1)
+        lo, lr = tf.reduce_sum(ours * g), tf.reduce_sum(ref * g)
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)
+    d_ours, d_ref = tape.gradient(lo, x).numpy(), tape.gradient(lr, x).numpy()
+    assert np.abs(d_ref).max() > 0.1 and not np.allclose(d_ref, g.numpy() * 2 ** -beta, rtol=1e-2)  # LRN bites
+    np.testing.assert_allclose(d_ours, d_ref, rtol=1e-4, atol=1e-6)
