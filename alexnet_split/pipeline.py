@@ -57,16 +57,23 @@ class TrainBatches(keras.utils.PyDataset):
             ys = rng.integers(0, size - c + 1, len(idx))
             xs = rng.integers(0, size - c + 1, len(idx))
             flips = rng.random(len(idx)) < 0.5
-            batch = np.stack([self.images[j, y:y + c, x:x + c] for j, y, x in zip(idx, ys, xs)])
-            batch[flips] = batch[flips, :, ::-1]
         else:
-            o = (size - c) // 2
-            batch = self.images[idx, o:o + c, o:o + c]
-        batch = batch.astype(np.float32)
+            ys = xs = np.full(len(idx), (size - c) // 2)
+            flips = np.zeros(len(idx), bool)
+        shifts = None
         if self.pca is not None:
             eigval, eigvec = self.pca
             alpha = rng.normal(0.0, self.pca_sigma, (len(idx), 3)).astype(np.float32)
-            batch += ((alpha * eigval) @ eigvec.T)[:, None, None, :]  # one RGB shift per image
+            shifts = (alpha * eigval) @ eigvec.T  # one RGB shift per image
+        # One image at a time, crop -> flip -> float32 + shift into the batch: a whole batch in
+        # float32 outgrows the caches (128 crops are 79 MB), so separate passes over it ran from
+        # memory and the pipeline fell below 5x the fastest training step (results/bench/).
+        batch = np.empty((len(idx), c, c, 3), np.float32)
+        for k, (j, y, x) in enumerate(zip(idx, ys, xs)):
+            src = self.images[j, y:y + c, x:x + c]
+            batch[k] = src[:, ::-1] if flips[k] else src
+            if shifts is not None:
+                batch[k] += shifts[k]
         return batch, one_hot(self.labels[idx], self.num_classes)
 
 

@@ -270,6 +270,9 @@ def serve_worker(cluster: dict, task: int, where="the cluster spec", log=print) 
     address = cluster["worker"][task]
     host, port = _split_address(address, f"{where}: worker task {task}")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # SO_REUSEADDR as gRPC sets it: a restarted worker may bind over the TIME_WAIT connections
+        # its killed predecessor left, but not beside a live listener.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:  # gRPC would only log the clash and carry on without a server
             probe.bind(("", port))
         except OSError as e:
