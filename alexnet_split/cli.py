@@ -23,6 +23,26 @@ def _model_args(p):
     p.add_argument("--input-size", type=int, default=None, help="square input side (default 227 / 224)")
 
 
+def _sync_readme(written):
+    """Rewrite the README blocks that show `written` (a file or folder under a ``results/``
+    folder whose parent holds README.md)."""
+    from pathlib import Path
+
+    from . import report
+
+    for folder in Path(written).resolve().parents:
+        if folder.name == "results" and (folder.parent / "README.md").is_file():
+            if report.sync_readme(folder.parent / "README.md"):
+                print(f"updated the generated blocks in {folder.parent / 'README.md'}")
+            return
+
+
+def _checkpoint_arg(p):
+    p.add_argument("--checkpoint-seconds", type=float, default=0.0,
+                   help="checkpoint after an epoch only once this many seconds passed since the last one "
+                        "(default 0: every epoch; on a GPU, where epochs take well under a second, use ~30)")
+
+
 def cmd_devices(args):
     import alexnet_split as A
 
@@ -86,7 +106,6 @@ def cmd_check_placement(args):
     if args.out:
         from pathlib import Path
 
-        from . import report as report_mod
         from .train import atomic_write
 
         out = Path(args.out)
@@ -94,9 +113,7 @@ def cmd_check_placement(args):
         command = (f"alexnet-split check-placement --layout {args.layout} --mode {args.mode} "
                    f"--optimizer {args.optimizer}{' --naive' if args.naive else ''}")
         atomic_write(out, f"$ {command}\n{text.lstrip()}\n")
-        readme = out.resolve().parents[2] / "README.md"
-        if readme.is_file():
-            report_mod.sync_readme(readme)
+        _sync_readme(out)
     ok = not report.misplaced_ops() and all(s["device"] == s["reference_device"] for s in report.slots)
     return 0 if ok or args.naive else 1
 
@@ -110,17 +127,15 @@ def _check_cluster(args):
     print("Starting two loopback workers and training 3 steps with tower k on worker task k ...", flush=True)
     folder = Path(tempfile.mkdtemp(prefix="alexnet_split_cluster_"))
     report = pc.check_cluster(folder, args.layout, input_size=args.input_size or 67, steps=3)
-    pc.run_chief(dict(spec=None, layout=args.layout, input_size=args.input_size or 67, batch=4, steps=3,
-                      weights=str(folder / "single.npz")))
-    weights = pc.compare_weights(folder / "weights.npz", folder / "single.npz")
-    text = pc.format_cluster(report, weights)
+    text = pc.format_cluster(report)
     print(text)
     if args.out:
         from .train import atomic_write
 
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(Path(args.out), f"$ alexnet-split check-placement --loopback-cluster\n{text}")
-    ok = not report.misplaced() and weights["max_rel"] <= 1e-5
+        _sync_readme(args.out)
+    ok = not report.misplaced() and report.weights["max_rel"] <= 1e-5
     return 0 if ok else 1
 
 
@@ -174,12 +189,11 @@ def _cluster_source(args):
 
     if args.cluster:
         return args.cluster
-    return "env" if os.environ.get("TF_CONFIG") else None
+    return "TF_CONFIG" if os.environ.get("TF_CONFIG") else None
 
 
 def cmd_train(args):
     import alexnet_split as A
-    from . import train
 
     n = 2 if args.mode == "towers" else 1
     source = _cluster_source(args)
@@ -211,7 +225,7 @@ def _train_on_cluster(args, source, n_towers):
     from . import placement
     from .train import read_json
 
-    cluster, _, where = placement.load_cluster(None if source == "env" else source)
+    cluster, _, where = placement.load_cluster(source)
     devices = placement.configure_devices(n_towers, args.prefer, cluster=cluster)
     print(f"connected to {where}; " + ", ".join(f"tower {k} on {d}" for k, d in enumerate(devices)), flush=True)
 
@@ -239,7 +253,7 @@ def cmd_worker(args):
     from . import placement
 
     source = _cluster_source(args)
-    cluster, task, where = placement.load_cluster(None if source == "env" else source)
+    cluster, task, where = placement.load_cluster(source)
     task = args.task if args.task is not None else task
     if task is None:
         raise placement.ClusterError(f"{where}: which worker is this? pass --task N")
@@ -278,14 +292,10 @@ def cmd_compare(args):
 
 
 def cmd_report(args):
-    from pathlib import Path
-
     from . import report
 
     print(report.report(args.results_dir))
-    readme = Path(args.results_dir).resolve().parents[1] / "README.md"
-    if readme.is_file() and report.sync_readme(readme):
-        print(f"updated the results tables in {readme}")
+    _sync_readme(args.results_dir)
     return 0
 
 
@@ -318,32 +328,22 @@ def cmd_bench(args):
     import alexnet_split as A
     from . import bench
 
-    from pathlib import Path
-
-    from . import report
-
     devices = A.configure_devices(2, prefer=args.prefer)
     bench.run(args.layout, quick=args.quick, batches=_csv_list(args.batches, int) if args.batches else None,
               precisions=_csv_list(args.precisions) if args.precisions else bench.PRECISIONS,
               variants=_csv_list(args.variants) if args.variants else None, out_dir=args.out,
               input_size=args.input_size, devices=devices or None,
               log=lambda line: print(line, flush=True))
-    readme = Path(args.out).resolve().parents[1] / "README.md"
-    if readme.is_file() and report.sync_readme(readme):
-        print(f"updated the benchmark tables in {readme}")
+    _sync_readme(args.out)
     return 0
 
 
 def cmd_bench_cluster(args):
-    from pathlib import Path
-
-    from . import bench, report
+    from . import bench
 
     print(bench.cluster_step_ratio(args.layout, args.input_size, args.batch, args.steps, args.rounds, args.out,
                                    log=lambda line: print(line, flush=True)))
-    readme = Path(args.out).resolve().parents[1] / "README.md"
-    if readme.is_file():
-        report.sync_readme(readme)
+    _sync_readme(args.out)
     return 0
 
 
@@ -355,13 +355,7 @@ def cmd_profile(args):
     print(profile.run(args.layout, args.variant, args.precision, args.batch, devices=devices or None, out=args.out,
                       input_size=args.input_size))
     if args.out:
-        from pathlib import Path
-
-        from . import report
-
-        readme = Path(args.out).resolve().parents[2] / "README.md"
-        if readme.is_file():
-            report.sync_readme(readme)
+        _sync_readme(args.out)
     return 0
 
 
@@ -404,9 +398,7 @@ def main(argv=None):
     p.add_argument("--splits", default=None, help="official datasplits.mat (split 1) instead of a seeded split")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=5")
     p.add_argument("--deterministic", action="store_true", help="TensorFlow deterministic ops")
-    p.add_argument("--checkpoint-seconds", type=float, default=0.0,
-                   help="checkpoint after an epoch only once this many seconds passed since the last one "
-                        "(default 0: every epoch; on a GPU, where epochs take well under a second, use ~30)")
+    _checkpoint_arg(p)
     p.add_argument("--cluster", default=None, metavar="SPEC.json",
                    help="train with tower k on worker task k of this cluster (default: $TF_CONFIG if set)")
     p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
@@ -426,9 +418,7 @@ def main(argv=None):
                    help="extra rows from another comparison, e.g. ../seed_cpu:seed:merged:'seed as written'")
     p.add_argument("--data", default=None)
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE")
-    p.add_argument("--checkpoint-seconds", type=float, default=0.0,
-                   help="checkpoint after an epoch only once this many seconds passed since the last one "
-                        "(default 0: every epoch; on a GPU, where epochs take well under a second, use ~30)")
+    _checkpoint_arg(p)
     p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("report", help="rebuild table.md, table.csv and curves.png from a comparison's run logs")

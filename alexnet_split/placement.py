@@ -54,7 +54,7 @@ def configure_devices(n_towers: int = 2, prefer: str = "auto", gpu_memory_mb: in
     if cluster is not None:
         if not is_tensorflow():
             raise RuntimeError(f"a cluster needs the TensorFlow backend; KERAS_BACKEND={keras.backend.backend()!r}")
-        spec, _, _ = load_cluster(None if cluster == "TF_CONFIG" else cluster)
+        spec, _, _ = load_cluster(cluster)
         connect(spec)
         return cluster_devices(spec, n_towers, prefer)
     if not is_tensorflow():
@@ -174,7 +174,7 @@ class ClusterError(ValueError):
 
 
 def load_cluster(source=None) -> tuple[dict, int | None, str]:
-    """Read a cluster spec: a JSON file path, a dict, or (``source=None``) ``$TF_CONFIG``.
+    """Read a cluster spec: a JSON file path, a dict, or (``None`` or ``"TF_CONFIG"``) ``$TF_CONFIG``.
 
     Accepts a bare spec ``{"worker": ["host:port", ...], "chief": ["host:port"]}`` (chief
     optional) or the ``TF_CONFIG`` form ``{"cluster": {...}, "task": {"type": "worker",
@@ -183,7 +183,7 @@ def load_cluster(source=None) -> tuple[dict, int | None, str]:
     import json
     import os
 
-    if source is None:
+    if source is None or source == "TF_CONFIG":
         if not os.environ.get("TF_CONFIG"):
             raise ClusterError("no cluster given: pass --cluster SPEC.json or set TF_CONFIG")
         where, text = "$TF_CONFIG", os.environ["TF_CONFIG"]

@@ -291,6 +291,7 @@ class ClusterReport:
     variables: list[dict]  # {path, device}
     slots: list[dict]  # {path, device, reference_device}
     step_seconds: list[float]
+    weights: dict  # the cluster's weights against the same steps in one process (compare_weights)
 
     def counts(self) -> dict:
         """{(tower, phase): Counter(task that ran the op -> n)}."""
@@ -314,16 +315,19 @@ class ClusterReport:
 
 def check_cluster(folder, layout="paper", input_size=67, batch=4, steps=3, timeout=900) -> ClusterReport:
     """Start two loopback workers with executor logging, train `steps` steps from a chief
-    process with tower k on worker task k, and read back what each worker ran. The chief also
-    writes ``folder/weights.npz`` (weights before and after) for comparison with one process."""
+    process with tower k on worker task k, and read back what each worker ran; then train the
+    same steps in one process (two logical CPUs) and compare the weights. Both chiefs leave
+    their weights in `folder` (``weights.npz``, ``single.npz``)."""
     from .loopback import LocalCluster
 
     folder = Path(folder)
+    params = dict(layout=layout, input_size=input_size, batch=batch, steps=steps)
     with LocalCluster(2, folder, executor_log=True) as cluster:
-        data = run_chief(dict(spec=str(cluster.spec_file), layout=layout, input_size=input_size, batch=batch,
-                              steps=steps, weights=str(folder / "weights.npz")), timeout)
+        data = run_chief(dict(params, spec=str(cluster.spec_file), weights=str(folder / "weights.npz")), timeout)
     ops = {k: parse_executor_log(cluster.log_file(k).read_text(errors="replace"), data["blocks"]) for k in range(2)}
-    return ClusterReport(data["devices"], data["blocks"], ops, data["variables"], data["slots"], data["step_seconds"])
+    run_chief(dict(params, spec=None, weights=str(folder / "single.npz")), timeout)
+    return ClusterReport(data["devices"], data["blocks"], ops, data["variables"], data["slots"], data["step_seconds"],
+                         compare_weights(folder / "weights.npz", folder / "single.npz"))
 
 
 def compare_weights(a_file, b_file) -> dict:
@@ -341,7 +345,7 @@ def compare_weights(a_file, b_file) -> dict:
                 "moved_max_abs": max(float(m.max()) for m in moved)}
 
 
-def format_cluster(r: ClusterReport, weights: dict | None = None) -> str:
+def format_cluster(r: ClusterReport) -> str:
     lines = ["Runtime placement across processes: two `alexnet-split worker` processes on 127.0.0.1, the chief",
              "trains 3 steps with tower k on worker task k. Counts are ops each worker's own TensorFlow executor",
              "logged as run (executor.cc VLOG 1), transfers (_Send/_Recv) left out.", "",
@@ -354,11 +358,10 @@ def format_cluster(r: ClusterReport, weights: dict | None = None) -> str:
               "variables per worker task: " + ", ".join(f"task {t}: {n}" for t, n in sorted(by_task.items(), key=str)),
               f"optimizer slots on their weight's task: {sum(s['device'] == s['reference_device'] for s in r.slots)}"
               f"/{len(r.slots)}"]
-    if weights:
-        lines += ["", f"weights after the steps vs the same steps in one process (two logical CPUs): max |diff| "
-                  f"{weights['max_abs']:.3g}, max relative {weights['max_rel']:.3g} over {weights['tensors']} tensors "
-                  f"(largest weight change {weights['moved_max_abs']:.3g}; equal at the start: "
-                  f"{weights['start_max_abs'] == 0})"]
+    w = r.weights
+    lines += ["", f"weights after the steps vs the same steps in one process (two logical CPUs): max |diff| "
+              f"{w['max_abs']:.3g}, max relative {w['max_rel']:.3g} over {w['tensors']} tensors "
+              f"(largest weight change {w['moved_max_abs']:.3g}; equal at the start: {w['start_max_abs'] == 0})"]
     return "\n".join(lines) + "\n"
 
 
