@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from .models import build_model, tower_layer_names
+from .optimizers import PaperSGD
 from .placement import PlacedModel, configure_devices, describe_devices, place_optimizer
 from .spec import LAYOUTS, MODES, NORMS
 
@@ -17,6 +18,7 @@ __all__ = [
     "LAYOUTS",
     "MODES",
     "NORMS",
+    "PaperSGD",
     "PlacedModel",
     "build_model",
     "configure_devices",

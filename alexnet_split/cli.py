@@ -39,8 +39,9 @@ def _sync_readme(written):
 
 def _checkpoint_arg(p):
     p.add_argument("--checkpoint-seconds", type=float, default=0.0,
-                   help="checkpoint after an epoch only once this many seconds passed since the last one "
-                        "(default 0: every epoch; on a GPU, where epochs take well under a second, use ~30)")
+                   help="checkpoint after a validation interval only once this many seconds passed since the "
+                        "last checkpoint (default 0: after every interval; on a GPU, where intervals take well "
+                        "under a second, use ~30)")
 
 
 def cmd_devices(args):
@@ -203,7 +204,7 @@ def cmd_train(args):
     else:
         final = _train_on_cluster(args, source, n)
     print(f"{args.out}: test top-1 {final['test_top1']:.4f}, top-5 {final['test_top5']:.4f}, best val "
-          f"{final['best_val_accuracy']:.4f} at epoch {final['best_epoch']}, "
+          f"{final['best_val_accuracy']:.4f} at step {final['best_step']} of {final['steps']}, "
           f"{final['train_images_per_second']:.1f} train images/s")
     return 0
 
@@ -232,8 +233,8 @@ def _train_on_cluster(args, source, n_towers):
     def explain(message):
         state_file = Path(args.out) / "state.json"
         state = read_json(state_file) if state_file.is_file() else None
-        kept = (f"the last checkpoint ({state['checkpoint']}, epoch {state['epoch']}) is intact in {args.out}"
-                if state else f"no epoch had finished, so {args.out} holds no checkpoint yet")
+        kept = (f"the last checkpoint ({state['checkpoint']}, step {state['step']}) is intact in {args.out}"
+                if state else f"no validation interval had finished, so {args.out} holds no checkpoint yet")
         return f"{message}; {kept}. Restart the worker and rerun this command to resume."
 
     def on_lost(message):

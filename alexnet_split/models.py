@@ -155,3 +155,12 @@ def build_grouped_model(layout="paper", num_classes=17, norm=None, input_shape=N
     x = kl.Dense(num_classes, kernel_initializer=kernel_init, name="fc8")(x)
     probs = kl.Activation("softmax", dtype="float32", name="softmax")(x)
     return keras.Model(inputs, probs, name=name or f"alexnet_{arch.name}_grouped")
+
+
+def init_summary(layout="paper", bias_fill=None) -> dict:
+    """The initialisation `build_model` gives `layout` (Section 5), as a run's config.json records it."""
+    arch = spec.get_layout(layout)
+    if arch.init != "paper":
+        return {"kernels": "glorot_uniform", "biases": "zeros"}
+    biases = {row.name: _initializers(arch, row, bias_fill)[1].value for row in arch.rows}
+    return {"kernels": "normal(0, 0.01)", "biases": {**biases, "fc8": 0.0}}

@@ -21,6 +21,8 @@ import warnings
 
 import keras
 
+from .optimizers import PaperSGD
+
 PREFER = ("auto", "gpu", "cpu")
 
 
@@ -427,7 +429,10 @@ def place_optimizer(optimizer):
                 backend_update_step([grads[i] for i in idx], [variables[i] for i in idx],
                                     tf.identity(learning_rate))
 
-    fused_momentum = type(optimizer) is keras.optimizers.SGD and optimizer.momentum and not optimizer.nesterov
+    fused_momentum = (type(optimizer) in (keras.optimizers.SGD, PaperSGD) and optimizer.momentum
+                      and not optimizer.nesterov)
+    # PaperSGD's decay goes into the gradient, so the fused kernel applies it through the momentum.
+    decayed = optimizer.decayed_gradient if isinstance(optimizer, PaperSGD) else None
 
     def placed_update_step(gradient, variable, learning_rate):
         with tf.device(variable.device), tf.name_scope(_update_scope(variable)):
@@ -437,6 +442,7 @@ def place_optimizer(optimizer):
             # w.assign_add); this fused kernel computes the same m <- momentum*m - lr*g, w <- w + m
             # in one, which matters for the memory-bound fc6/fc7 updates.
             m = optimizer.momentums[optimizer._get_variable_index(variable)].value
+            gradient = decayed(gradient, variable) if decayed else gradient
             return tf.raw_ops.ResourceApplyKerasMomentum(
                 var=variable.handle, accum=m.handle, lr=tf.cast(learning_rate, variable.dtype),
                 grad=tf.cast(gradient, variable.dtype), momentum=tf.cast(optimizer.momentum, variable.dtype),

@@ -59,7 +59,7 @@ def main():
         log(stderr.strip().splitlines()[0] if "error:" not in stderr else
             next(line for line in stderr.splitlines() if "error:" in line))
         state = json.loads((out / "state.json").read_text())
-        log(f"state.json: epoch {state['epoch']}, checkpoint {state['checkpoint']} "
+        log(f"state.json: epoch {state['interval']}, checkpoint {state['checkpoint']} "
             f"({(out / state['checkpoint']).stat().st_size / 1e6:.1f} MB)")
         cluster.start(1, append=True)
         log("worker task 1 restarted on the same port; rerunning the same command")
@@ -68,7 +68,7 @@ def main():
         log("\n".join(line for line in proc.stderr.splitlines() if line.startswith("resuming")))
         log(proc.stdout.strip().splitlines()[-1])
         with open(out / "history.csv") as f:
-            epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+            epochs = [int(float(r["epoch"])) for r in csv.DictReader(f)]
         log(f"history.csv epochs: {epochs} ({'each once, none lost' if epochs == [1, 2, 3, 4] else 'WRONG'})")
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(args.log), "\n".join(lines) + "\n")

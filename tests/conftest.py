@@ -2,6 +2,7 @@
 
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import alexnet_split  # noqa: E402
 
 DEVICES = alexnet_split.configure_devices(2, prefer="cpu")
+
+# The real Oxford Flowers 17 archive (CI has it beside the checkout, as this project's machines do).
+REAL_ARCHIVE = Path(os.environ.get("FLOWERS17_ARCHIVE", Path(__file__).resolve().parents[2] / "shared/data/17flowers.tgz"))
 
 # Smallest square inputs each layout accepts (the feature map must survive every pooling).
 SMALL_INPUT = {"paper": (67, 67, 3), "seed": (215, 215, 3)}
@@ -55,3 +59,15 @@ def jpg_dir(tmp_path_factory):
         (root / f"image_{n:04d}.jpg").write_bytes(jpeg_bytes(data.label_of(n)))
     (root / "files.txt").write_text("\n".join(f"image_{n:04d}.jpg" for n in range(1, 1361)))
     return root
+
+
+@pytest.fixture(scope="session")
+def real_flowers(tmp_path_factory):
+    """The real Flowers 17 at 64x64 (decoded once per session)."""
+    if not REAL_ARCHIVE.is_file():
+        pytest.skip(f"real archive not at {REAL_ARCHIVE}")
+    from alexnet_split import data
+
+    root = tmp_path_factory.mktemp("real_flowers")
+    (root / data.ARCHIVE).symlink_to(REAL_ARCHIVE)
+    return data.load(root, size=64)

@@ -100,16 +100,16 @@ def test_kill_worker_1_then_restart_and_resume(data_root, tmp_path):
         assert stopped_after < 30, stopped_after  # bounded: ~3 probes 1 s apart, plus TF's own error path
         assert f"worker task 1 ({cluster.addresses[1]})" in stderr, stderr[-3000:]
         kept = json.loads(state.read_text())
-        assert 1 <= kept["epoch"] < 4 and "intact" in stderr
+        assert 1 <= kept["interval"] < 4 and "intact" in stderr
         with zipfile.ZipFile(out / kept["checkpoint"]) as z:  # the last checkpoint is whole
             assert z.testzip() is None
 
         cluster.start(1, append=True)
         proc = cli(*train, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"resuming {out} after epoch {kept['epoch']}" in proc.stderr
+    assert f"resuming {out} after step {kept['step']} (interval {kept['interval']} of 4)" in proc.stderr
     with open(out / "history.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]  # no epoch lost or repeated
+        assert [float(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]  # no epoch lost or repeated
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["devices"] == [placement.task_device(0), placement.task_device(1)]
 

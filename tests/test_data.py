@@ -19,10 +19,9 @@ import pytest
 from alexnet_split import data
 from alexnet_split.data import DatasetError
 
-from conftest import class_from_pixels, colour, jpeg_bytes
+from conftest import REAL_ARCHIVE, class_from_pixels, colour, jpeg_bytes
 
 SIZE = 16
-REAL_ARCHIVE = Path(os.environ.get("FLOWERS17_ARCHIVE", Path(__file__).resolve().parents[2] / "shared/data/17flowers.tgz"))
 
 
 def make_root(tmp_path, jpg_dir, kind="folder", mutate=None):

@@ -129,10 +129,11 @@ def test_library_grouped_model_matches_the_independent_reference(models):
     close(np.asarray(grouped(x, training=False)), ref(x, training=False).numpy())
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "paper_sgd", "adam"])
 def test_placed_training_matches_stock_keras(optimizer):
-    """PlacedModel's step (tf.gradients, per-device updates, fused SGD momentum) is the same
-    arithmetic as Keras's own train_step and optimizer, within float32 rounding."""
+    """PlacedModel's step (tf.gradients, per-device updates, fused SGD momentum, the paper's
+    decay inside it) is the same arithmetic as Keras's own train_step and the optimizer's own
+    update_step, within float32 rounding."""
     x = np.random.default_rng(0).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32")
     y = keras.utils.to_categorical(np.arange(8) % 17, 17)
     results = []
@@ -141,8 +142,9 @@ def test_placed_training_matches_stock_keras(optimizer):
         model = A.build_model("paper", "towers", 17, input_shape=(SIZE, SIZE, 3), devices=DEVICES)
         if not placed:
             model = keras.Model(model.inputs, model.outputs)  # stock train_step and optimizer
-        opt = (keras.optimizers.SGD(0.01, momentum=0.9, weight_decay=5e-4) if optimizer == "sgd"
-               else keras.optimizers.Adam(1e-4))
+        opt = {"sgd": lambda: keras.optimizers.SGD(0.01, momentum=0.9, weight_decay=5e-4),
+               "paper_sgd": lambda: A.PaperSGD(0.01, momentum=0.9, l2=5e-4),
+               "adam": lambda: keras.optimizers.Adam(1e-4)}[optimizer]()
         model.compile(opt, "categorical_crossentropy", jit_compile=False)
         for _ in range(3):
             model.train_on_batch(x, y)

@@ -52,28 +52,29 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path, data_root):
     deadline = time.time() + 600
     state = killed / "state.json"
     while time.time() < deadline and child.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["epoch"] >= 2:
+        if state.is_file() and json.loads(state.read_text())["interval"] >= 2:
             break
         time.sleep(0.05)
     time.sleep(0.5)  # well into epoch 3
     assert child.poll() is None, "the run finished before it could be killed"
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    done = json.loads(state.read_text())["epoch"]
-    assert 2 <= done < 4 and not (killed / "final.json").exists()
-    assert len(history(killed)) == done
+    done = json.loads(state.read_text())
+    assert 2 <= done["interval"] < 4 and not (killed / "final.json").exists()
+    assert len(history(killed)) == done["interval"]
 
     proc = subprocess.run(train_cmd(data_root, killed), capture_output=True, text=True, env=env(), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"resuming {killed} after epoch {done}" in proc.stderr
+    assert f"resuming {killed} after step {done['step']} (interval {done['interval']} of 4)" in proc.stderr
 
-    assert [int(r["epoch"]) for r in history(killed)] == [1, 2, 3, 4]  # none lost, none repeated
+    assert [float(r["epoch"]) for r in history(killed)] == [1, 2, 3, 4]  # none lost, none repeated
+    assert [int(r["step"]) for r in history(killed)] == [22, 44, 66, 88]  # 680 images, batch 32
     assert without_timing(history(killed)) == without_timing(history(straight))
     a, b = (json.loads((r / "final.json").read_text()) for r in (straight, killed))
-    for key in ("test_top1", "test_top5", "best_val_accuracy", "best_epoch", "epochs"):
+    for key in ("test_top1", "test_top5", "best_val_accuracy", "best_step", "steps", "lr_drop_steps"):
         assert a[key] == b[key], key
     assert a["test_top1"] > 0.3  # the colours are learnable: the run really trained
-    assert sorted(p.name for p in (killed / "ckpt").iterdir()) == ["epoch_004.keras"]
+    assert sorted(p.name for p in (killed / "ckpt").iterdir()) == ["step_000088.keras"]
 
 
 def test_run_folder_contents(tmp_path, data_root):
@@ -87,10 +88,11 @@ def test_run_folder_contents(tmp_path, data_root):
     assert {"tensorflow", "keras", "numpy", "python"} <= set(cfg["versions"]) and cfg["git_commit"]
     assert cfg["split_sizes"] == {"train": 680, "val": 340, "test": 340}
     final = json.loads((out / "final.json").read_text())
-    assert {"test_top1", "test_top5", "best_val_accuracy", "best_epoch", "train_seconds",
-            "train_images_per_second"} <= set(final)
-    assert list(history(out)[0]) == ["epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5",
-                                     "lr", "seconds"]
+    assert {"test_top1", "test_top5", "best_val_accuracy", "best_step", "steps", "steps_to_leave_chance",
+            "lr_drop_steps", "train_seconds", "train_images_per_second"} <= set(final)
+    assert list(history(out)[0]) == ["step", "epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy",
+                                     "val_top5", "lr", "seconds"]
+    assert cfg["init"]["kernels"] == "normal(0, 0.01)" and cfg["init"]["biases"]["conv2"] == 1.0
     # a finished run is not trained again, and another run's folder is refused
     again = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1"), capture_output=True, text=True, env=env(),
                            timeout=900)
@@ -105,7 +107,7 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, data_root):
     proc = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1", "learning_rate=1e12", "optimizer=\"sgd\""),
                           capture_output=True, text=True, env=env(), timeout=900)
     assert proc.returncode == 2
-    assert "the training loss became nan at epoch 1" in proc.stderr
+    assert "the training loss became nan at step" in proc.stderr
     assert "Lower the learning rate" in proc.stderr
     assert not (out / "final.json").exists()
 
@@ -134,18 +136,29 @@ def test_pipeline_is_a_function_of_seed_epoch_and_batch():
     labels = np.arange(50) % 17
     a = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, pca_sigma=0.1)
     b = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, pca_sigma=0.1)
-    a.set_epoch(2)
-    b.set_epoch(2)
-    xa, ya = a[1]
-    xb, yb = b[1]
+    xa, ya = a.batch(2, 1)
+    xb, yb = b.batch(2, 1)
     assert xa.shape == (16, 32, 32, 3) and ya.shape == (16, 17)
     np.testing.assert_array_equal(xa, xb)
-    b.set_epoch(3)
-    assert not np.array_equal(b[1][0], xa)
-    assert len(a) == 4 and a[3][0].shape[0] == 2  # the last, short batch is kept
+    assert not np.array_equal(b.batch(3, 1)[0], xa)
+    assert len(a) == 4 and a[3][0].shape[0] == 2  # default interval: one epoch; the last, short batch is kept
+    a.set_interval(2)
+    np.testing.assert_array_equal(a[1][0], xa)
     # every image appears once per epoch
     seen = np.concatenate([a[i][1].argmax(1) for i in range(len(a))])
     assert np.bincount(seen, minlength=17).tolist() == np.bincount(labels, minlength=17).tolist()
+
+
+def test_validation_intervals_count_steps_across_epochs():
+    """Interval k of n steps holds steps k*n .. k*n+n-1, wherever the epochs (4 steps) begin."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (50, 40, 40, 3), dtype=np.uint8)
+    labels = np.arange(50) % 17
+    by_step = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, interval_steps=3)
+    assert len(by_step) == 3 and by_step.batches_per_epoch == 4
+    by_step.set_interval(1)  # steps 3, 4, 5 = epoch 0 batch 3, epoch 1 batches 0 and 1
+    for i, (epoch, b) in enumerate([(0, 3), (1, 0), (1, 1)]):
+        np.testing.assert_array_equal(by_step[i][0], by_step.batch(epoch, b)[0])
 
 
 def test_ten_crops_are_corners_centre_and_mirrors():

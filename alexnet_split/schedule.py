@@ -1,0 +1,76 @@
+"""The paper's learning-rate schedule, measured in SGD steps (Krizhevsky et al. 2012, Section 5).
+
+"The heuristic which we followed was to divide the learning rate by 10 when the validation error
+rate stopped improving with the current learning rate. [...] reduced three times prior to
+termination." On Flowers 17 an epoch is 5.3 steps at batch 128, and the paper's initialisation
+keeps the towers net at chance for about 2,000 steps (results/ and the README's paper-recipe
+section). A patience counted in such epochs fired three times during that initial plateau, so
+the learning rate reached 1e-5 before the net could leave chance. Here:
+
+* patience is counted in steps, whatever the validation interval;
+* the clock runs only once validation has left chance (accuracy above ``CHANCE_FACTOR`` times
+  chance), so a flat start is never read as a plateau;
+* after ``max_drops`` drops, one more plateau ends the run ("prior to termination").
+
+:class:`Plateau` is plain data (``to_dict`` / ``from_dict``) so that a resumed run continues the
+schedule exactly where the killed one left it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+# Validation accuracy above this many times chance counts as having left chance.
+CHANCE_FACTOR = 2.0
+
+
+@dataclasses.dataclass
+class Plateau:
+    """Decides, after each validation, whether to divide the learning rate by 10 or to stop.
+
+    Args:
+      patience: steps without a better validation accuracy (at the current learning rate)
+        before acting; ``None``: a fixed learning rate, never stop early.
+      max_drops: learning-rate drops before the next plateau ends the run (the paper: 3).
+      num_classes: sets chance, ``1 / num_classes``.
+    """
+
+    patience: int | None
+    max_drops: int
+    num_classes: int
+    best: float = -1.0
+    best_step: int = 0
+    left_chance_step: int | None = None
+    drop_steps: list[int] = dataclasses.field(default_factory=list)
+    stop_step: int | None = None
+
+    @property
+    def threshold(self) -> float:
+        return CHANCE_FACTOR / self.num_classes
+
+    def update(self, step: int, val_accuracy: float) -> str | None:
+        """Record the validation accuracy measured after `step` steps; returns ``"drop"`` (divide
+        the learning rate by 10 now), ``"stop"`` (end the run) or ``None``."""
+        if self.stop_step is not None:
+            return "stop"
+        if val_accuracy > self.best:
+            self.best, self.best_step = val_accuracy, step
+        if self.left_chance_step is None and val_accuracy > self.threshold:
+            self.left_chance_step = step
+        if self.patience is None or self.left_chance_step is None:
+            return None
+        since = max([self.best_step, *self.drop_steps])  # "with the current learning rate"
+        if step - since < self.patience:
+            return None
+        if len(self.drop_steps) < self.max_drops:
+            self.drop_steps.append(step)
+            return "drop"
+        self.stop_step = step
+        return "stop"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plateau":
+        return cls(**d)

@@ -1,0 +1,80 @@
+"""The paper's plateau schedule, in steps (Section 5; defect 2 of the chance-level runs)."""
+
+import numpy as np
+
+from alexnet_split.schedule import Plateau
+
+CHANCE = 1 / 17
+
+
+def scripted_curve(step):
+    """Validation accuracy of a towers run under the paper's init: at chance for 2,000 steps,
+    rising to 0.6 by step 4,000, then flat; +-1 image of 340 of noise throughout."""
+    noise = ((step * 7919) % 3 - 1) / 340
+    if step <= 2000:
+        return CHANCE + noise
+    return min(0.6, CHANCE + (0.6 - CHANCE) * (step - 2000) / 2000) + noise
+
+
+def run(schedule, every=50, cap=10_000):
+    actions = {}
+    for step in range(every, cap + 1, every):
+        action = schedule.update(step, scripted_curve(step))
+        if action:
+            actions[step] = action
+        if action == "stop":
+            break
+    return actions
+
+
+def test_lr_drops_only_on_the_late_plateau_then_the_run_stops():
+    schedule = Plateau(patience=1000, max_drops=3, num_classes=17)
+    actions = run(schedule)
+    drops = [s for s, a in actions.items() if a == "drop"]
+    assert len(drops) == 3 and min(drops) > 4000, actions  # none during the initial chance plateau
+    assert drops == schedule.drop_steps
+    first_above = min(s for s in range(50, 10_001, 50) if scripted_curve(s) > 2 * CHANCE)
+    assert schedule.left_chance_step == first_above > 2000
+    # each drop waits a full patience after the last improvement or drop
+    assert np.all(np.diff([schedule.best_step, *drops]) >= 0)
+    assert [b - a for a, b in zip(drops, drops[1:])] == [1000, 1000]
+    stop = [s for s, a in actions.items() if a == "stop"]
+    assert stop == [drops[-1] + 1000] and schedule.stop_step == stop[0]
+    assert schedule.update(stop[0] + 50, 0.9) == "stop"  # a stopped schedule stays stopped
+
+
+def test_the_epoch_patience_it_replaces_fired_during_the_chance_plateau():
+    """The control: the old rule (patience of 5 validations, clock running from the start)
+    dropped three times on the same curve before step 2,000, with validation at chance."""
+    best, since, drops = -1.0, 0, []
+    for step in range(5, 2000, 5):  # one validation per 5-step epoch, as the committed runs did
+        val = scripted_curve(step)
+        best, since = (val, 0) if val > best else (best, since + 1)
+        if since >= 5 and len(drops) < 3:
+            drops.append(step)
+            since = 0
+    assert len(drops) == 3 and max(drops) < 2000
+
+
+def test_a_run_that_never_leaves_chance_never_drops_and_never_stops():
+    schedule = Plateau(patience=100, max_drops=3, num_classes=17)
+    assert all(schedule.update(step, CHANCE) is None for step in range(50, 20_000, 50))
+    assert schedule.left_chance_step is None and schedule.drop_steps == []
+
+
+def test_no_patience_means_a_fixed_learning_rate():
+    schedule = Plateau(patience=None, max_drops=0, num_classes=17)
+    assert all(schedule.update(step, 0.5) is None for step in range(1, 5000))
+
+
+def test_state_round_trip_continues_identically():
+    """A resumed run rebuilds the schedule from state.json and must act as if never stopped."""
+    whole = Plateau(patience=1000, max_drops=3, num_classes=17)
+    first = Plateau(patience=1000, max_drops=3, num_classes=17)
+    for step in range(50, 5001, 50):
+        whole.update(step, scripted_curve(step))
+        first.update(step, scripted_curve(step))
+    resumed = Plateau.from_dict(first.to_dict())
+    for step in range(5050, 10_001, 50):
+        assert resumed.update(step, scripted_curve(step)) == whole.update(step, scripted_curve(step))
+    assert resumed == whole
