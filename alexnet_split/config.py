@@ -96,14 +96,14 @@ def paper_cpu() -> Recipe:
 
     Same optimiser, init, schedule rule, augmentation and 10-crop test as ``paper``, but
     mixed_bfloat16, 131x131 crops of 148x148 images (the net's feature maps shrink; fc6 reads
-    3x3x256), batch 32, at most 3,000 steps.
+    3x3x256), batch 32, at most 4,000 steps.
 
     Command: ``alexnet-split compare --recipe paper_cpu --modes towers,merged,half --seeds 0``
     Hardware: this project's 2-core x86 CPU machine (TensorFlow, two logical CPU devices).
     Runtime and accuracy: measured in results/paper_cpu/table.md.
     """
     return paper().replace(name="paper_cpu", precision="mixed_bfloat16", image_size=148, input_size=131,
-                           batch_size=32, steps=3_000)
+                           batch_size=32, steps=4_000)
 
 
 def seed() -> Recipe:
