@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import NUM_CLASSES
+from .schedule import CHANCE_FACTOR
 from .train import atomic_write, read_json, write_json
 
 MANIFEST = "compare.json"
@@ -172,7 +174,7 @@ def report(results_dir) -> str:
     atomic_write(results_dir / "table.csv", _csv(rows))
     md = _markdown(manifest, runs, rows)
     atomic_write(results_dir / "table.md", md)
-    _plot(runs, results_dir / "curves.png", manifest)
+    _plot(runs, results_dir / "curves.png", manifest, by_steps=_by_steps(rows))
     return md
 
 
@@ -192,6 +194,13 @@ def _rows(runs):
         for key in ("test_top1", "test_top5", "best_val_accuracy"):
             row[key + "_mean"], row[key + "_std"], row[key + "_ci95"] = mean_std_ci([x[key] for x in f])
         row["best_epoch_mean"] = float(np.mean([x["best_epoch"] for x in f]))
+        if all("steps" in x for x in f):  # runs measured in steps (the fixed paper recipe)
+            left = [x["steps_to_leave_chance"] for x in f if x["steps_to_leave_chance"] is not None]
+            row["runs_left_chance"] = len(left)
+            row["steps_to_leave_chance_median"] = float(np.median(left)) if left else float("nan")
+            row["steps_mean"] = float(np.mean([x["steps"] for x in f]))
+            row["best_step_mean"] = float(np.mean([x["best_step"] for x in f]))
+            row["lr_drops_mean"] = float(np.mean([len(x["lr_drop_steps"]) for x in f]))
         row["train_images_per_second"] = float(np.mean([x["train_images_per_second"] for x in f]))
         row["train_minutes_per_run"] = float(np.mean([x["train_seconds"] for x in f])) / 60
         row["per_seed_test_top1"] = {r["config"]["seed"]: r["final"]["test_top1"] for r in group}
@@ -206,13 +215,22 @@ _CSV_FIELDS = ["mode", "layout", "recipe", "n_seeds", "seeds", "parameters", "gf
                "best_epoch_mean", "train_images_per_second", "train_minutes_per_run"]
 
 
+_STEP_FIELDS = ["steps_mean", "best_step_mean", "runs_left_chance", "steps_to_leave_chance_median", "lr_drops_mean"]
+
+
 def _csv(rows) -> str:
+    fields = _CSV_FIELDS + (_STEP_FIELDS if _by_steps(rows) else [])
     buf = io.StringIO()
-    w = csv.DictWriter(buf, _CSV_FIELDS, lineterminator="\n", extrasaction="ignore")
+    w = csv.DictWriter(buf, fields, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     for row in rows:
-        w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items() if k in _CSV_FIELDS})
+        w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items() if k in fields})
     return buf.getvalue()
+
+
+def _by_steps(rows) -> bool:
+    """Whether the comparison's own rows ran in steps (then the table shows the step columns)."""
+    return "steps_mean" in rows[0]
 
 
 def _pct(mean, std, ci):
@@ -229,7 +247,7 @@ def _markdown(manifest, runs, rows) -> str:
     lines = [
         f"# {manifest['layout']} layout, recipe `{manifest['recipe']}`: {' vs '.join(r['mode'] for r in rows)}",
         "",
-        f"Protocol: {recipe['epochs']} epochs, {recipe['optimizer']} lr {recipe['learning_rate']}, batch "
+        f"Protocol: {_length(recipe)}, {recipe['optimizer']} lr {recipe['learning_rate']}, batch "
         f"{recipe['batch_size']}, {recipe['precision']}, {cfg['input_size']}x{cfg['input_size']} input from "
         f"{recipe['image_size']}x{recipe['image_size']} images, augmentation {'on' if recipe['augment'] else 'off'}"
         f"{', PCA lighting ' + str(recipe['pca_lighting']) if recipe['pca_lighting'] else ''}, "
@@ -241,16 +259,32 @@ def _markdown(manifest, runs, rows) -> str:
         "Accuracies in %, mean ± std over seeds [± half-width of the 95% t interval]. img/s: training images "
         "per second of epoch wall time (validation included); min/run: the epochs' wall time.",
         "",
-        "| mode | seeds | params | GFLOPs/img | test top-1 | test top-5 | best val top-1 | best epoch | train img/s | min/run |",
-        "|---|---|---:|---:|---|---|---|---:|---:|---:|",
     ]
+    by_steps = _by_steps(rows)
+    if by_steps:
+        lines += [f"Left chance: the median step of the first validation above {CHANCE_FACTOR:g}x chance, over the runs that "
+                  "left it (k/n when some did not); steps: steps run (mean); lr drops: mean number of "
+                  "learning-rate drops.", "",
+                  "| mode | seeds | params | GFLOPs/img | test top-1 | test top-5 | best val top-1 | left chance "
+                  "(step) | best step | steps | lr drops | train img/s | min/run |",
+                  "|---|---|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    else:
+        lines += ["| mode | seeds | params | GFLOPs/img | test top-1 | test top-5 | best val top-1 | best epoch | "
+                  "train img/s | min/run |",
+                  "|---|---|---:|---:|---|---|---|---:|---:|---:|"]
     for r in rows:
-        lines.append(
-            f"| {r['mode']} | {r['n_seeds']} | {r['parameters']:,} | {r['gflops_per_image']:.2f} | "
-            f"{_pct(r['test_top1_mean'], r['test_top1_std'], r['test_top1_ci95'])} | "
-            f"{_pct(r['test_top5_mean'], r['test_top5_std'], r['test_top5_ci95'])} | "
-            f"{_pct(r['best_val_accuracy_mean'], r['best_val_accuracy_std'], r['best_val_accuracy_ci95'])} | "
-            f"{r['best_epoch_mean']:.1f} | {r['train_images_per_second']:.1f} | {r['train_minutes_per_run']:.1f} |")
+        cells = [r["mode"], str(r["n_seeds"]), f"{r['parameters']:,}", f"{r['gflops_per_image']:.2f}",
+                 _pct(r["test_top1_mean"], r["test_top1_std"], r["test_top1_ci95"]),
+                 _pct(r["test_top5_mean"], r["test_top5_std"], r["test_top5_ci95"]),
+                 _pct(r["best_val_accuracy_mean"], r["best_val_accuracy_std"], r["best_val_accuracy_ci95"])]
+        if not by_steps:
+            cells.append(f"{r['best_epoch_mean']:.1f}")
+        elif "steps_mean" in r:
+            cells += [_left(r), f"{r['best_step_mean']:,.0f}", f"{r['steps_mean']:,.0f}", f"{r['lr_drops_mean']:.1f}"]
+        else:  # a reference row measured in epochs
+            cells += ["-", "-", "-", "-"]
+        cells += [f"{r['train_images_per_second']:.1f}", f"{r['train_minutes_per_run']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     by_mode = {r["mode"]: r for r in rows}
     pairs = [m for m in by_mode if m != "towers" and "towers" in by_mode
              and paired(by_mode["towers"]["per_seed_test_top1"], by_mode[m]["per_seed_test_top1"])["n"]]
@@ -269,6 +303,33 @@ def _markdown(manifest, runs, rows) -> str:
     return "\n".join(lines)
 
 
+def _length(recipe) -> str:
+    if not recipe.get("steps"):
+        return f"{recipe['epochs']} epochs"
+    text = f"up to {recipe['steps']:,} steps, validation every {recipe['eval_every']}"
+    if recipe.get("lr_drop_patience"):
+        text += (f", lr /10 after {recipe['lr_drop_patience']:,} steps without a better validation accuracy once "
+                 f"it is above {CHANCE_FACTOR:g}x chance ({recipe['max_lr_drops']} times, then stop at the next such plateau)")
+    return text
+
+
+def _left(row) -> str:
+    if not row["runs_left_chance"]:
+        return f"never (0/{row['n_seeds']})"
+    text = f"{row['steps_to_leave_chance_median']:,.0f}"
+    return text if row["runs_left_chance"] == row["n_seeds"] else f"{text} ({row['runs_left_chance']}/{row['n_seeds']})"
+
+
+def _steps(run, n) -> np.ndarray:
+    """The step of each of the first n history rows; runs measured in epochs log no step, so it
+    is the epoch times the steps per epoch."""
+    if "step" in run["history"][0]:
+        return np.array([row["step"] for row in run["history"][:n]])
+    cfg = run["config"]
+    per_epoch = math.ceil(cfg["split_sizes"]["train"] / cfg["recipe"]["batch_size"])
+    return np.array([row["epoch"] * per_epoch for row in run["history"][:n]])
+
+
 def _rel(path: Path) -> str:
     parts = path.resolve().parts
     return "/".join(parts[parts.index("results"):]) if "results" in parts else path.name
@@ -283,7 +344,7 @@ def _p(p):
     return "n/a" if math.isnan(p) else f"{p:.3f}"
 
 
-def _plot(runs, path: Path, manifest):
+def _plot(runs, path: Path, manifest, by_steps=False):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -295,16 +356,20 @@ def _plot(runs, path: Path, manifest):
         if r["row"] not in names:
             names.append(r["row"])
     for name in names:
-        group = [r["history"] for r in runs if r["row"] == name]
-        n = min(len(h) for h in group)
-        epochs = np.arange(1, n + 1)
+        group = [r for r in runs if r["row"] == name]
+        n = min(len(r["history"]) for r in group)
+        x = _steps(group[0], n) if by_steps else np.arange(1, n + 1)
         for ax, key in zip(axes, ("val_accuracy", "loss")):
-            values = np.array([[row[key] for row in h[:n]] for h in group])
+            values = np.array([[row[key] for row in r["history"][:n]] for r in group])
             mean, std = values.mean(0), values.std(0, ddof=1) if len(group) > 1 else np.zeros(n)
-            (line,) = ax.plot(epochs, mean, label=f"{name} (n={len(group)})")
-            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
-    axes[0].set(xlabel="epoch", ylabel="validation top-1 (centre crop)", title="validation accuracy, mean ± std")
-    axes[1].set(xlabel="epoch", ylabel="training loss", title="training loss, mean ± std")
+            (line,) = ax.plot(x, mean, label=f"{name} (n={len(group)})")
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    xlabel = "step" if by_steps else "epoch"
+    if by_steps:
+        axes[0].axhline(CHANCE_FACTOR / NUM_CLASSES, color="grey", linestyle=":", linewidth=1,
+                        label=f"{CHANCE_FACTOR:g}x chance")
+    axes[0].set(xlabel=xlabel, ylabel="validation top-1 (centre crop)", title="validation accuracy, mean ± std")
+    axes[1].set(xlabel=xlabel, ylabel="training loss", title="training loss, mean ± std")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -156,3 +156,36 @@ def test_compare_runs_resumes_and_reports(tmp_path, jpg_dir):
     assert merged_cfg["devices"] == ["/CPU:0"]  # one-tower modes stay on one device
     bad = subprocess.run(cmd[:-1] + ["epochs=2"], capture_output=True, text=True, timeout=900)
     assert bad.returncode == 2 and "describes another comparison" in bad.stderr
+
+
+def test_step_based_runs_get_the_step_columns(tmp_path):
+    """Runs of a recipe measured in steps: when validation left chance, the steps run, lr drops."""
+    root = tmp_path / "results" / "steps"
+    left = {("towers", 0): 2400, ("towers", 1): None, ("merged", 0): 150, ("merged", 1): 250}
+    for (mode, seed), step in left.items():
+        d = root / "runs" / report.run_name("paper", mode, seed)
+        d.mkdir(parents=True)
+        recipe = {"name": "fake", "steps": 4000, "epochs": None, "eval_every": 50, "lr_drop_patience": 1000,
+                  "max_lr_drops": 3, "optimizer": "sgd", "learning_rate": 0.01, "batch_size": 32,
+                  "precision": "float32", "image_size": 148, "augment": True, "pca_lighting": 0.1, "ten_crop": True}
+        (d / "config.json").write_text(json.dumps({
+            "layout": "paper", "mode": mode, "seed": seed, "recipe": recipe, "devices": [], "backend": "jax",
+            "versions": {"keras": "3"}, "machine": "test machine", "input_size": 131,
+            "split_sizes": {"train": 680, "val": 340, "test": 340}, "parameters": 1000, "flops_per_image": 10 ** 9}))
+        (d / "final.json").write_text(json.dumps({
+            "test_top1": 0.3, "test_top5": 0.6, "best_val_accuracy": 0.31, "best_step": 3000, "best_epoch": 141.2,
+            "steps": 4000 if step else 3500, "epochs": 188.2, "steps_to_leave_chance": step,
+            "lr_drop_steps": [3500] if step else [], "train_seconds": 60.0, "train_images_per_second": 100.0}))
+        rows = [{k: 0.0 for k in HISTORY_FIELDS} | {"step": 50 * (i + 1), "epoch": 2.3 * (i + 1)} for i in range(4)]
+        (d / "history.csv").write_text(history_csv(rows))
+    (root / report.MANIFEST).write_text(json.dumps({"recipe": "fake", "layout": "paper", "modes": ["towers", "merged"],
+                                                    "seeds": [0, 1], "references": [], "overrides": {}}))
+    md = report.report(root)
+    assert "Protocol: up to 4,000 steps, validation every 50, lr /10 after 1,000 steps" in md
+    assert "| left chance (step) | best step | steps | lr drops |" in md
+    assert "| 2,400 (1/2) | 3,000 | 3,750 | 0.5 |" in md  # towers: one of two runs left chance
+    assert "| 200 | 3,000 | 4,000 | 1.0 |" in md  # merged: the median of 150 and 250
+    header = (root / "table.csv").read_text().splitlines()[0].split(",")
+    assert header[-5:] == ["steps_mean", "best_step_mean", "runs_left_chance", "steps_to_leave_chance_median",
+                           "lr_drops_mean"]
+    assert (root / "curves.png").stat().st_size > 10_000
