@@ -131,6 +131,52 @@ def pipeline_speed(batch, crop, size=256, pca=0.1, n_images=512) -> float:
     return throughput(TrainBatches(images, rng.integers(0, 17, n_images), batch, crop, 17, seed=0, pca_sigma=pca))
 
 
+def runner_speed(layout, precision, batch, devices, input_shape=None, interval_steps=4, intervals=2,
+                 n_val=64) -> dict:
+    """End-to-end training images/s of the run engine that `train` uses on this backend, on
+    synthetic uint8 images 29 px larger than the input (256 for 227): augmentation (crops, flips,
+    PCA lighting), the steps, and a validation after every `interval_steps` steps, after one
+    warm-up interval. TensorFlow: Keras ``fit`` on the NumPy pipeline with the towers placed on
+    `devices`; JAX: the device loop (:mod:`alexnet_split.fastpath`)."""
+    from .models import build_model
+    from .optimizers import PaperSGD
+    from .pipeline import TrainBatches, one_hot
+
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        shape = input_shape or spec.get_layout(layout).input_shape
+        crop = shape[0]
+        rng = np.random.default_rng(0)
+        n = max(2 * batch, n_val)
+        images = rng.integers(0, 256, (n, crop + 29, crop + 29, 3), dtype=np.uint8)
+        labels = rng.integers(0, 17, n)
+        val_x, val_y = images[:n_val, 14:14 + crop, 14:14 + crop], labels[:n_val]
+        tf = placement.is_tensorflow()
+        model = build_model(layout, "towers", 17, input_shape=shape, devices=devices if tf else None)
+        model.compile(PaperSGD(0.01, momentum=0.9, l2=5e-4), "categorical_crossentropy",
+                      metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
+        if tf:
+            batches = TrainBatches(images, labels, batch, crop, 17, 0, pca_sigma=0.1, interval_steps=interval_steps)
+            val = (val_x.astype("float32"), one_hot(val_y, 17))
+            model.fit(batches, epochs=1, validation_data=val, shuffle=False, verbose=0)
+            t0 = time.perf_counter()
+            model.fit(batches, epochs=1 + intervals, initial_epoch=1, validation_data=val, shuffle=False, verbose=0)
+            img_s = intervals * interval_steps * batch / (time.perf_counter() - t0)
+            engine = "fit (NumPy pipeline)"
+        else:
+            from . import fastpath
+
+            loop = fastpath.DeviceLoop(model, images, labels, val_x, val_y, batch, crop, 0, pca_sigma=0.1,
+                                       interval_steps=interval_steps)
+            img_s = fastpath.images_per_second(loop, intervals)
+            engine = "device (jitted JAX loop)"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return {"precision": precision, "batch": batch, "engine": engine, "runner_img_s": img_s,
+            "interval_steps": interval_steps, "intervals": intervals, "n_val": n_val}
+
+
 def run(layout="paper", quick=False, batches=None, precisions=PRECISIONS, variants=None, out_dir="results/bench",
         input_size=None, devices=None, log=print, deadline=None) -> str:
     """Measure, write ``<out_dir>/<host-kind>[-quick].md`` and ``.csv``, return the markdown.
@@ -166,8 +212,29 @@ def run(layout="paper", quick=False, batches=None, precisions=PRECISIONS, varian
                 log(f"{precision:>14} batch {batch:>3} {variant:<12} train {r['train_img_s']:7.1f} img/s  "
                     f"infer {r['infer_img_s']:7.1f} img/s  {r['gflops']:6.1f} GFLOP/s ({r['pct_peak']:.0f}% of peak)")
     pipe = pipeline_speed(max(batches), shape[0])
+    # The runner row: the engine `train` uses, end to end, against the same model's compute-only
+    # step rate measured above (same precision and batch).
+    runner_batch = 128 if 128 in batches else max(batches)
+    runner_variant = "towers_2dev" if "towers_2dev" in variants and placement.is_tensorflow() else "towers_1dev"
+    runners = []
+    for precision in precisions:
+        if deadline is not None and time.perf_counter() - t_start > deadline:
+            log(f"{precision:>14} runner skipped: past the {deadline:.0f} s deadline")
+            continue
+        compute = [r for r in rows if (r["variant"], r["precision"], r["batch"]) ==
+                   (runner_variant, precision, runner_batch)]
+        if not compute:
+            continue
+        r = runner_speed(layout, precision, runner_batch, devices, input_shape,
+                         interval_steps=50 if accel else (2 if quick else 4), intervals=3 if accel else 2,
+                         n_val=340 if accel else 64)
+        r.update(variant=runner_variant, compute_img_s=compute[0]["train_img_s"])
+        r["ratio"] = r["runner_img_s"] / r["compute_img_s"]
+        runners.append(r)
+        log(f"{precision:>14} runner {r['engine']}: {r['runner_img_s']:7.1f} img/s = {r['ratio']:.2f}x "
+            f"train_on_batch")
     md = _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, time.perf_counter() - t_start,
-                   mm_n, inner)
+                   mm_n, inner, runners)
     if skipped:
         md += f"\nNot measured (past the run's {deadline:.0f} s deadline): {', '.join(skipped)}.\n"
     out = Path(out_dir)
@@ -200,7 +267,8 @@ def _ratio(rows, precision, batch, a, b):
     return x[a]["train_img_s"] / x[b]["train_img_s"] if a in x and b in x else None
 
 
-def _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, seconds, mm_n=2048, inner=1) -> str:
+def _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, seconds, mm_n=2048, inner=1,
+              runners=()) -> str:
     arch = spec.get_layout(layout)
     lines = [f"# Benchmark: {layout} layout, {shape[0]}x{shape[1]} input, {keras.backend.backend()} backend",
              "", f"Machine: {machine()}; {platform.system()}; "
@@ -253,6 +321,17 @@ def _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, seco
         for i, (name, _, _) in enumerate(per_batch[0]):
             cells = [f"{p[i][1] / 1e6:.1f} / {p[i][2] / 1e6:.1f}" for p in per_batch]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if runners:
+        r0 = runners[0]
+        lines += ["", f"The runner, end to end (`{r0['variant']}` model, engine `{r0['engine']}`): random crops, "
+                  f"flips and PCA lighting of synthetic uint8 images, training steps and a validation of "
+                  f"{r0['n_val']} images every {r0['interval_steps']} steps, timed over {r0['intervals']} intervals "
+                  "after a warm-up one; against the compute-only `train_on_batch` rate of the same model above:",
+                  "", "| precision | batch | runner img/s | train_on_batch img/s | runner / compute-only |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in runners:
+            lines.append(f"| {r['precision']} | {r['batch']} | {r['runner_img_s']:.1f} | {r['compute_img_s']:.1f} | "
+                         f"**{r['ratio']:.2f}x** |")
     fastest = max(r["train_img_s"] for r in rows)
     verdict = ("the input pipeline is not the bottleneck" if pipe >= 5 * fastest else
                "WARNING: the input pipeline (NumPy crops/flips/PCA in one thread) is the bottleneck")

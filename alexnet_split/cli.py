@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import spec
+from . import config, spec
 
 
 def _device_args(p):
@@ -38,6 +38,10 @@ def _sync_readme(written):
 
 
 def _checkpoint_arg(p):
+    p.add_argument("--engine", choices=config.ENGINES, default="auto",
+                   help="fit: Keras fit fed by the NumPy pipeline (TensorFlow places the towers); device: the "
+                        "jitted JAX loop with the data on the accelerator; auto (default): device under "
+                        "KERAS_BACKEND=jax, else fit")
     p.add_argument("--checkpoint-seconds", type=float, default=0.0,
                    help="checkpoint after a validation interval only once this many seconds passed since the "
                         "last checkpoint (default 0: after every interval; on a GPU, where intervals take well "
@@ -214,7 +218,7 @@ def _train(args, devices):
 
     return train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=_data_root(args),
                        devices=devices or None, overrides=_overrides(args.set), deterministic=args.deterministic,
-                       splits_mat=args.splits, checkpoint_seconds=args.checkpoint_seconds)
+                       splits_mat=args.splits, checkpoint_seconds=args.checkpoint_seconds, engine=args.engine)
 
 
 def _train_on_cluster(args, source, n_towers):
@@ -288,7 +292,7 @@ def cmd_compare(args):
     references = [_reference(r) for r in args.reference or []]
     print(report.compare(results_dir, args.recipe, args.layout, modes, seeds, references=references,
                          data_root=_data_root(args), devices=devices or None, overrides=_overrides(args.set),
-                         checkpoint_seconds=args.checkpoint_seconds))
+                         checkpoint_seconds=args.checkpoint_seconds, engine=args.engine))
     return 0
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
+# How a run trains (alexnet_split.train.resolve_engine): Keras fit, or the JAX device loop.
+ENGINES = ("auto", "fit", "device")
+
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:

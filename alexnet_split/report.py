@@ -28,8 +28,12 @@ def run_name(layout, mode, seed):
 
 def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "half"), seeds=(0, 1, 2),
             references=(), data_root=None, devices=None, overrides=None, deterministic=False,
-            checkpoint_seconds=0.0) -> str:
-    """Run (or resume) every run of the comparison, then write and return the report."""
+            checkpoint_seconds=0.0, engine="auto") -> str:
+    """Run (or resume) every run of the comparison, then write and return the report.
+
+    Seed by seed, every mode of a seed before the next seed: a comparison cut short (a lent
+    accelerator's time runs out) leaves complete seeds, which the report can pair. Finished runs
+    are skipped, so calling it again fills the table."""
     import logging
 
     import keras
@@ -39,7 +43,7 @@ def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "hal
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes: one model per run
     results_dir = Path(results_dir)
     write_manifest(results_dir, recipe, layout, modes, seeds, references, overrides)
-    todo = [(m, s) for m in modes for s in seeds]
+    todo = [(m, s) for s in seeds for m in modes]
     for i, (mode, seed) in enumerate(todo, 1):
         out = results_dir / "runs" / run_name(layout, mode, seed)
         state = "done" if (out / "final.json").is_file() else "resume" if (out / "state.json").is_file() else "new"
@@ -47,7 +51,8 @@ def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "hal
         keras.backend.clear_session()
         mode_devices = devices if mode == "towers" else (devices[:1] if devices else None)
         train.train(out, layout, mode, recipe, seed=seed, data_root=data_root, devices=mode_devices,
-                    overrides=overrides, deterministic=deterministic, checkpoint_seconds=checkpoint_seconds)
+                    overrides=overrides, deterministic=deterministic, checkpoint_seconds=checkpoint_seconds,
+                    engine=engine)
     return report(results_dir)
 
 

@@ -112,20 +112,72 @@ def _make_optimizer(recipe: config.Recipe):
     return keras.optimizers.Adam(recipe.learning_rate, weight_decay=recipe.weight_decay)
 
 
-class _RunState(keras.callbacks.Callback):
-    """Per validation interval (a Keras "epoch"): keeps the pipeline at the training interval,
-    applies the plateau schedule, checkpoints and commits state.json; per batch: stops on a NaN
-    loss."""
+class _Run:
+    """A run's bookkeeping, shared by both engines: one history row and one schedule decision
+    per validation interval, and the commits (checkpoint, then state.json, then history.csv)."""
 
-    def __init__(self, out: Path, state: dict, recipe: config.Recipe, batches, n_intervals: int,
+    def __init__(self, out: Path, state: dict, n_intervals: int, interval_steps: int, steps_per_epoch: int,
                  checkpoint_seconds: float = 0.0):
-        super().__init__()
-        self.out, self.state, self.recipe, self.batches = out, state, recipe, batches
-        self.n_intervals, self.checkpoint_seconds = n_intervals, checkpoint_seconds
+        self.out, self.state, self.n_intervals = out, state, n_intervals
+        self.interval_steps, self.steps_per_epoch = interval_steps, steps_per_epoch
+        self.checkpoint_seconds = checkpoint_seconds
         self.schedule = Plateau.from_dict(state["schedule"])
+        self._last_commit = time.monotonic()
+
+    @property
+    def done(self) -> bool:
+        return self.state["interval"] >= self.n_intervals or bool(self.state["stopped"])
+
+    def record(self, metrics: dict, lr: float, seconds: float) -> str | None:
+        """Log the interval that just ended; returns the schedule's ``"drop"``/``"stop"``/None."""
+        s = self.state
+        interval = s["interval"] + 1
+        step = interval * self.interval_steps
+        row = {"step": step, "epoch": round(step / self.steps_per_epoch, 3),
+               **{k: float(metrics[k]) for k in HISTORY_FIELDS[2:-2]}, "lr": float(lr), "seconds": seconds}
+        s["history"].append(row)
+        s["train_seconds"] += seconds
+        s["interval"], s["step"] = interval, step
+        action = self.schedule.update(step, row["val_accuracy"])
+        if action == "stop":
+            s["stopped"] = f"plateau after {len(self.schedule.drop_steps)} lr drops"
+        s["schedule"] = self.schedule.to_dict()
+        return action
+
+    def commit_due(self) -> bool:
+        # On an accelerator an interval is a fraction of a second and saving the model takes
+        # longer: commit at most every checkpoint_seconds (and after the last interval). A kill
+        # loses the uncommitted intervals, which the deterministic pipelines replay exactly.
+        return self.done or time.monotonic() - self._last_commit >= self.checkpoint_seconds
+
+    def commit(self, model):
+        self._last_commit = time.monotonic()
+        s = self.state
+        ckpt_dir = self.out / "ckpt"
+        ckpt_dir.mkdir(exist_ok=True)
+        name = f"step_{s['step']:06d}.keras"
+        tmp = ckpt_dir / f".{name}.tmp.keras"
+        model.save(tmp)
+        os.replace(tmp, ckpt_dir / name)
+        previous = s.get("checkpoint")
+        s["checkpoint"] = f"ckpt/{name}"
+        s["seed_states"] = seed_states(model)
+        write_json(self.out / "state.json", s)  # the commit point
+        atomic_write(self.out / "history.csv", history_csv(s["history"]))
+        if previous and previous != s["checkpoint"]:
+            with contextlib.suppress(FileNotFoundError):
+                (self.out / previous).unlink()
+
+
+class _FitCallback(keras.callbacks.Callback):
+    """The Keras-fit engine's hooks: a Keras "epoch" is one validation interval. Keeps the
+    pipeline at the training interval, applies the schedule, commits; stops on a NaN loss."""
+
+    def __init__(self, run: _Run, batches):
+        super().__init__()
+        self.run, self.batches = run, batches
         self.diverged = None
         self._t0 = None
-        self._last_commit = time.monotonic()
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.batches.interval != epoch:
@@ -135,7 +187,7 @@ class _RunState(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.diverged = (self.state["step"] + batch + 1, float(loss))
+            self.diverged = (self.run.state["step"] + batch + 1, float(loss))
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
@@ -144,45 +196,14 @@ class _RunState(keras.callbacks.Callback):
         self.batches.set_interval(epoch + 1)
         if self.diverged:
             return
-        seconds = time.perf_counter() - self._t0
-        s = self.state
-        step = (epoch + 1) * self.batches.interval_steps
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        row = {"step": step, "epoch": round(step / self.batches.batches_per_epoch, 3), "loss": logs["loss"],
-               "accuracy": logs["accuracy"], "top5": logs["top5"], "val_loss": logs["val_loss"],
-               "val_accuracy": logs["val_accuracy"], "val_top5": logs["val_top5"], "lr": lr, "seconds": seconds}
-        row = {k: (float(v) if k != "step" else v) for k, v in row.items()}
-        s["history"].append(row)
-        s["train_seconds"] += seconds
-        s["interval"], s["step"] = epoch + 1, step
-        action = self.schedule.update(step, row["val_accuracy"])
+        action = self.run.record(logs, lr, time.perf_counter() - self._t0)
         if action == "drop":
             self.model.optimizer.learning_rate.assign(lr / 10.0)  # Section 5: divide by 10 on a plateau
         elif action == "stop":
-            s["stopped"] = f"plateau after {len(self.schedule.drop_steps)} lr drops"
             self.model.stop_training = True
-        s["schedule"] = self.schedule.to_dict()
-        # On an accelerator an interval is a fraction of a second and saving the model takes
-        # longer: commit at most every checkpoint_seconds (and after the last interval). A kill
-        # loses the uncommitted intervals, which the deterministic pipeline replays exactly.
-        last = epoch + 1 == self.n_intervals or s["stopped"]
-        if not last and time.monotonic() - self._last_commit < self.checkpoint_seconds:
-            return
-        self._last_commit = time.monotonic()
-        ckpt_dir = self.out / "ckpt"
-        ckpt_dir.mkdir(exist_ok=True)
-        name = f"step_{step:06d}.keras"
-        tmp = ckpt_dir / f".{name}.tmp.keras"
-        self.model.save(tmp)
-        os.replace(tmp, ckpt_dir / name)
-        previous = s.get("checkpoint")
-        s["checkpoint"] = f"ckpt/{name}"
-        s["seed_states"] = seed_states(self.model)
-        write_json(self.out / "state.json", s)  # the commit point
-        atomic_write(self.out / "history.csv", history_csv(s["history"]))
-        if previous and previous != s["checkpoint"]:
-            with contextlib.suppress(FileNotFoundError):
-                (self.out / previous).unlink()
+        if self.run.commit_due():
+            self.run.commit(self.model)
 
 
 def _seed_variables(model):
@@ -203,28 +224,48 @@ def restore_seed_states(model, states: list):
         v.assign(np.asarray(value, dtype=v.dtype))
 
 
+def resolve_engine(engine: str, devices=None) -> str:
+    """``fit``: Keras ``fit`` fed by the NumPy pipeline (every backend; the TensorFlow path that
+    places the towers on their devices). ``device``: :mod:`alexnet_split.fastpath`, the jitted
+    JAX loop with the data on the accelerator. ``auto``: ``device`` under JAX, else ``fit``."""
+    if engine not in config.ENGINES:
+        raise ValueError(f"engine must be one of {config.ENGINES}, got {engine!r}")
+    if engine == "auto":
+        return "device" if keras.backend.backend() == "jax" else "fit"
+    if engine == "device" and keras.backend.backend() != "jax":
+        raise ValueError(f"engine 'device' needs KERAS_BACKEND=jax; the backend is {keras.backend.backend()!r}")
+    return engine
+
+
 def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=None, devices=None,
-          overrides=None, deterministic=False, splits_mat=None, verbose=None, checkpoint_seconds=0.0) -> dict:
+          overrides=None, deterministic=False, splits_mat=None, verbose=None, checkpoint_seconds=0.0,
+          engine="auto") -> dict:
     """Run (or resume, or return the result of) one training run in folder `out`.
 
     The run commits (checkpoint + state.json) after a validation interval once
     `checkpoint_seconds` have passed since its last commit, and after the last one; 0 commits
-    after every interval.
+    after every interval. `engine`: see :func:`resolve_engine`.
     """
     out = Path(out)
     recipe = config.get_recipe(recipe, **(overrides or {})) if isinstance(recipe, str) else recipe
+    engine = resolve_engine(engine, devices)
     arch = spec.get_layout(layout)
     crop = recipe.input_size or arch.input_shape[0]
-    identity = {"layout": layout, "mode": mode, "seed": seed, "recipe": recipe.to_dict()}
+    identity = {"layout": layout, "mode": mode, "seed": seed, "recipe": recipe.to_dict(), "engine": engine}
     out.mkdir(parents=True, exist_ok=True)
     state = read_json(out / "state.json") if (out / "state.json").is_file() else None
     old = read_json(out / "config.json") if (out / "config.json").is_file() else {}
-    if old:
-        if {k: old.get(k) for k in identity} != identity:
-            raise ValueError(f"{out} holds a different run ({ {k: old.get(k) for k in ('layout', 'mode', 'seed')} }, "
-                             f"recipe {old.get('recipe', {}).get('name')!r}); choose another --out")
-    if (out / "final.json").is_file():
+    # A finished run of the same layout, mode, seed and recipe name is its result, whatever code
+    # version wrote it (committed runs predate fields added since); an unfinished one resumes
+    # only with everything equal.
+    same_run = {k: old.get(k) for k in ("layout", "mode", "seed")} == {"layout": layout, "mode": mode, "seed": seed} \
+        and old.get("recipe", {}).get("name") == recipe.name
+    if same_run and (out / "final.json").is_file():
         return read_json(out / "final.json")
+    if old and {k: old.get(k) for k in identity} != identity:
+        raise ValueError(f"{out} holds a different run ({ {k: old.get(k) for k in ('layout', 'mode', 'seed')} }, "
+                         f"recipe {old.get('recipe', {}).get('name')!r}, engine {old.get('engine')!r}); "
+                         "choose another --out")
     if state is not None and list(old.get("devices") or []) != list(devices or []):
         raise ValueError(f"{out} was placed on {old.get('devices') or 'one device'}; this process has "
                          f"{list(devices or []) or 'one device'}. Resume it with the same devices (the same "
@@ -241,12 +282,20 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
 
     ds = data.load(data_root, size=recipe.image_size)
     split = data.official_split(ds, splits_mat) if splits_mat else data.stratified_split(ds.labels, seed)
-    batches = pipeline.TrainBatches(ds.images[split["train"]], ds.labels[split["train"]], recipe.batch_size, crop,
-                                    data.NUM_CLASSES, seed, augment=recipe.augment, pca_sigma=recipe.pca_lighting,
-                                    interval_steps=recipe.eval_every, interval=state["interval"] if state else 0)
-    n_intervals = recipe.steps // recipe.eval_every if recipe.steps else recipe.epochs
+    train_x, train_y = ds.images[split["train"]], ds.labels[split["train"]]
     (val_x,) = pipeline.crops(ds.images[split["val"]], crop)
-    val = (val_x.astype(np.float32), pipeline.one_hot(ds.labels[split["val"]], data.NUM_CLASSES))
+    val_y = ds.labels[split["val"]]
+    if engine == "fit":
+        batches = pipeline.TrainBatches(train_x, train_y, recipe.batch_size, crop, data.NUM_CLASSES, seed,
+                                        augment=recipe.augment, pca_sigma=recipe.pca_lighting,
+                                        interval_steps=recipe.eval_every, interval=state["interval"] if state else 0)
+        steps_per_epoch, interval_steps = batches.batches_per_epoch, batches.interval_steps
+    else:  # fixed-size batches: an epoch is the full batches of a fresh permutation
+        steps_per_epoch = len(train_y) // recipe.batch_size
+        if steps_per_epoch < 1:
+            raise ValueError(f"batch_size={recipe.batch_size} is larger than the {len(train_y)} training images")
+        interval_steps = recipe.eval_every or steps_per_epoch
+    n_intervals = recipe.steps // recipe.eval_every if recipe.steps else recipe.epochs
 
     if state is None:
         model = _new_model(layout, mode, crop, devices, recipe)
@@ -258,7 +307,7 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
             "git_commit": git_commit(), "machine": machine(), "data_source": ds.source,
             "split": "official " + str(splits_mat) if splits_mat else f"stratified 40/20/20 per class, seed {seed}",
             "split_sizes": {k: int(len(v)) for k, v in split.items()}, "input_size": crop,
-            "steps_per_epoch": batches.batches_per_epoch, "init": init_summary(layout, recipe.bias_fill),
+            "steps_per_epoch": steps_per_epoch, "init": init_summary(layout, recipe.bias_fill),
             "parameters": int(model.count_params()),
             "flops_per_image": int(sum(spec.layer_flops(arch, mode, 2, (crop, crop, 3), data.NUM_CLASSES).values())),
         })
@@ -268,43 +317,71 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
         print(f"resuming {out} after step {state['step']} (interval {state['interval']} of {n_intervals})",
               file=sys.stderr)
 
-    callback = _RunState(out, state, recipe, batches, n_intervals, checkpoint_seconds)
+    run = _Run(out, state, n_intervals, interval_steps, steps_per_epoch, checkpoint_seconds)
     if verbose is None:  # a live bar on a terminal, one line per interval in a log file
         verbose = 1 if sys.stdout.isatty() else 2
-    if state["interval"] < n_intervals and not state["stopped"]:
-        # shuffle=False: TrainBatches shuffles by (seed, epoch); Keras's own batch shuffle draws
-        # from the process-global RNG, which a resumed process does not share.
-        model.fit(batches, epochs=n_intervals, initial_epoch=state["interval"], validation_data=val, shuffle=False,
-                  validation_batch_size=max(recipe.batch_size, 64), callbacks=[callback], verbose=verbose)
-    if callback.diverged:
-        step, loss = callback.diverged
+    if engine == "fit":
+        diverged = _fit(model, run, batches, (val_x, val_y), recipe, verbose)
+    else:
+        from . import fastpath
+
+        diverged = fastpath.train(model, run, train_x, train_y, val_x, val_y, recipe, crop, seed, verbose)
+    if diverged:
+        step, loss = diverged
         raise TrainingDiverged(
             f"{out}: the training loss became {loss} at step {step}; stopped. The last complete interval "
             f"(step {state['step']}) is checkpointed in {out / (state['checkpoint'] or 'ckpt')}. Lower the learning "
             f"rate (recipe {recipe.name!r} uses {recipe.learning_rate}) or use float32.")
 
+    save_conv1(model, out / "conv1.npz")
     test_probs = pipeline.predict_crops(model, ds.images[split["test"]], crop, ten=recipe.ten_crop)
     test_labels = ds.labels[split["test"]]
-    schedule = callback.schedule
-    per_epoch = batches.batches_per_epoch
+    schedule = run.schedule
     final = {
         "test_top1": pipeline.topk_accuracy(test_probs, test_labels, 1),
         "test_top5": pipeline.topk_accuracy(test_probs, test_labels, 5),
         "test_crops": 10 if recipe.ten_crop else 1,
         "best_val_accuracy": schedule.best, "best_step": schedule.best_step,
-        "best_epoch": round(schedule.best_step / per_epoch, 3),
-        "steps": state["step"], "epochs": round(state["step"] / per_epoch, 3),
+        "best_epoch": round(schedule.best_step / steps_per_epoch, 3),
+        "steps": state["step"], "epochs": round(state["step"] / steps_per_epoch, 3),
         "steps_to_leave_chance": schedule.left_chance_step, "lr_drop_steps": list(schedule.drop_steps),
         "stopped_by": state["stopped"] or ("step cap" if recipe.steps else "epochs"),
         "train_seconds": round(state["train_seconds"], 3),
-        "train_images_per_second": round(_images_seen(state["step"], per_epoch, len(split["train"]),
+        "train_images_per_second": round(_images_seen(engine, state["step"], steps_per_epoch, len(split["train"]),
                                                       recipe.batch_size) / max(state["train_seconds"], 1e-9), 3),
     }
     write_json(out / "final.json", final)
     return final
 
 
-def _images_seen(steps, per_epoch, n_train, batch_size) -> int:
+def _fit(model, run: _Run, batches, val, recipe, verbose):
+    """The Keras-fit engine; returns (step, loss) if the loss became NaN, else None."""
+    callback = _FitCallback(run, batches)
+    if not run.done:
+        # shuffle=False: TrainBatches shuffles by (seed, epoch); Keras's own batch shuffle draws
+        # from the process-global RNG, which a resumed process does not share.
+        val = (val[0].astype(np.float32), pipeline.one_hot(val[1], data.NUM_CLASSES))
+        model.fit(batches, epochs=run.n_intervals, initial_epoch=run.state["interval"], validation_data=val,
+                  shuffle=False, validation_batch_size=max(recipe.batch_size, 64), callbacks=[callback],
+                  verbose=verbose)
+    return callback.diverged
+
+
+def save_conv1(model, path: Path):
+    """conv1's kernels of every tower, float16 (~70 KB): what a study of the paper's Figure 3
+    needs from a run, without its checkpoint."""
+    kernels = {layer.name: keras.ops.convert_to_numpy(layer.conv.kernel).astype(np.float16)
+               for layer in model.layers if layer.name.endswith("_conv1")}
+    buf = io.BytesIO()
+    np.savez(buf, **kernels)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _images_seen(engine, steps, per_epoch, n_train, batch_size) -> int:
+    if engine == "device":  # fixed-size batches
+        return steps * batch_size
     epochs, rest = divmod(steps, per_epoch)
     return epochs * n_train + min(rest * batch_size, n_train)
 

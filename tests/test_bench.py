@@ -30,4 +30,25 @@ def test_bench_runs_and_writes_its_tables(tmp_path):
         assert f"| float32 | 4 | {variant} |" in md and f"| mixed_bfloat16 | 4 | {variant} |" in md
     assert "towers on 2 devices / on 1 device = **" in md and "mixed_bfloat16 / float32 = **" in md
     assert "| conv2 -> conv3 |" in md and "Input pipeline" in md
+    # the runner row: the placed towers trained end to end by Keras fit, against train_on_batch
+    assert "engine `fit (NumPy pipeline)`" in md
+    for precision in ("float32", "mixed_bfloat16"):
+        row = next(line for line in md.splitlines() if line.startswith(f"| {precision} | 4 | ") and "x** |" in line)
+        runner, compute, ratio = (float(c.strip(" *x").replace(",", "")) for c in row.split("|")[3:6])
+        assert runner > 0 and abs(ratio - runner / compute) < 0.01 * ratio
     assert next(tmp_path.glob("*-quick.csv")).read_text().startswith("variant,precision,batch,train_img_s")
+
+
+def test_bench_runner_row_under_jax_uses_the_device_loop(tmp_path):
+    import os
+
+    import pytest
+
+    pytest.importorskip("jax")
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-m", "alexnet_split.cli", "bench", "--quick", "--batches", "4",
+                           "--input-size", "67", "--variants", "towers_1dev", "--precisions", "float32", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = next(tmp_path.glob("*-quick.md")).read_text()
+    assert "engine `device (jitted JAX loop)`" in md and "`towers_1dev` model" in md

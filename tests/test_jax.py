@@ -56,7 +56,9 @@ assert np.isfinite(h.history["loss"][0])
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_runner_and_pipeline_train_under_jax(tmp_path, jpg_dir):
+@pytest.mark.parametrize("engine, expected", [("auto", "device"), ("fit", "fit")])
+def test_runner_trains_under_jax(tmp_path, jpg_dir, engine, expected):
+    """auto picks the device loop under JAX; Keras fit with the NumPy pipeline still works there."""
     import json
 
     (tmp_path / "data").mkdir()
@@ -65,10 +67,12 @@ def test_runner_and_pipeline_train_under_jax(tmp_path, jpg_dir):
 import sys
 from alexnet_split import cli
 sys.exit(cli.main(["train", "--recipe", "quick", "--set", "epochs=1", "--data", "{tmp_path / 'data'}",
-                   "--out", "{tmp_path / 'run'}"]))
+                   "--out", "{tmp_path / 'run'}", "--engine", "{engine}"]))
 """
     proc = run_python(code, backend="jax")
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["backend"] == "jax" and cfg["devices"] == [] and "jax" in cfg["versions"]
-    assert json.loads((tmp_path / "run" / "final.json").read_text())["test_top1"] >= 0
+    assert cfg["engine"] == expected
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert final["steps"] == (22 if expected == "fit" else 21) and final["test_top1"] >= 0  # short last batch or not

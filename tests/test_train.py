@@ -93,6 +93,12 @@ def test_run_folder_contents(tmp_path, data_root):
     assert list(history(out)[0]) == ["step", "epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy",
                                      "val_top5", "lr", "seconds"]
     assert cfg["init"]["kernels"] == "normal(0, 0.01)" and cfg["init"]["biases"]["conv2"] == 1.0
+    assert cfg["engine"] == "fit"
+    # conv1's kernels, for a study of the paper's Figure 3 without checkpoints: float16, ~70 KB at 96 kernels
+    with np.load(out / "conv1.npz") as z:
+        assert sorted(z) == ["t0_conv1", "t1_conv1"]
+        assert z["t1_conv1"].shape == (11, 11, 3, 48) and z["t1_conv1"].dtype == np.float16
+    assert (out / "conv1.npz").stat().st_size < 80_000
     # a finished run is not trained again, and another run's folder is refused
     again = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1"), capture_output=True, text=True, env=env(),
                            timeout=900)
