@@ -35,10 +35,13 @@ class Recipe:
     ten_crop: bool = False  # test: average 4 corners + centre and their flips
     precision: str = "float32"  # "float32" | "mixed_bfloat16"
     bias_fill: float | None = None  # replace the paper's bias-1 init (Caffe found 0.1 trains)
+    init: str = "paper"  # "paper" | "caffe" (biases 0.1) | "fan_in" (He-normal, biases 0); see build_model
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.init not in ("paper", "caffe", "fan_in"):
+            raise ValueError(f"init must be 'paper', 'caffe' or 'fan_in', got {self.init!r}")
         if self.precision not in ("float32", "mixed_bfloat16"):
             raise ValueError(f"precision must be 'float32' or 'mixed_bfloat16', got {self.precision!r}")
         if (self.steps is None) == (self.epochs is None):

@@ -16,7 +16,7 @@ _PREPROCESS = {
 
 
 def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_shape=None, devices=None,
-                n_towers=2, name=None, bias_fill=None):
+                n_towers=2, name=None, bias_fill=None, init="paper"):
     """Build AlexNet as an uncompiled Keras Functional model.
 
     Args:
@@ -38,12 +38,20 @@ def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_
       name: model name; default ``alexnet_<layout>_<mode>``.
       bias_fill: under the paper's init, the value for the biases the paper sets to 1 (Caffe
         found 1 can stall training and used 0.1); ``None`` keeps 1.
+      init: for the ``paper`` layout, one of :data:`INITS`: ``"paper"`` (Section 5: N(0, 0.01)
+        weights, biases 1 in conv2, conv4, conv5, fc6, fc7, else 0), ``"caffe"`` (the same with
+        those biases 0.1, as Caffe's bvlc_alexnet) or ``"fan_in"`` (He-normal weights, std
+        sqrt(2 / fan_in) from each kernel's real fan-in, which in towers mode is half the merged
+        one at the same-tower layers conv2, conv4, conv5; LeCun-normal for the softmax layer
+        fc8; biases 0). The ``seed`` layout keeps Keras's defaults.
 
     Layers are named ``preprocess``, ``t{k}_conv1`` ... ``t{k}_conv5``, ``t{k}_fc6``,
     ``t{k}_fc7`` (and the seed's ``t{k}_fc7b``) and ``fc8``. Inputs are pixel values in [0, 255].
     """
     arch = spec.get_layout(layout)
     norm = arch.norm if norm is None else norm
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if norm not in spec.NORMS:
         raise ValueError(f"norm must be one of {spec.NORMS} or None, got {norm!r}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
@@ -62,7 +70,7 @@ def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_
     image = Preprocess(**_PREPROCESS[arch.name], device=device(0), name="preprocess")(inputs)
     towers = [image] * n
     for row, width in zip(arch.rows, widths):
-        kernel_init, bias_init = _initializers(arch, row, bias_fill)
+        kernel_init, bias_init = _initializers(arch, row, bias_fill, init)
         norm_k = norm if row.norm and (row.kind == "conv" or norm == "batchnorm") else None
         outputs = []
         for k in range(n):
@@ -77,21 +85,29 @@ def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_
                                    bias_initializer=bias_init, device=device(k), name=f"t{k}_{row.name}")
             outputs.append(block(source))
         towers = outputs
-    kernel_init, _ = _initializers(arch, None)
+    kernel_init, _ = _initializers(arch, None, bias_fill, init)
     probs = DenseBlock(num_classes, activation="softmax", kernel_initializer=kernel_init,
                        device=device(0), name="fc8")(towers if n > 1 else towers[0])
     model_cls = placement.model_class(devices)
     return model_cls(inputs, probs, name=name or f"alexnet_{arch.name}_{mode}")
 
 
-def _initializers(arch, row, bias_fill=None):
-    """Section 5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0."""
-    if arch.init == "paper":
-        bias = row.bias if row is not None else 0.0
-        if bias and bias_fill is not None:
-            bias = bias_fill
-        return keras.initializers.RandomNormal(0.0, 0.01), keras.initializers.Constant(bias)
-    return "glorot_uniform", "zeros"
+INITS = ("paper", "caffe", "fan_in")
+CAFFE_BIAS = 0.1  # bvlc_alexnet's value for the biases the paper sets to 1
+
+
+def _initializers(arch, row, bias_fill=None, init="paper"):
+    """Section 5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0 (or one
+    of the alternatives in :func:`build_model`'s `init`). `row` None is the classifier fc8."""
+    if arch.init != "paper":
+        return "glorot_uniform", "zeros"
+    if init == "fan_in":
+        return (keras.initializers.HeNormal() if row is not None else keras.initializers.LecunNormal(),
+                keras.initializers.Constant(0.0))
+    bias = row.bias if row is not None else 0.0
+    if bias:
+        bias = bias_fill if bias_fill is not None else CAFFE_BIAS if init == "caffe" else bias
+    return keras.initializers.RandomNormal(0.0, 0.01), keras.initializers.Constant(bias)
 
 
 def tower_layer_names(model) -> dict[int, list[str]]:
@@ -157,10 +173,12 @@ def build_grouped_model(layout="paper", num_classes=17, norm=None, input_shape=N
     return keras.Model(inputs, probs, name=name or f"alexnet_{arch.name}_grouped")
 
 
-def init_summary(layout="paper", bias_fill=None) -> dict:
+def init_summary(layout="paper", bias_fill=None, init="paper") -> dict:
     """The initialisation `build_model` gives `layout` (Section 5), as a run's config.json records it."""
     arch = spec.get_layout(layout)
     if arch.init != "paper":
-        return {"kernels": "glorot_uniform", "biases": "zeros"}
-    biases = {row.name: _initializers(arch, row, bias_fill)[1].value for row in arch.rows}
-    return {"kernels": "normal(0, 0.01)", "biases": {**biases, "fc8": 0.0}}
+        return {"scheme": "keras", "kernels": "glorot_uniform", "biases": "zeros"}
+    biases = {row.name: _initializers(arch, row, bias_fill, init)[1].value for row in arch.rows}
+    kernels = ("he_normal (truncated, std sqrt(2 / fan_in)); fc8 lecun_normal" if init == "fan_in"
+               else "normal(0, 0.01)")
+    return {"scheme": init, "kernels": kernels, "biases": {**biases, "fc8": 0.0}}

@@ -307,7 +307,7 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
             "git_commit": git_commit(), "machine": machine(), "data_source": ds.source,
             "split": "official " + str(splits_mat) if splits_mat else f"stratified 40/20/20 per class, seed {seed}",
             "split_sizes": {k: int(len(v)) for k, v in split.items()}, "input_size": crop,
-            "steps_per_epoch": steps_per_epoch, "init": init_summary(layout, recipe.bias_fill),
+            "steps_per_epoch": steps_per_epoch, "init": init_summary(layout, recipe.bias_fill, recipe.init),
             "parameters": int(model.count_params()),
             "flops_per_image": int(sum(spec.layer_flops(arch, mode, 2, (crop, crop, 3), data.NUM_CLASSES).values())),
         })
@@ -388,7 +388,7 @@ def _images_seen(engine, steps, per_epoch, n_train, batch_size) -> int:
 
 def _new_model(layout, mode, crop, devices, recipe):
     model = build_model(layout, mode, data.NUM_CLASSES, input_shape=(crop, crop, 3), devices=devices,
-                        bias_fill=recipe.bias_fill)
+                        bias_fill=recipe.bias_fill, init=recipe.init)
     model.compile(_make_optimizer(recipe), "categorical_crossentropy",
                   metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
     return model

@@ -46,7 +46,7 @@ def test_seed_layout_keeps_keras_defaults():
     kernel, bias = blocks(model)["conv3"][0]
     limit = np.sqrt(6 / (3 * 3 * 256 + 3 * 3 * 384))  # glorot_uniform
     assert np.abs(kernel).max() <= limit and kernel.std() > 0.5 * limit / np.sqrt(3) and not bias.any()
-    assert models.init_summary("seed") == {"kernels": "glorot_uniform", "biases": "zeros"}
+    assert models.init_summary("seed") == {"scheme": "keras", "kernels": "glorot_uniform", "biases": "zeros"}
 
 
 def test_dropout_half_of_fc6_and_fc7_in_training_none_at_inference():
