@@ -41,9 +41,10 @@ def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_
       init: for the ``paper`` layout, one of :data:`INITS`: ``"paper"`` (Section 5: N(0, 0.01)
         weights, biases 1 in conv2, conv4, conv5, fc6, fc7, else 0), ``"caffe"`` (the same with
         those biases 0.1, as Caffe's bvlc_alexnet) or ``"fan_in"`` (He-normal weights, std
-        sqrt(2 / fan_in) from each kernel's real fan-in, which in towers mode is half the merged
-        one at the same-tower layers conv2, conv4, conv5; LeCun-normal for the softmax layer
-        fc8; biases 0). The ``seed`` layout keeps Keras's defaults.
+        sqrt(2 / fan_in) from each kernel's real fan-in, in conv2-conv5, fc6 and fc7: in towers
+        mode the same-tower layers conv2, conv4 and conv5 have half the merged fan-in; conv1,
+        which reads pixels rather than unit-variance inputs, and the classifier fc8 keep
+        N(0, 0.01); all biases 0). The ``seed`` layout keeps Keras's defaults.
 
     Layers are named ``preprocess``, ``t{k}_conv1`` ... ``t{k}_conv5``, ``t{k}_fc6``,
     ``t{k}_fc7`` (and the seed's ``t{k}_fc7b``) and ``fc8``. Inputs are pixel values in [0, 255].
@@ -102,7 +103,10 @@ def _initializers(arch, row, bias_fill=None, init="paper"):
     if arch.init != "paper":
         return "glorot_uniform", "zeros"
     if init == "fan_in":
-        return (keras.initializers.HeNormal() if row is not None else keras.initializers.LecunNormal(),
+        # He-normal where a ReLU layer reads ReLU outputs; conv1 reads raw pixels minus the mean
+        # (std ~60, not 1) and fc8's fan-in is the same in every mode, so both keep N(0, 0.01).
+        hidden = row is not None and row is not arch.rows[0]
+        return (keras.initializers.HeNormal() if hidden else keras.initializers.RandomNormal(0.0, 0.01),
                 keras.initializers.Constant(0.0))
     bias = row.bias if row is not None else 0.0
     if bias:
@@ -179,6 +183,6 @@ def init_summary(layout="paper", bias_fill=None, init="paper") -> dict:
     if arch.init != "paper":
         return {"scheme": "keras", "kernels": "glorot_uniform", "biases": "zeros"}
     biases = {row.name: _initializers(arch, row, bias_fill, init)[1].value for row in arch.rows}
-    kernels = ("he_normal (truncated, std sqrt(2 / fan_in)); fc8 lecun_normal" if init == "fan_in"
-               else "normal(0, 0.01)")
+    kernels = ("he_normal (truncated, std sqrt(2 / fan_in)) in conv2-fc7; conv1 and fc8 normal(0, 0.01)"
+               if init == "fan_in" else "normal(0, 0.01)")
     return {"scheme": init, "kernels": kernels, "biases": {**biases, "fc8": 0.0}}

@@ -71,7 +71,8 @@ def main():
         keras.mixed_precision.set_global_policy(recipe.precision)
         model = keras.models.load_model(ckpts[-1])
         val = model.evaluate(val_x, pipeline.one_hot(val_y, 17), verbose=0, return_dict=True)
-        lines += [f"The committed run's last checkpoint ({ckpts[-1].name}): fc7 units that fire for any of the "
+        lines += [f"The run in {run_dir}, its newest checkpoint when this ran ({ckpts[-1].name}; checkpoints are "
+                  f"not committed): fc7 units that fire for any of the "
                   f"{len(val_y)} validation images: {100 * live_fc7(model, val_x):.1f}%; validation loss "
                   f"{val['loss']:.4f} (ln 17 = {math.log(17):.4f}), accuracy {100 * val['accuracy']:.1f}%.", ""]
     lines += [f"The same net and pipeline from scratch, {args.steps} steps (seed 0):", "",

@@ -26,7 +26,8 @@ def test_fan_in_init_scales_with_each_kernels_real_fan_in():
     assert found["t1_conv2"][0].shape == (5, 5, 48, 128)  # same-tower: half the merged fan-in
     for name, (kernel, bias) in found.items():
         fan_in = np.prod(kernel.shape[:-1])
-        expected = np.sqrt((1.0 if name == "fc8" else 2.0) / fan_in)  # LeCun for the softmax layer, else He
+        # He where a ReLU layer reads ReLU outputs; the pixel-reading conv1 and the classifier keep 0.01
+        expected = 0.01 if name in ("fc8", "t0_conv1", "t1_conv1") else np.sqrt(2.0 / fan_in)
         assert abs(kernel.std() / expected - 1) < 0.1, (name, kernel.std(), expected)
         assert not bias.any(), name
 
