@@ -98,6 +98,26 @@ def paired(a: dict, b: dict) -> dict:
     return {"n": len(seeds), "mean": mean, "std": std, "ci95": ci, "p": p, "seeds": seeds}
 
 
+def paired_power(n: int, std: float, delta: float, alpha: float = 0.05) -> float:
+    """Power of a two-sided paired t-test on n pairs whose differences have std `std`, to detect a
+    true mean difference `delta` (noncentral t)."""
+    from scipy import stats
+
+    if n < 2 or std <= 0:
+        return float("nan")
+    df, nc = n - 1, delta / (std / math.sqrt(n))
+    t = stats.t.ppf(1 - alpha / 2, df)
+    return float(stats.nct.sf(t, df, nc) + stats.nct.cdf(-t, df, nc))
+
+
+def pairs_for_power(std: float, delta: float, power: float = 0.8, alpha: float = 0.05, most: int = 10_000) -> int:
+    """The fewest pairs at which :func:`paired_power` reaches `power`."""
+    for n in range(2, most + 1):
+        if paired_power(n, std, delta, alpha) >= power:
+            return n
+    raise ValueError(f"more than {most} pairs for power {power} (std {std}, delta {delta})")
+
+
 # --------------------------------------------------------------------------- reading runs
 
 

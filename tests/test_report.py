@@ -189,3 +189,13 @@ def test_step_based_runs_get_the_step_columns(tmp_path):
     assert header[-5:] == ["steps_mean", "best_step_mean", "runs_left_chance", "steps_to_leave_chance_median",
                            "lr_drops_mean"]
     assert (root / "curves.png").stat().st_size > 10_000
+
+
+def test_paired_power_against_a_simulation():
+    rng = np.random.default_rng(0)
+    n, std, delta = 8, 0.03, 0.03
+    hits = sum(stats.ttest_1samp(rng.normal(delta, std, n), 0).pvalue < 0.05 for _ in range(4000))
+    assert report.paired_power(n, std, delta) == pytest.approx(hits / 4000, abs=0.03)
+    n80 = report.pairs_for_power(std, delta)
+    assert report.paired_power(n80, std, delta) >= 0.8 > report.paired_power(n80 - 1, std, delta)
+    assert n80 == 10  # the normal approximation (1.96 + 0.84)^2 = 7.8 pairs, plus the t's fatter tails
