@@ -224,7 +224,7 @@ def restore_seed_states(model, states: list):
         v.assign(np.asarray(value, dtype=v.dtype))
 
 
-def resolve_engine(engine: str, devices=None) -> str:
+def resolve_engine(engine: str) -> str:
     """``fit``: Keras ``fit`` fed by the NumPy pipeline (every backend; the TensorFlow path that
     places the towers on their devices). ``device``: :mod:`alexnet_split.fastpath`, the jitted
     JAX loop with the data on the accelerator. ``auto``: ``device`` under JAX, else ``fit``."""
@@ -248,7 +248,7 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
     """
     out = Path(out)
     recipe = config.get_recipe(recipe, **(overrides or {})) if isinstance(recipe, str) else recipe
-    engine = resolve_engine(engine, devices)
+    engine = resolve_engine(engine)
     arch = spec.get_layout(layout)
     crop = recipe.input_size or arch.input_shape[0]
     identity = {"layout": layout, "mode": mode, "seed": seed, "recipe": recipe.to_dict(), "engine": engine}

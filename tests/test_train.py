@@ -185,3 +185,23 @@ def test_pipeline_speed_command(data_root, capsys):
     out = capsys.readouterr().out
     speed = float(out.split("):")[1].split("images/s")[0].replace(",", ""))
     assert speed > 100, out  # NumPy crops of 67x67 uint8 images: thousands per second
+
+
+def test_runner_drops_the_lr_on_a_plateau_and_then_stops(tmp_path, data_root):
+    """The schedule's branches in a real run: the colour-coded data leave chance at once, reach a
+    plateau, the lr drops once, and the next plateau ends the run before its step cap."""
+    out = tmp_path / "plateau"
+    proc = subprocess.run(train_cmd(data_root, out, "--set", "epochs=null", "steps=400", "eval_every=10",
+                                    "lr_drop_patience=30", "max_lr_drops=1", "learning_rate=0.001"),
+                          capture_output=True, text=True, env=env(), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = json.loads((out / "final.json").read_text())
+    rows = history(out)
+    assert final["steps_to_leave_chance"] is not None and len(final["lr_drop_steps"]) == 1
+    drop = final["lr_drop_steps"][0]
+    assert final["steps_to_leave_chance"] < drop < final["steps"] < 400
+    assert final["stopped_by"] == "plateau after 1 lr drops"
+    lrs = {int(r["step"]): float(r["lr"]) for r in rows}  # the lr each interval trained with
+    assert all(lr == pytest.approx(1e-3) for s, lr in lrs.items() if s <= drop)
+    assert all(lr == pytest.approx(1e-4) for s, lr in lrs.items() if s > drop)
+    assert int(rows[-1]["step"]) == final["steps"] and final["steps"] - drop >= 30
