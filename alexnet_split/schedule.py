@@ -2,10 +2,11 @@
 
 "The heuristic which we followed was to divide the learning rate by 10 when the validation error
 rate stopped improving with the current learning rate. [...] reduced three times prior to
-termination." On Flowers 17 an epoch is 5.3 steps at batch 128, and the paper's initialisation
-keeps the towers net at chance for about 2,000 steps (results/ and the README's paper-recipe
-section). A patience counted in such epochs fired three times during that initial plateau, so
-the learning rate reached 1e-5 before the net could leave chance. Here:
+termination." On Flowers 17 an epoch is 5.3 steps at batch 128, and under the paper's
+initialisation a net can sit at chance for hundreds to thousands of steps before it learns (on
+an H200 the towers net took about 2,000; see the README's initialisation section). A patience
+counted in such epochs fired three times during that initial plateau, so the learning rate
+reached 1e-5 before the net could leave chance (the README's paper-recipe section). Here:
 
 * patience is counted in steps, whatever the validation interval;
 * the clock runs only once validation has left chance (accuracy above ``CHANCE_FACTOR`` times
