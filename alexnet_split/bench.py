@@ -226,7 +226,7 @@ def run(layout="paper", quick=False, batches=None, precisions=PRECISIONS, varian
         if not compute:
             continue
         r = runner_speed(layout, precision, runner_batch, devices, input_shape,
-                         interval_steps=50 if accel else (2 if quick else 4), intervals=3 if accel else 2,
+                         interval_steps=50 if accel else (4 if quick else 8), intervals=3 if accel else 2,
                          n_val=340 if accel else 64)
         r.update(variant=runner_variant, compute_img_s=compute[0]["train_img_s"])
         r["ratio"] = r["runner_img_s"] / r["compute_img_s"]
