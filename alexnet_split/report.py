@@ -68,6 +68,19 @@ def write_manifest(results_dir, recipe, layout, modes, seeds, references=(), ove
     return manifest
 
 
+def pack_logs(src, dest):
+    """Tar the results folder `src` into `dest` without checkpoints (what a lent machine sends
+    back: the run logs, conv1.npz, tables), atomically."""
+    import os
+    import tarfile
+
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with tarfile.open(tmp, "w") as tar:
+        tar.add(src, arcname=".", filter=lambda ti: None if "/ckpt" in ti.name else ti)
+    os.replace(tmp, dest)
+
+
 # --------------------------------------------------------------------------- statistics
 
 

@@ -18,9 +18,7 @@ checkpoints, refreshed after every run); unpack the latter into results/precisio
 """
 
 import argparse
-import os
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -31,13 +29,6 @@ import keras  # noqa: E402
 from alexnet_split import bench, report, train  # noqa: E402
 
 PRECISIONS = ("float32", "mixed_bfloat16")
-
-
-def pack(src: Path, dest: Path):
-    tmp = dest.with_suffix(".tmp")
-    with tarfile.open(tmp, "w") as tar:
-        tar.add(src, arcname=".", filter=lambda ti: None if "/ckpt" in ti.name else ti)
-    os.replace(tmp, dest)
 
 
 def main():
@@ -84,7 +75,7 @@ def main():
             longest = max(longest, time.perf_counter() - start)
             print(f"{precision} seed {seed}: test top-1 {final['test_top1']:.4f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
-            pack(root, out / "precision.tar")
+            report.pack_logs(root, out / "precision.tar")
         else:
             continue
         break
@@ -93,7 +84,7 @@ def main():
             print(report.report(root / precision), flush=True)
         except ValueError as e:  # no finished run
             print(e, flush=True)
-    pack(root, out / "precision.tar")
+    report.pack_logs(root, out / "precision.tar")
     print(f"done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 

@@ -18,9 +18,8 @@ model, batch and precision) is measured first with ``--bench``.
 """
 
 import argparse
-import os
+import json
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -32,13 +31,6 @@ from alexnet_split import bench, report, train  # noqa: E402
 
 MODES = ("towers", "merged", "half")
 LAYOUT = {"paper": "paper", "seed": "seed"}
-
-
-def pack(src: Path, dest: Path):
-    tmp = dest.with_suffix(".tmp")
-    with tarfile.open(tmp, "w") as tar:
-        tar.add(src, arcname=".", filter=lambda ti: None if "/ckpt" in ti.name else ti)
-    os.replace(tmp, dest)
 
 
 def main():
@@ -62,8 +54,6 @@ def main():
     if args.bench:
         bench.run("paper", batches=(128,), precisions=("float32", "mixed_bfloat16"), variants=("towers_1dev",),
                   out_dir=out / "bench", log=lambda line: print(line, flush=True))
-    import json
-
     overrides = {"precision": args.precision, **{k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}}
     seeds = [int(s) for s in args.seeds.split(",")]
     longest = 0.0
@@ -89,12 +79,12 @@ def main():
                 print(f"{name} {mode} seed {seed}: test top-1 {final['test_top1']:.4f}, left chance at step "
                       f"{final['steps_to_leave_chance']}, {final['steps']} steps "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
-                pack(root, out / f"{name}.tar")
+                report.pack_logs(root, out / f"{name}.tar")
         try:
             print(report.report(root), flush=True)
         except ValueError as e:  # no finished run yet
             print(e, flush=True)
-        pack(root, out / f"{name}.tar")
+        report.pack_logs(root, out / f"{name}.tar")
     print(f"done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 

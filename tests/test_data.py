@@ -11,7 +11,6 @@ import pickle
 import shutil
 import tarfile
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
