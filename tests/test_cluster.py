@@ -182,9 +182,9 @@ def test_resume_with_other_devices_is_refused(tmp_path, data_root):
     out = tmp_path / "run"
     out.mkdir()
     _write(out / "config.json", {"layout": "paper", "mode": "towers", "seed": 0,
-                                 "recipe": config.get_recipe("quick").to_dict(),
+                                 "recipe": config.get_recipe("quick").to_dict(), "engine": "fit",
                                  "devices": [placement.task_device(0), placement.task_device(1)]})
-    _write(out / "state.json", {"epoch": 1, "checkpoint": "ckpt/epoch_001.keras"})
+    _write(out / "state.json", {"interval": 1, "step": 22, "checkpoint": "ckpt/step_000022.keras"})
     proc = cli("train", "--data", data_root, "--out", out, "--recipe", "quick")
     assert proc.returncode == 2 and "Resume it with the same devices" in proc.stderr, proc.stderr
 
