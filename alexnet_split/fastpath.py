@@ -65,7 +65,8 @@ class DeviceLoop:
         self.val_labels = jnp.asarray(np.concatenate([val_labels, np.full(pad, -1)]), jnp.int32)
         self.data_key, self.aug_key = jax.random.split(jax.random.PRNGKey(seed))
         self.lr_index = next(i for i, v in enumerate(self.optimizer.variables) if v.name == "learning_rate")
-        key = (_structure(model), batch_size, crop, size, n, augment, pca_sigma > 0, interval_steps,
+        # every Python value the traced code reads from `self` (the compiled code keeps the first loop's)
+        key = (_structure(model), batch_size, crop, size, n, augment, self.pca_sigma, interval_steps,
                self.eval_batch, len(self.val_labels), num_classes)
         if key not in _COMPILED:
             _COMPILED[key] = (jax.jit(self._train_interval), jax.jit(self._evaluate))
