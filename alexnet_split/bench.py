@@ -328,23 +328,54 @@ def _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, seco
             cells = [f"{p[i][1] / 1e6:.1f} / {p[i][2] / 1e6:.1f}" for p in per_batch]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if runners:
-        r0 = runners[0]
-        lines += ["", f"The runner, end to end (`{r0['variant']}` model, engine `{r0['engine']}`): random crops, "
-                  f"flips and PCA lighting of synthetic uint8 images, training steps and a validation of "
-                  f"{r0['n_val']} images every {r0['interval_steps']} steps, timed over {r0['intervals']} intervals "
-                  "after a warm-up one; against as many compute-only `train_on_batch` steps of the same model on one "
-                  "ready batch, timed right after in the same process:",
-                  "", "| precision | batch | runner img/s | train_on_batch img/s | runner / compute-only |",
-                  "|---|---:|---:|---:|---:|"]
-        for r in runners:
-            lines.append(f"| {r['precision']} | {r['batch']} | {r['runner_img_s']:.1f} | {r['compute_img_s']:.1f} | "
-                         f"**{r['ratio']:.2f}x** |")
+        lines += ["", *_runner_lines(runners)]
     fastest = max(r["train_img_s"] for r in rows)
     verdict = ("the input pipeline is not the bottleneck" if pipe >= 5 * fastest else
                "WARNING: the input pipeline (NumPy crops/flips/PCA in one thread) is the bottleneck")
     lines += ["", f"Input pipeline (random {shape[0]} crops of 256x256 uint8 images, flips, PCA lighting): "
               f"{pipe:,.0f} images/s = {pipe / fastest:.1f}x the fastest training above: {verdict}.", ""]
     return "\n".join(lines)
+
+
+def _runner_lines(runners) -> list[str]:
+    r0 = runners[0]
+    lines = [f"The runner, end to end (`{r0['variant']}` model, engine `{r0['engine']}`): random crops, "
+             f"flips and PCA lighting of synthetic uint8 images, training steps and a validation of "
+             f"{r0['n_val']} images every {r0['interval_steps']} steps, timed over {r0['intervals']} intervals "
+             "after a warm-up one; against as many compute-only `train_on_batch` steps of the same model on one "
+             "ready batch, timed right after in the same process:",
+             "", "| precision | batch | runner img/s | train_on_batch img/s | runner / compute-only |",
+             "|---|---:|---:|---:|---:|"]
+    for r in runners:
+        lines.append(f"| {r['precision']} | {r['batch']} | {r['runner_img_s']:.1f} | {r['compute_img_s']:.1f} | "
+                     f"**{r['ratio']:.2f}x** |")
+    return lines
+
+
+def runner_table(layout="paper", precisions=PRECISIONS, batch=128, out_dir="results/bench", log=print,
+                 interval_steps=50, intervals=4, n_val=272, suffix="") -> str:
+    """Only the runner row (:func:`runner_speed`, each precision), written to
+    ``<out_dir>/<host-kind>-runner<suffix>.md``: for a leased accelerator, where the full bench
+    does not fit."""
+    t0 = time.perf_counter()
+    runners = []
+    for precision in precisions:
+        r = runner_speed(layout, precision, batch, None, interval_steps=interval_steps, intervals=intervals,
+                         n_val=n_val)
+        r.update(variant="towers_1dev", ratio=r["runner_img_s"] / r["compute_img_s"])
+        runners.append(r)
+        log(f"{precision:>14} runner {r['engine']}: {r['runner_img_s']:7.1f} img/s = {r['ratio']:.2f}x "
+            f"train_on_batch ({r['compute_img_s']:.1f} img/s)")
+    shape = spec.get_layout(layout).input_shape
+    md = "\n".join([f"# The runner against compute-only steps: {layout} layout, {shape[0]}x{shape[1]} input, "
+                    f"{keras.backend.backend()} backend", "",
+                    f"Machine: {machine()}; Keras {keras.__version__}{_backend_version()}; "
+                    f"`bench.runner_table` ({(time.perf_counter() - t0) / 60:.1f} min"
+                    + _precision_note() + ").", "", *_runner_lines(runners), ""])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / f"{host_kind()}-runner{suffix}.md", md)
+    return md
 
 
 def _csv(rows) -> str:

@@ -24,6 +24,7 @@ What it does:
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -66,11 +67,12 @@ class DeviceLoop:
         self.data_key, self.aug_key = jax.random.split(jax.random.PRNGKey(seed))
         self.lr_index = next(i for i, v in enumerate(self.optimizer.variables) if v.name == "learning_rate")
         # every Python value the traced code reads from `self` (the compiled code keeps the first loop's)
-        key = (_structure(model), batch_size, crop, size, n, augment, self.pca_sigma, interval_steps,
-               self.eval_batch, len(self.val_labels), num_classes)
-        if key not in _COMPILED:
-            _COMPILED[key] = (jax.jit(self._train_interval), jax.jit(self._evaluate))
-        self._train_fn, self._eval_fn = _COMPILED[key]
+        self.key = (_structure(model), batch_size, crop, size, n, augment, self.pca_sigma, interval_steps,
+                    self.eval_batch, len(self.val_labels), num_classes)
+        if self.key not in _COMPILED:
+            _COMPILED[self.key] = (jax.jit(self._train_interval), jax.jit(self._evaluate),
+                                   jax.jit(self._predict, static_argnums=(3,)))
+        self._train_fn, self._eval_fn, self._predict_fn = _COMPILED[self.key]
 
     # ---------------------------------------------------------------- state <-> Keras objects
 
@@ -161,7 +163,35 @@ class DeviceLoop:
         _, sums = jax.lax.scan(body, None, jnp.arange(len(val_labels) // eb))
         return sums.sum(0)
 
+    def _predict(self, trainable, non_trainable, images, ten):
+        """Class probabilities of `images` (uint8, full size, a multiple of eval_batch) averaged
+        over the centre crop or the 10 test crops, as :func:`alexnet_split.pipeline.crops`."""
+        model, eb, c, size = self.model, self.eval_batch, self.crop, self.size
+        o, e = (size - c) // 2, size - c
+        views = [(o, o)] + ([(0, 0), (0, e), (e, 0), (e, e)] if ten else [])
+
+        def body(_, i):
+            batch = jax.lax.dynamic_slice_in_dim(images, i * eb, eb)
+            total = 0.0
+            for flip in (False, True) if ten else (False,):
+                for y, x in views:
+                    v = batch[:, y:y + c, x:x + c]
+                    v = v[:, :, ::-1] if flip else v
+                    probs, _ = model.stateless_call(trainable, non_trainable, v.astype(jnp.float32), training=False)
+                    total = total + probs.astype(jnp.float32)
+            return None, total / (2 * len(views) if ten else 1)
+
+        _, probs = jax.lax.scan(body, None, jnp.arange(len(images) // eb))
+        return probs.reshape(-1, probs.shape[-1])
+
     # ---------------------------------------------------------------- host side
+
+    def predict(self, state, images, ten=False) -> np.ndarray:
+        """Test-time class probabilities of uint8 `images` on the device (float64 on the host)."""
+        pad = -len(images) % self.eval_batch
+        padded = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+        probs = self._predict_fn(state[0], state[1], jnp.asarray(padded), bool(ten))
+        return np.asarray(probs, np.float64)[:len(images)]
 
     def train_interval(self, state, start: int):
         """Run steps start .. start + interval_steps - 1; returns the new state, the interval's
@@ -174,10 +204,134 @@ class DeviceLoop:
         return {"val_loss": float(sums[0]), "val_accuracy": float(sums[1]), "val_top5": float(sums[2])}
 
 
+class Lanes:
+    """Several runs of one model structure (seeds, or inits) trained as one program: each
+    :class:`DeviceLoop`'s interval and validation, ``jax.vmap``-ed over the runs' variables,
+    data, PCA bases and random keys. One AlexNet run leaves the card at 8-15% of its matmul peak
+    (results/bench/nvidia-h200.md); K lanes give its kernels K times the work per launch.
+
+    Lane i computes what loop i would alone (same batches, same updates) up to float rounding:
+    XLA turns the vmapped convolutions into grouped ones, whose sums run in another order."""
+
+    def __init__(self, loops: list[DeviceLoop]):
+        if len({loop.key for loop in loops}) != 1:
+            raise ValueError("lanes must share one model structure and loop settings (batch, crop, data size, "
+                             "interval); train the others separately")
+        self.loops, self.k = loops, len(loops)
+        first = loops[0]
+        stacked = {name: jnp.stack([getattr(loop, name) for loop in loops])
+                   for name in ("data_key", "aug_key", "images", "labels", "val_images", "val_labels")}
+        self.pca = tuple(jnp.stack([loop.pca[j] for loop in loops]) for j in range(2))
+        for loop in loops:  # one device copy of the data: the stacked one
+            loop.images = loop.val_images = None
+        self.__dict__.update(stacked)
+        key = (first.key, "lanes", self.k)
+        if key not in _COMPILED:
+            _COMPILED[key] = (jax.jit(jax.vmap(first._train_interval, in_axes=(0, None, 0, 0, 0, 0, 0))),
+                              jax.jit(jax.vmap(first._evaluate)))
+        self._train_fn, self._eval_fn = _COMPILED[key]
+
+    def state(self):
+        states = [loop.state() for loop in self.loops]
+        return tuple([jnp.stack([s[part][j] for s in states]) for j in range(len(states[0][part]))]
+                     for part in range(3))
+
+    def lane(self, state, i):
+        """Lane i's (trainable, non-trainable, optimizer) values, as :meth:`DeviceLoop.state`."""
+        return tuple([v[i] for v in part] for part in state)
+
+    def learning_rate(self, state, i) -> float:
+        return float(state[2][self.loops[0].lr_index][i])
+
+    def scale_learning_rate(self, state, i, factor):
+        opt, j = list(state[2]), self.loops[0].lr_index
+        opt[j] = opt[j].at[i].multiply(factor)
+        return state[0], state[1], opt
+
+    def train_interval(self, state, start: int):
+        return self._train_fn(state, jnp.int32(start), self.data_key, self.aug_key, self.images, self.labels,
+                              self.pca)
+
+    def evaluate(self, state) -> list[dict]:
+        sums = np.asarray(self._eval_fn(state[0], state[1], self.val_images, self.val_labels))
+        return [{"val_loss": float(s[0]) / loop.n_val, "val_accuracy": float(s[1]) / loop.n_val,
+                 "val_top5": float(s[2]) / loop.n_val} for s, loop in zip(sums, self.loops)]
+
+
+def train_lanes(models, runs, datasets, recipe, crop, seeds, on_done, deadline=None, verbose=1):
+    """The device engine for several fresh runs of one mode at once (see :class:`Lanes`).
+
+    `datasets[i]` is run i's (train images, labels, val crops, labels). As each run ends (its
+    step cap, or its plateau rule's stop) its state is written back to `models[i]` and committed,
+    then ``on_done(i, predict)`` is called, `predict(images, ten)` giving its test probabilities.
+    Runs that ended keep computing in their lane (one program) but nothing more is recorded.
+    Returns, per run, (step, loss) if its loss became NaN, else None; stops early, leaving the
+    unfinished runs as they were, once ``time.monotonic()`` passes `deadline`."""
+    if len({run.state["step"] for run in runs}) != 1:
+        raise ValueError("lanes start at one step; resume runs at other steps one by one")
+    loops = [DeviceLoop(m, *d, recipe.batch_size, crop, seed, augment=recipe.augment, pca_sigma=recipe.pca_lighting,
+                        interval_steps=runs[0].interval_steps) for m, d, seed in zip(models, datasets, seeds)]
+    lanes = Lanes(loops)
+    state = lanes.state()
+    live = [not run.done for run in runs]
+    diverged = [None] * len(runs)
+    while any(live):
+        if deadline is not None and time.monotonic() > deadline:
+            step = runs[live.index(True)].state["step"]
+            print(f"deadline: {sum(live)} of {len(runs)} lanes unfinished at step {step}; their logs so far are "
+                  "committed without a checkpoint (a rerun starts them again)", flush=True)
+            for run, on in zip(runs, live):
+                if on:
+                    run.commit(None, checkpoint=False)
+            break
+        t0 = time.perf_counter()
+        start = max(run.state["step"] for run, on in zip(runs, live) if on)
+        state, means, losses = lanes.train_interval(state, start)
+        vals = lanes.evaluate(state)
+        means, losses = np.asarray(means), np.asarray(losses)
+        seconds = (time.perf_counter() - t0) / lanes.k  # the lanes share the interval's wall time
+        notes = []
+        for i, run in enumerate(runs):
+            if not live[i]:
+                continue
+            if not np.all(np.isfinite(losses[i])):
+                bad = int(np.flatnonzero(~np.isfinite(losses[i]))[0])
+                diverged[i], live[i] = (start + bad + 1, float(losses[i][bad])), False
+                continue
+            lr = lanes.learning_rate(state, i)
+            metrics = dict(zip(("loss", "accuracy", "top5"), means[i].tolist()), **vals[i])
+            action = run.record(metrics, lr, seconds)
+            if action == "drop":
+                state = lanes.scale_learning_rate(state, i, 0.1)  # Section 5
+            if action:
+                notes.append(f"seed {seeds[i]} {action}")
+            if run.commit_due():  # a finished run's logs only: final.json follows at once
+                loops[i].write_back(lanes.lane(state, i))
+                run.commit(models[i], checkpoint=not run.done)
+            if run.done:
+                live[i] = False
+                final = lanes.lane(state, i)
+                on_done(i, lambda images, ten, loop=loops[i], final=final: loop.predict(final, images, ten))
+                notes.append(f"seed {seeds[i]} done")
+        if verbose:
+            print(f"step {start + lanes.loops[0].interval_steps} - {seconds * lanes.k:.2f}s - val accuracy "
+                  + " ".join(f"{v['val_accuracy']:.3f}" for v in vals) + " - loss "
+                  + " ".join(f"{m[0]:.3f}" for m in means) + (f" ({', '.join(notes)})" if notes else ""),
+                  flush=True, file=sys.stdout)
+    return diverged
+
+
 def _structure(model) -> tuple:
     """What the compiled code depends on: the layers' configs and the variables' shapes."""
-    # (not the variables' paths: Dropout's seed generators are numbered per process)
-    return (model.to_json(), tuple((tuple(v.shape), str(v.dtype)) for v in model.variables),
+    # Not the variables' paths (Dropout's seed generators are numbered per process), nor the
+    # initializers (the init study's three inits share one compiled loop per mode).
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if not k.endswith("_initializer")}
+        return [strip(v) for v in node] if isinstance(node, list) else node
+
+    config = json.dumps(strip(json.loads(model.to_json())), sort_keys=True)
+    return (config, tuple((tuple(v.shape), str(v.dtype)) for v in model.variables),
             keras.mixed_precision.global_policy().name, model.optimizer.__class__.__name__,
             repr(sorted(model.optimizer.get_config().items())))
 

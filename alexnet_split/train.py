@@ -150,9 +150,20 @@ class _Run:
         # loses the uncommitted intervals, which the deterministic pipelines replay exactly.
         return self.done or time.monotonic() - self._last_commit >= self.checkpoint_seconds
 
-    def commit(self, model):
+    def commit(self, model, checkpoint=True):
+        """Checkpoint, then state.json (the commit point), then history.csv. `checkpoint=False`
+        (a run about to write its final.json) commits the logs only; such a state.json, having no
+        checkpoint to resume from, restarts the run if final.json never came."""
         self._last_commit = time.monotonic()
         s = self.state
+        if not checkpoint:
+            previous, s["checkpoint"], s["seed_states"] = s.get("checkpoint"), None, []
+            write_json(self.out / "state.json", s)
+            atomic_write(self.out / "history.csv", history_csv(s["history"]))
+            if previous:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.out / previous).unlink()
+            return
         ckpt_dir = self.out / "ckpt"
         ckpt_dir.mkdir(exist_ok=True)
         name = f"step_{s['step']:06d}.keras"
@@ -246,6 +257,79 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
     `checkpoint_seconds` have passed since its last commit, and after the last one; 0 commits
     after every interval. `engine`: see :func:`resolve_engine`.
     """
+    p = _prepare(out, layout, mode, recipe, seed, data_root, devices, overrides, deterministic, splits_mat,
+                 checkpoint_seconds, engine)
+    if p.final is not None:
+        return p.final
+    verbose = _verbosity(verbose)
+    if p.engine == "fit":
+        diverged = _fit(p.model, p.run, p.batches, (p.val_x, p.val_y), p.recipe, verbose)
+    else:
+        from . import fastpath
+
+        diverged = fastpath.train(p.model, p.run, p.train_x, p.train_y, p.val_x, p.val_y, p.recipe, p.crop, seed,
+                                  verbose)
+    if diverged:
+        raise _diverged(p, diverged)
+    return _finish(p, lambda images, ten: pipeline.predict_crops(p.model, images, p.crop, ten=ten))
+
+
+def train_seeds(outs, layout="paper", mode="towers", recipe="paper", seeds=(0,), data_root=None, overrides=None,
+                verbose=None, deadline=None) -> list:
+    """The runs of `seeds` (folder ``outs[i]`` for ``seeds[i]``) of one mode, on the device engine,
+    the fresh ones together as lanes of one program (:func:`alexnet_split.fastpath.train_lanes`):
+    one compilation and K times the work per kernel. Finished runs are returned as they are; runs
+    that stopped part-way resume alone. Each lane's run folder is what :func:`train` writes, with
+    ``lanes`` in config.json; its history's seconds are the interval's wall time / lanes.
+
+    Returns each run's final dict, or None for a run cut by `deadline` (``time.monotonic()``;
+    nothing is committed then) or whose loss became NaN (its error is printed)."""
+    from . import fastpath
+
+    finals, fresh = [None] * len(seeds), []
+    for i, (out, seed) in enumerate(zip(outs, seeds)):
+        p = _prepare(out, layout, mode, recipe, seed, data_root, None, overrides, False, None, 1e9, "device")
+        if p.final is not None:
+            finals[i] = p.final
+        elif p.state["step"] > 0:
+            finals[i] = train(out, layout, mode, recipe, seed, data_root, overrides=overrides, verbose=verbose,
+                              checkpoint_seconds=1e9, engine="device")
+        else:
+            fresh.append((i, p))
+    if not fresh:
+        return finals
+    for _, p in fresh:
+        cfg = read_json(p.out / "config.json")
+        write_json(p.out / "config.json", {**cfg, "lanes": len(fresh), "lane_seeds": [q.seed for _, q in fresh]})
+
+    def on_done(j, predict):
+        i, p = fresh[j]
+        finals[i] = _finish(p, predict)
+
+    diverged = fastpath.train_lanes([p.model for _, p in fresh], [p.run for _, p in fresh],
+                                    [(p.train_x, p.train_y, p.val_x, p.val_y) for _, p in fresh], fresh[0][1].recipe,
+                                    fresh[0][1].crop, [p.seed for _, p in fresh], on_done, deadline=deadline,
+                                    verbose=_verbosity(verbose))
+    for (_, p), d in zip(fresh, diverged):
+        if d:
+            print(_diverged(p, d), file=sys.stderr)
+    return finals
+
+
+class _Prepared:
+    """A run folder made ready to train: its recipe, data, model and bookkeeping."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def _verbosity(verbose):
+    # a live bar on a terminal, one line per interval in a log file
+    return (1 if sys.stdout.isatty() else 2) if verbose is None else verbose
+
+
+def _prepare(out, layout, mode, recipe, seed, data_root, devices, overrides, deterministic, splits_mat,
+             checkpoint_seconds, engine) -> _Prepared:
     out = Path(out)
     recipe = config.get_recipe(recipe, **(overrides or {})) if isinstance(recipe, str) else recipe
     engine = resolve_engine(engine)
@@ -254,6 +338,8 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
     identity = {"layout": layout, "mode": mode, "seed": seed, "recipe": recipe.to_dict(), "engine": engine}
     out.mkdir(parents=True, exist_ok=True)
     state = read_json(out / "state.json") if (out / "state.json").is_file() else None
+    if state is not None and not state.get("checkpoint"):  # logs without a checkpoint: start again
+        state = None
     old = read_json(out / "config.json") if (out / "config.json").is_file() else {}
     # A finished run of the same layout, mode, seed and recipe name is its result, whatever code
     # version wrote it (committed runs predate fields added since); an unfinished one resumes
@@ -261,7 +347,7 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
     same_run = {k: old.get(k) for k in ("layout", "mode", "seed")} == {"layout": layout, "mode": mode, "seed": seed} \
         and old.get("recipe", {}).get("name") == recipe.name
     if same_run and (out / "final.json").is_file():
-        return read_json(out / "final.json")
+        return _Prepared(final=read_json(out / "final.json"))
     if old and {k: old.get(k) for k in identity} != identity:
         raise ValueError(f"{out} holds a different run ({ {k: old.get(k) for k in ('layout', 'mode', 'seed')} }, "
                          f"recipe {old.get('recipe', {}).get('name')!r}, engine {old.get('engine')!r}); "
@@ -285,6 +371,7 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
     train_x, train_y = ds.images[split["train"]], ds.labels[split["train"]]
     (val_x,) = pipeline.crops(ds.images[split["val"]], crop)
     val_y = ds.labels[split["val"]]
+    batches = None
     if engine == "fit":
         batches = pipeline.TrainBatches(train_x, train_y, recipe.batch_size, crop, data.NUM_CLASSES, seed,
                                         augment=recipe.augment, pca_sigma=recipe.pca_lighting,
@@ -318,39 +405,41 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
               file=sys.stderr)
 
     run = _Run(out, state, n_intervals, interval_steps, steps_per_epoch, checkpoint_seconds)
-    if verbose is None:  # a live bar on a terminal, one line per interval in a log file
-        verbose = 1 if sys.stdout.isatty() else 2
-    if engine == "fit":
-        diverged = _fit(model, run, batches, (val_x, val_y), recipe, verbose)
-    else:
-        from . import fastpath
+    return _Prepared(final=None, out=out, recipe=recipe, engine=engine, crop=crop, seed=seed, state=state, ds=ds,
+                     split=split, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, batches=batches,
+                     model=model, run=run, steps_per_epoch=steps_per_epoch)
 
-        diverged = fastpath.train(model, run, train_x, train_y, val_x, val_y, recipe, crop, seed, verbose)
-    if diverged:
-        step, loss = diverged
-        raise TrainingDiverged(
-            f"{out}: the training loss became {loss} at step {step}; stopped. The last complete interval "
-            f"(step {state['step']}) is checkpointed in {out / (state['checkpoint'] or 'ckpt')}. Lower the learning "
-            f"rate (recipe {recipe.name!r} uses {recipe.learning_rate}) or use float32.")
 
-    save_conv1(model, out / "conv1.npz")
-    test_probs = pipeline.predict_crops(model, ds.images[split["test"]], crop, ten=recipe.ten_crop)
+def _diverged(p: _Prepared, diverged) -> TrainingDiverged:
+    step, loss = diverged
+    return TrainingDiverged(
+        f"{p.out}: the training loss became {loss} at step {step}; stopped. The last complete interval "
+        f"(step {p.state['step']}) is checkpointed in {p.out / (p.state['checkpoint'] or 'ckpt')}. Lower the "
+        f"learning rate (recipe {p.recipe.name!r} uses {p.recipe.learning_rate}) or use float32.")
+
+
+def _finish(p: _Prepared, predict) -> dict:
+    """conv1.npz, the test crops through `predict(images, ten)`, and final.json."""
+    state, recipe, split, ds = p.state, p.recipe, p.split, p.ds
+    save_conv1(p.model, p.out / "conv1.npz")
+    test_probs = predict(ds.images[split["test"]], recipe.ten_crop)
     test_labels = ds.labels[split["test"]]
-    schedule = run.schedule
+    schedule = p.run.schedule
     final = {
         "test_top1": pipeline.topk_accuracy(test_probs, test_labels, 1),
         "test_top5": pipeline.topk_accuracy(test_probs, test_labels, 5),
         "test_crops": 10 if recipe.ten_crop else 1,
         "best_val_accuracy": schedule.best, "best_step": schedule.best_step,
-        "best_epoch": round(schedule.best_step / steps_per_epoch, 3),
-        "steps": state["step"], "epochs": round(state["step"] / steps_per_epoch, 3),
+        "best_epoch": round(schedule.best_step / p.steps_per_epoch, 3),
+        "steps": state["step"], "epochs": round(state["step"] / p.steps_per_epoch, 3),
         "steps_to_leave_chance": schedule.left_chance_step, "lr_drop_steps": list(schedule.drop_steps),
         "stopped_by": state["stopped"] or ("step cap" if recipe.steps else "epochs"),
         "train_seconds": round(state["train_seconds"], 3),
-        "train_images_per_second": round(_images_seen(engine, state["step"], steps_per_epoch, len(split["train"]),
-                                                      recipe.batch_size) / max(state["train_seconds"], 1e-9), 3),
+        "train_images_per_second": round(_images_seen(p.engine, state["step"], p.steps_per_epoch,
+                                                      len(split["train"]), recipe.batch_size)
+                                         / max(state["train_seconds"], 1e-9), 3),
     }
-    write_json(out / "final.json", final)
+    write_json(p.out / "final.json", final)
     return final
 
 

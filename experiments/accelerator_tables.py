@@ -1,26 +1,35 @@
 """The full towers / merged / half tables on the accelerator, in slots of a few minutes.
 
-Command on the device machine (KERAS_BACKEND=jax, one GPU; carry Keras and a compact data copy
-made with ``alexnet-split export-data --size 256``, as for experiments/accelerator.py):
+Command on the device machine (KERAS_BACKEND=jax, one GPU; carry Keras and compact data copies
+made with ``alexnet-split export-data --size 256`` and ``--size 224``, see the README):
 
-    KERAS_BACKEND=jax python experiments/accelerator_tables.py --data DATA --out OUT --budget 480
+    KERAS_BACKEND=jax python experiments/accelerator_tables.py --data D256 --data-seed D224 \\
+        --out OUT --budget 540 --jobs bench,paper,seed,init:caffe,init:fan_in
 
-For each recipe (default: the fixed ``paper`` recipe, then ``seed``), runs seed by seed, the three
-modes of a seed before the next seed, with the device engine; a run that would not finish in the
-budget left (1.3x the longest run so far) is not started. After every run OUT/<name>.tar is
-refreshed with the run folders' logs (config.json, history.csv, state.json, final.json,
-conv1.npz; never checkpoints). Unpack it over results/<name>/ and rerun with the same
-arguments in the next slot: finished runs are skipped (their logs come back in the tar), so a
-table fills over several slots. Then ``alexnet-split report results/<name>``.
+Jobs, in the order given, each skipped once the budget is spent:
 
-The runner row of the benchmark (the device loop end to end against ``train_on_batch``, same
-model, batch and precision) is measured first with ``--bench``.
+* ``bench``: the runner row (:func:`alexnet_split.bench.runner_table`, mixed_bfloat16), OUT/bench/.
+  ``bench32``: the same in float32.
+* ``paper``: the fixed paper recipe (layout paper, mixed_bfloat16), towers, merged, half.
+* ``seed``: the seed recipe as written (layout seed, float32), towers, merged, half.
+* ``init:caffe``, ``init:fan_in``: the paper recipe with that init, capped at ``--init-steps``
+  steps: enough for the step that leaves chance (issue 11), not the final accuracy.
+
+Each mode's seeds train together as lanes of one program (:func:`alexnet_split.train.train_seeds`):
+one compilation per mode, and the card gets five runs' work per kernel. A mode's group is started
+only if the budget left exceeds the estimate (the longest group of the job so far, or
+``--first-estimate``); a group still running at the end of the budget is dropped whole (a lane
+cannot come back with its checkpoint). After every group OUT/<name>.tar is refreshed with the
+run folders' logs (config.json, history.csv, state.json, final.json, conv1.npz; never
+checkpoints). Unpack it over results/<name>/ and rerun with the same arguments in the next slot:
+finished runs are skipped, so a table fills over several slots. Then ``alexnet-split report``.
 """
 
 import argparse
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,62 +39,94 @@ import keras  # noqa: E402
 from alexnet_split import bench, report, train  # noqa: E402
 
 MODES = ("towers", "merged", "half")
-LAYOUT = {"paper": "paper", "seed": "seed"}
+
+
+def jobs(kind, init_steps):
+    """name -> (results folder, recipe, layout, overrides)."""
+    return {
+        "paper": (f"paper_{kind}", "paper", "paper", {"precision": "mixed_bfloat16"}),
+        "seed": (f"seed_{kind}", "seed", "seed", {}),
+        **{f"init:{init}": (f"init_{init}_{kind}", "paper", "paper",
+                            {"precision": "mixed_bfloat16", "init": init, "steps": init_steps})
+           for init in ("paper", "caffe", "fan_in")},
+    }
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="Flowers 17 folder (a compact export is enough)")
+    p.add_argument("--data", required=True, help="Flowers 17 folder for the paper recipe (256 px export is enough)")
+    p.add_argument("--data-seed", default=None, help="folder for the seed recipe's 224 px images (default: --data)")
     p.add_argument("--out", required=True, help="where the tars (and the bench tables) go")
     p.add_argument("--work", default=None, help="where the results folders live (default: OUT)")
-    p.add_argument("--budget", type=float, default=480.0, help="seconds for the whole script")
-    p.add_argument("--recipes", default="paper,seed")
+    p.add_argument("--budget", type=float, default=540.0, help="seconds for the whole script")
+    p.add_argument("--jobs", default="bench,paper,seed")
     p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--precision", default="mixed_bfloat16")
+    p.add_argument("--init-steps", type=int, default=2000)
+    p.add_argument("--first-estimate", type=float, default=60.0, help="seconds assumed for a job's first group")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more recipe overrides (smoke tests)")
-    p.add_argument("--bench", action="store_true", help="measure the runner row first")
     args = p.parse_args()
-    t0 = time.perf_counter()
+    t0 = time.monotonic()
+    deadline = t0 + args.budget
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work or out)
     kind = bench.host_kind()
-    print(f"backend {keras.backend.backend()}, host {kind}", flush=True)
-    if args.bench:
-        bench.run("paper", batches=(128,), precisions=("float32", "mixed_bfloat16"), variants=("towers_1dev",),
-                  out_dir=out / "bench", log=lambda line: print(line, flush=True))
-    overrides = {"precision": args.precision, **{k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}}
+    print(f"backend {keras.backend.backend()}, host {kind}, {train.machine()}", flush=True)
+    extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     seeds = [int(s) for s in args.seeds.split(",")]
-    longest = 0.0
-    for recipe in args.recipes.split(","):
-        name = f"{recipe}_{kind}"
-        root = work / name
-        report.write_manifest(root, recipe, LAYOUT[recipe], MODES, seeds, overrides=overrides)
-        for seed in seeds:
-            for mode in MODES:
-                run_dir = root / "runs" / report.run_name(LAYOUT[recipe], mode, seed)
-                if (run_dir / "final.json").is_file():
-                    continue
-                left = args.budget - (time.perf_counter() - t0)
-                if left < 1.3 * longest + 10:
-                    print(f"not starting {name} {mode} seed {seed}: {left:.0f} s left, a run took up to "
-                          f"{longest:.0f} s", flush=True)
-                    continue
-                start = time.perf_counter()
-                keras.backend.clear_session()
-                final = train.train(run_dir, LAYOUT[recipe], mode, recipe, seed=seed, data_root=args.data,
-                                    overrides=overrides, checkpoint_seconds=1e9, verbose=2, engine="device")
-                longest = max(longest, time.perf_counter() - start)
-                print(f"{name} {mode} seed {seed}: test top-1 {final['test_top1']:.4f}, left chance at step "
-                      f"{final['steps_to_leave_chance']}, {final['steps']} steps "
-                      f"({time.perf_counter() - start:.0f} s)", flush=True)
-                report.pack_logs(root, out / f"{name}.tar")
+    table = jobs(kind, args.init_steps)
+    for job in args.jobs.split(","):
         try:
-            print(report.report(root), flush=True)
-        except ValueError as e:  # no finished run yet
-            print(e, flush=True)
+            run_job(job, args, table, seeds, extra, out, work, deadline, t0)
+        except Exception:  # one job's failure must not cost the slot's other jobs
+            traceback.print_exc()
+            print(f"{job}: FAILED (traceback above)", flush=True)
+    print(f"done in {time.monotonic() - t0:.0f} s", flush=True)
+
+
+def run_job(job, args, table, seeds, extra, out, work, deadline, t0):
+    left = deadline - time.monotonic()
+    if job in ("bench", "bench32"):
+        if left < 60:
+            print(f"{job}: skipped, {left:.0f} s left", flush=True)
+            return
+        bench.runner_table("paper", ("mixed_bfloat16",) if job == "bench" else ("float32",),
+                           out_dir=out / "bench", suffix="" if job == "bench" else "-float32",
+                           log=lambda line: print(line, flush=True))
+        return
+    name, recipe, layout, overrides = table[job]
+    overrides = {**overrides, **extra}
+    root = work / name
+    report.write_manifest(root, recipe, layout, MODES, seeds, overrides=overrides)
+    data_root = args.data_seed if (layout == "seed" and args.data_seed) else args.data
+    longest = 0.0
+    for mode in MODES:
+        outs = [root / "runs" / report.run_name(layout, mode, s) for s in seeds]
+        if all((o / "final.json").is_file() for o in outs):
+            continue
+        left = deadline - time.monotonic()
+        estimate = 1.1 * longest if longest else args.first_estimate
+        if left < estimate:
+            print(f"{name} {mode}: not started, {left:.0f} s left, estimate {estimate:.0f} s", flush=True)
+            continue
+        start = time.monotonic()
+        keras.backend.clear_session()
+        finals = train.train_seeds(outs, layout, mode, recipe, seeds, data_root=data_root, overrides=overrides,
+                                   verbose=2, deadline=deadline)
+        took = time.monotonic() - start
+        longest = max(longest, took)
+        for s, f in zip(seeds, finals):
+            if f:
+                print(f"{name} {mode} seed {s}: test top-1 {f['test_top1']:.4f}, left chance at step "
+                      f"{f['steps_to_leave_chance']}, {f['steps']} steps, {f['stopped_by']}", flush=True)
+        print(f"{name} {mode}: {sum(f is not None for f in finals)}/{len(seeds)} runs done, group {took:.0f} s, "
+              f"{time.monotonic() - t0:.0f} s into the budget", flush=True)
         report.pack_logs(root, out / f"{name}.tar")
-    print(f"done in {time.perf_counter() - t0:.0f} s", flush=True)
+    try:
+        print(report.report(root), flush=True)
+    except ValueError as e:  # no finished run yet
+        print(e, flush=True)
+    report.pack_logs(root, out / f"{name}.tar")
 
 
 if __name__ == "__main__":
