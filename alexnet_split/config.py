@@ -90,8 +90,8 @@ def paper() -> Recipe:
 
     Command: ``alexnet-split compare --recipe paper --modes towers,merged,half --seeds 0,1,2,3,4``
     Hardware: a GPU (the accelerator machine runs it with KERAS_BACKEND=jax, one device).
-    Runtime and accuracy: not yet run in full; see the README's paper-recipe section and
-    ``results/`` for what has been run.
+    Runtime and accuracy: results/paper_nvidia-h200/table.md (filling over accelerator slots,
+    ``experiments/accelerator_tables.py``); the reduced CPU run is results/paper_cpu/.
     """
     return Recipe(name="paper", steps=10_000, eval_every=50, lr_drop_patience=1_000, pca_lighting=0.1,
                   ten_crop=True)

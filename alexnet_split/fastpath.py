@@ -204,123 +204,6 @@ class DeviceLoop:
         return {"val_loss": float(sums[0]), "val_accuracy": float(sums[1]), "val_top5": float(sums[2])}
 
 
-class Lanes:
-    """Several runs of one model structure (seeds, or inits) trained as one program: each
-    :class:`DeviceLoop`'s interval and validation, ``jax.vmap``-ed over the runs' variables,
-    data, PCA bases and random keys. One AlexNet run leaves the card at 8-15% of its matmul peak
-    (results/bench/nvidia-h200.md); K lanes give its kernels K times the work per launch.
-
-    Lane i computes what loop i would alone (same batches, same updates) up to float rounding:
-    XLA turns the vmapped convolutions into grouped ones, whose sums run in another order."""
-
-    def __init__(self, loops: list[DeviceLoop]):
-        if len({loop.key for loop in loops}) != 1:
-            raise ValueError("lanes must share one model structure and loop settings (batch, crop, data size, "
-                             "interval); train the others separately")
-        self.loops, self.k = loops, len(loops)
-        first = loops[0]
-        stacked = {name: jnp.stack([getattr(loop, name) for loop in loops])
-                   for name in ("data_key", "aug_key", "images", "labels", "val_images", "val_labels")}
-        self.pca = tuple(jnp.stack([loop.pca[j] for loop in loops]) for j in range(2))
-        for loop in loops:  # one device copy of the data: the stacked one
-            loop.images = loop.val_images = None
-        self.__dict__.update(stacked)
-        key = (first.key, "lanes", self.k)
-        if key not in _COMPILED:
-            _COMPILED[key] = (jax.jit(jax.vmap(first._train_interval, in_axes=(0, None, 0, 0, 0, 0, 0))),
-                              jax.jit(jax.vmap(first._evaluate)))
-        self._train_fn, self._eval_fn = _COMPILED[key]
-
-    def state(self):
-        states = [loop.state() for loop in self.loops]
-        return tuple([jnp.stack([s[part][j] for s in states]) for j in range(len(states[0][part]))]
-                     for part in range(3))
-
-    def lane(self, state, i):
-        """Lane i's (trainable, non-trainable, optimizer) values, as :meth:`DeviceLoop.state`."""
-        return tuple([v[i] for v in part] for part in state)
-
-    def learning_rate(self, state, i) -> float:
-        return float(state[2][self.loops[0].lr_index][i])
-
-    def scale_learning_rate(self, state, i, factor):
-        opt, j = list(state[2]), self.loops[0].lr_index
-        opt[j] = opt[j].at[i].multiply(factor)
-        return state[0], state[1], opt
-
-    def train_interval(self, state, start: int):
-        return self._train_fn(state, jnp.int32(start), self.data_key, self.aug_key, self.images, self.labels,
-                              self.pca)
-
-    def evaluate(self, state) -> list[dict]:
-        sums = np.asarray(self._eval_fn(state[0], state[1], self.val_images, self.val_labels))
-        return [{"val_loss": float(s[0]) / loop.n_val, "val_accuracy": float(s[1]) / loop.n_val,
-                 "val_top5": float(s[2]) / loop.n_val} for s, loop in zip(sums, self.loops)]
-
-
-def train_lanes(models, runs, datasets, recipe, crop, seeds, on_done, deadline=None, verbose=1):
-    """The device engine for several fresh runs of one mode at once (see :class:`Lanes`).
-
-    `datasets[i]` is run i's (train images, labels, val crops, labels). As each run ends (its
-    step cap, or its plateau rule's stop) its state is written back to `models[i]` and committed,
-    then ``on_done(i, predict)`` is called, `predict(images, ten)` giving its test probabilities.
-    Runs that ended keep computing in their lane (one program) but nothing more is recorded.
-    Returns, per run, (step, loss) if its loss became NaN, else None; stops early, leaving the
-    unfinished runs as they were, once ``time.monotonic()`` passes `deadline`."""
-    if len({run.state["step"] for run in runs}) != 1:
-        raise ValueError("lanes start at one step; resume runs at other steps one by one")
-    loops = [DeviceLoop(m, *d, recipe.batch_size, crop, seed, augment=recipe.augment, pca_sigma=recipe.pca_lighting,
-                        interval_steps=runs[0].interval_steps) for m, d, seed in zip(models, datasets, seeds)]
-    lanes = Lanes(loops)
-    state = lanes.state()
-    live = [not run.done for run in runs]
-    diverged = [None] * len(runs)
-    while any(live):
-        if deadline is not None and time.monotonic() > deadline:
-            step = runs[live.index(True)].state["step"]
-            print(f"deadline: {sum(live)} of {len(runs)} lanes unfinished at step {step}; their logs so far are "
-                  "committed without a checkpoint (a rerun starts them again)", flush=True)
-            for run, on in zip(runs, live):
-                if on:
-                    run.commit(None, checkpoint=False)
-            break
-        t0 = time.perf_counter()
-        start = max(run.state["step"] for run, on in zip(runs, live) if on)
-        state, means, losses = lanes.train_interval(state, start)
-        vals = lanes.evaluate(state)
-        means, losses = np.asarray(means), np.asarray(losses)
-        seconds = (time.perf_counter() - t0) / lanes.k  # the lanes share the interval's wall time
-        notes = []
-        for i, run in enumerate(runs):
-            if not live[i]:
-                continue
-            if not np.all(np.isfinite(losses[i])):
-                bad = int(np.flatnonzero(~np.isfinite(losses[i]))[0])
-                diverged[i], live[i] = (start + bad + 1, float(losses[i][bad])), False
-                continue
-            lr = lanes.learning_rate(state, i)
-            metrics = dict(zip(("loss", "accuracy", "top5"), means[i].tolist()), **vals[i])
-            action = run.record(metrics, lr, seconds)
-            if action == "drop":
-                state = lanes.scale_learning_rate(state, i, 0.1)  # Section 5
-            if action:
-                notes.append(f"seed {seeds[i]} {action}")
-            if run.commit_due():  # a finished run's logs only: final.json follows at once
-                loops[i].write_back(lanes.lane(state, i))
-                run.commit(models[i], checkpoint=not run.done)
-            if run.done:
-                live[i] = False
-                final = lanes.lane(state, i)
-                on_done(i, lambda images, ten, loop=loops[i], final=final: loop.predict(final, images, ten))
-                notes.append(f"seed {seeds[i]} done")
-        if verbose:
-            print(f"step {start + lanes.loops[0].interval_steps} - {seconds * lanes.k:.2f}s - val accuracy "
-                  + " ".join(f"{v['val_accuracy']:.3f}" for v in vals) + " - loss "
-                  + " ".join(f"{m[0]:.3f}" for m in means) + (f" ({', '.join(notes)})" if notes else ""),
-                  flush=True, file=sys.stdout)
-    return diverged
-
-
 def _structure(model) -> tuple:
     """What the compiled code depends on: the layers' configs and the variables' shapes."""
     # Not the variables' paths (Dropout's seed generators are numbered per process), nor the
@@ -338,9 +221,11 @@ def _structure(model) -> tuple:
 
 def train(model, run, images, labels, val_images, val_labels, recipe, crop, seed, verbose=1):
     """The device engine behind :func:`alexnet_split.train.train`: trains `run`'s remaining
-    intervals, committing through `run`; returns (step, loss) if the loss became NaN, else None."""
+    intervals, committing through `run`. Returns ((step, loss) if the loss became NaN, else
+    None; and `predict(images, ten)`, the test-time probabilities of the trained model computed
+    on the device, or None if there was nothing to train)."""
     if run.done:
-        return None
+        return None, None
     loop = DeviceLoop(model, images, labels, val_images, val_labels, recipe.batch_size, crop, seed,
                       augment=recipe.augment, pca_sigma=recipe.pca_lighting, interval_steps=run.interval_steps)
     state = loop.state()
@@ -353,7 +238,7 @@ def train(model, run, images, labels, val_images, val_labels, recipe, crop, seed
         seconds = time.perf_counter() - t0
         if not np.all(np.isfinite(losses)):
             bad = int(np.flatnonzero(~np.isfinite(losses))[0])
-            return start + bad + 1, float(losses[bad])
+            return (start + bad + 1, float(losses[bad])), None
         state = new_state
         lr = loop.learning_rate(state)
         metrics = dict(zip(("loss", "accuracy", "top5"), np.asarray(means).tolist()), **val)
@@ -366,9 +251,11 @@ def train(model, run, images, labels, val_images, val_labels, recipe, crop, seed
                   + (f" ({action})" if action else ""), flush=True, file=sys.stdout)
         if run.commit_due():
             loop.write_back(state)
-            run.commit(model)
+            # The last commit writes the logs only: final.json follows at once, and saving the
+            # model and optimizer (~0.5 GB for the paper net) took longer than a whole interval.
+            run.commit(model, checkpoint=not run.done)
     loop.write_back(state)
-    return None
+    return None, lambda images, ten: loop.predict(loop.state(), images, ten)
 
 
 def images_per_second(loop: DeviceLoop, intervals: int = 3) -> float:

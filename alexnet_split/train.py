@@ -261,59 +261,19 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
                  checkpoint_seconds, engine)
     if p.final is not None:
         return p.final
-    verbose = _verbosity(verbose)
+    verbose = (1 if sys.stdout.isatty() else 2) if verbose is None else verbose  # a bar only on a terminal
+    predict = None
     if p.engine == "fit":
         diverged = _fit(p.model, p.run, p.batches, (p.val_x, p.val_y), p.recipe, verbose)
     else:
         from . import fastpath
 
-        diverged = fastpath.train(p.model, p.run, p.train_x, p.train_y, p.val_x, p.val_y, p.recipe, p.crop, seed,
-                                  verbose)
+        diverged, predict = fastpath.train(p.model, p.run, p.train_x, p.train_y, p.val_x, p.val_y, p.recipe, p.crop,
+                                           seed, verbose)
     if diverged:
         raise _diverged(p, diverged)
-    return _finish(p, lambda images, ten: pipeline.predict_crops(p.model, images, p.crop, ten=ten))
-
-
-def train_seeds(outs, layout="paper", mode="towers", recipe="paper", seeds=(0,), data_root=None, overrides=None,
-                verbose=None, deadline=None) -> list:
-    """The runs of `seeds` (folder ``outs[i]`` for ``seeds[i]``) of one mode, on the device engine,
-    the fresh ones together as lanes of one program (:func:`alexnet_split.fastpath.train_lanes`):
-    one compilation and K times the work per kernel. Finished runs are returned as they are; runs
-    that stopped part-way resume alone. Each lane's run folder is what :func:`train` writes, with
-    ``lanes`` in config.json; its history's seconds are the interval's wall time / lanes.
-
-    Returns each run's final dict, or None for a run cut by `deadline` (``time.monotonic()``;
-    nothing is committed then) or whose loss became NaN (its error is printed)."""
-    from . import fastpath
-
-    finals, fresh = [None] * len(seeds), []
-    for i, (out, seed) in enumerate(zip(outs, seeds)):
-        p = _prepare(out, layout, mode, recipe, seed, data_root, None, overrides, False, None, 1e9, "device")
-        if p.final is not None:
-            finals[i] = p.final
-        elif p.state["step"] > 0:
-            finals[i] = train(out, layout, mode, recipe, seed, data_root, overrides=overrides, verbose=verbose,
-                              checkpoint_seconds=1e9, engine="device")
-        else:
-            fresh.append((i, p))
-    if not fresh:
-        return finals
-    for _, p in fresh:
-        cfg = read_json(p.out / "config.json")
-        write_json(p.out / "config.json", {**cfg, "lanes": len(fresh), "lane_seeds": [q.seed for _, q in fresh]})
-
-    def on_done(j, predict):
-        i, p = fresh[j]
-        finals[i] = _finish(p, predict)
-
-    diverged = fastpath.train_lanes([p.model for _, p in fresh], [p.run for _, p in fresh],
-                                    [(p.train_x, p.train_y, p.val_x, p.val_y) for _, p in fresh], fresh[0][1].recipe,
-                                    fresh[0][1].crop, [p.seed for _, p in fresh], on_done, deadline=deadline,
-                                    verbose=_verbosity(verbose))
-    for (_, p), d in zip(fresh, diverged):
-        if d:
-            print(_diverged(p, d), file=sys.stderr)
-    return finals
+    # The device engine predicts with its compiled code: Keras's predict compiles once per model object
+    return _finish(p, predict or (lambda images, ten: pipeline.predict_crops(p.model, images, p.crop, ten=ten)))
 
 
 class _Prepared:
@@ -321,11 +281,6 @@ class _Prepared:
 
     def __init__(self, **kw):
         self.__dict__.update(kw)
-
-
-def _verbosity(verbose):
-    # a live bar on a terminal, one line per interval in a log file
-    return (1 if sys.stdout.isatty() else 2) if verbose is None else verbose
 
 
 def _prepare(out, layout, mode, recipe, seed, data_root, devices, overrides, deterministic, splits_mat,

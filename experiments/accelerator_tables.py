@@ -15,12 +15,11 @@ Jobs, in the order given, each skipped once the budget is spent:
 * ``init:caffe``, ``init:fan_in``: the paper recipe with that init, capped at ``--init-steps``
   steps: enough for the step that leaves chance (issue 11), not the final accuracy.
 
-Each mode's seeds train together as lanes of one program (:func:`alexnet_split.train.train_seeds`):
-one compilation per mode, and the card gets five runs' work per kernel. A mode's group is started
-only if the budget left exceeds the estimate (the longest group of the job so far, or
-``--first-estimate``); a group still running at the end of the budget is dropped whole (a lane
-cannot come back with its checkpoint). After every group OUT/<name>.tar is refreshed with the
-run folders' logs (config.json, history.csv, state.json, final.json, conv1.npz; never
+Runs go seed by seed, the three modes of a seed before the next seed, so that a cut leaves
+complete seeds; a mode compiles once per process (the device engine caches its compiled loop per
+model structure). A run is started only if the budget left exceeds 1.3x the longest run of the
+job so far (``--first-estimate`` for the first). After every run OUT/<name>.tar is refreshed
+with the run folders' logs (config.json, history.csv, state.json, final.json, conv1.npz; never
 checkpoints). Unpack it over results/<name>/ and rerun with the same arguments in the next slot:
 finished runs are skipped, so a table fills over several slots. Then ``alexnet-split report``.
 """
@@ -100,28 +99,27 @@ def run_job(job, args, table, seeds, extra, out, work, deadline, t0):
     report.write_manifest(root, recipe, layout, MODES, seeds, overrides=overrides)
     data_root = args.data_seed if (layout == "seed" and args.data_seed) else args.data
     longest = 0.0
-    for mode in MODES:
-        outs = [root / "runs" / report.run_name(layout, mode, s) for s in seeds]
-        if all((o / "final.json").is_file() for o in outs):
-            continue
-        left = deadline - time.monotonic()
-        estimate = 1.1 * longest if longest else args.first_estimate
-        if left < estimate:
-            print(f"{name} {mode}: not started, {left:.0f} s left, estimate {estimate:.0f} s", flush=True)
-            continue
-        start = time.monotonic()
-        keras.backend.clear_session()
-        finals = train.train_seeds(outs, layout, mode, recipe, seeds, data_root=data_root, overrides=overrides,
-                                   verbose=2, deadline=deadline)
-        took = time.monotonic() - start
-        longest = max(longest, took)
-        for s, f in zip(seeds, finals):
-            if f:
-                print(f"{name} {mode} seed {s}: test top-1 {f['test_top1']:.4f}, left chance at step "
-                      f"{f['steps_to_leave_chance']}, {f['steps']} steps, {f['stopped_by']}", flush=True)
-        print(f"{name} {mode}: {sum(f is not None for f in finals)}/{len(seeds)} runs done, group {took:.0f} s, "
-              f"{time.monotonic() - t0:.0f} s into the budget", flush=True)
-        report.pack_logs(root, out / f"{name}.tar")
+    for seed in seeds:
+        for mode in MODES:
+            run_dir = root / "runs" / report.run_name(layout, mode, seed)
+            if (run_dir / "final.json").is_file():
+                continue
+            left = deadline - time.monotonic()
+            estimate = 1.3 * longest if longest else args.first_estimate
+            if left < estimate:
+                print(f"{name} {mode} seed {seed}: not started, {left:.0f} s left, estimate {estimate:.0f} s",
+                      flush=True)
+                continue
+            start = time.monotonic()
+            keras.backend.clear_session()
+            f = train.train(run_dir, layout, mode, recipe, seed=seed, data_root=data_root, overrides=overrides,
+                            checkpoint_seconds=1e9, verbose=2, engine="device")
+            took = time.monotonic() - start
+            longest = max(longest, took)
+            print(f"{name} {mode} seed {seed}: test top-1 {f['test_top1']:.4f}, left chance at step "
+                  f"{f['steps_to_leave_chance']}, {f['steps']} steps, {f['stopped_by']} ({took:.0f} s, "
+                  f"{time.monotonic() - t0:.0f} s into the budget)", flush=True)
+            report.pack_logs(root, out / f"{name}.tar")
     try:
         print(report.report(root), flush=True)
     except ValueError as e:  # no finished run yet

@@ -65,6 +65,10 @@ m2 = A.build_model("paper", "towers", 17, input_shape=(67, 67, 3))
 m2.compile(A.PaperSGD(), "categorical_crossentropy")
 shared = DeviceLoop(m2, img, labels, img[:4, :c, :c], labels[:4], b, c, 5)
 assert shared._train_fn is plain._train_fn
+# ... whatever the init: the initializers are not part of the traced code
+m3 = A.build_model("paper", "towers", 17, input_shape=(67, 67, 3), init="fan_in")
+m3.compile(A.PaperSGD(), "categorical_crossentropy")
+assert DeviceLoop(m3, img, labels, img[:4, :c, :c], labels[:4], b, c, 5)._train_fn is plain._train_fn
 print("OK")
 """
     proc = run_python(code, backend="jax")
@@ -103,6 +107,11 @@ assert worst < 1e-4 and moved > 1e-4
 assert int(s3[2][0]) == 3  # the optimizer's iteration counter
 val = loop.evaluate(s3)
 assert set(val) == {"val_loss", "val_accuracy", "val_top5"} and 0 <= val["val_accuracy"] <= 1
+# the on-device test prediction equals Keras predict on pipeline.crops (10 crops; 7 images pad to 12)
+loop.write_back(s3)
+for ten in (False, True):
+    np.testing.assert_allclose(loop.predict(loop.state(), img[:7], ten), A.pipeline.predict_crops(m, img[:7], 67, ten=ten),
+                               atol=1e-5)
 print("OK")
 """
     proc = run_python(code, backend="jax")
@@ -146,6 +155,9 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run_on_the_device_engine(tmp_
     a, b = (json.loads((r / "final.json").read_text()) for r in (straight, killed))
     for key in ("test_top1", "test_top5", "best_val_accuracy", "best_step", "steps"):
         assert a[key] == b[key], key
+    # the last commit writes logs only (final.json follows at once): no checkpoint is left behind
+    assert json.loads((straight / "state.json").read_text())["checkpoint"] is None
+    assert not list((straight / "ckpt").glob("*.keras"))
     cfg = json.loads((straight / "config.json").read_text())
     assert cfg["engine"] == "device" and cfg["steps_per_epoch"] == 10  # 680 // 64: full batches only
     assert a["test_top1"] > 0.2  # the colours are learnable: it really trained
