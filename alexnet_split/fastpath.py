@@ -16,6 +16,8 @@ What it does:
   convention), then ``stateless_call`` + the optimizer's ``stateless_apply``. Every draw is a
   ``jax.random`` function of (seed, step), so a resumed run replays an interrupted one exactly.
 * Validation runs on the device too; only the interval's metric means come back to the host.
+  So does the final test (:meth:`DeviceLoop.predict`, the centre or 10 crops): Keras's
+  ``predict`` would compile once more for every run's model object.
 * Batches have one size (XLA compiles one shape): a data epoch is the ``N // B`` full batches of
   its permutation, and the ``N mod B`` images it leaves out change from epoch to epoch.
 * The compiled interval is cached per model structure, so the runs of one mode (seeds, or a
@@ -251,8 +253,8 @@ def train(model, run, images, labels, val_images, val_labels, recipe, crop, seed
                   + (f" ({action})" if action else ""), flush=True, file=sys.stdout)
         if run.commit_due():
             loop.write_back(state)
-            # The last commit writes the logs only: final.json follows at once, and saving the
-            # model and optimizer (~0.5 GB for the paper net) took longer than a whole interval.
+            # The last commit writes the logs only: final.json follows at once, and a checkpoint
+            # of the paper net with its optimizer (~0.5 GB) would be written only to be deleted.
             run.commit(model, checkpoint=not run.done)
     loop.write_back(state)
     return None, lambda images, ten: loop.predict(loop.state(), images, ten)

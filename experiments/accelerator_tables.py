@@ -22,6 +22,8 @@ job so far (``--first-estimate`` for the first). After every run OUT/<name>.tar 
 with the run folders' logs (config.json, history.csv, state.json, final.json, conv1.npz; never
 checkpoints). Unpack it over results/<name>/ and rerun with the same arguments in the next slot:
 finished runs are skipped, so a table fills over several slots. Then ``alexnet-split report``.
+With ``--work results`` the committed runs of the repository copy on the device machine count
+as finished, so a slot trains only what is missing.
 """
 
 import argparse
