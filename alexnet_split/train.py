@@ -156,23 +156,17 @@ class _Run:
         checkpoint to resume from, restarts the run if final.json never came."""
         self._last_commit = time.monotonic()
         s = self.state
-        if not checkpoint:
-            previous, s["checkpoint"], s["seed_states"] = s.get("checkpoint"), None, []
-            write_json(self.out / "state.json", s)
-            atomic_write(self.out / "history.csv", history_csv(s["history"]))
-            if previous:
-                with contextlib.suppress(FileNotFoundError):
-                    (self.out / previous).unlink()
-            return
-        ckpt_dir = self.out / "ckpt"
-        ckpt_dir.mkdir(exist_ok=True)
-        name = f"step_{s['step']:06d}.keras"
-        tmp = ckpt_dir / f".{name}.tmp.keras"
-        model.save(tmp)
-        os.replace(tmp, ckpt_dir / name)
         previous = s.get("checkpoint")
-        s["checkpoint"] = f"ckpt/{name}"
-        s["seed_states"] = seed_states(model)
+        if checkpoint:
+            ckpt_dir = self.out / "ckpt"
+            ckpt_dir.mkdir(exist_ok=True)
+            name = f"step_{s['step']:06d}.keras"
+            tmp = ckpt_dir / f".{name}.tmp.keras"
+            model.save(tmp)
+            os.replace(tmp, ckpt_dir / name)
+            s["checkpoint"], s["seed_states"] = f"ckpt/{name}", seed_states(model)
+        else:
+            s["checkpoint"], s["seed_states"] = None, []
         write_json(self.out / "state.json", s)  # the commit point
         atomic_write(self.out / "history.csv", history_csv(s["history"]))
         if previous and previous != s["checkpoint"]:
@@ -257,34 +251,6 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
     `checkpoint_seconds` have passed since its last commit, and after the last one; 0 commits
     after every interval. `engine`: see :func:`resolve_engine`.
     """
-    p = _prepare(out, layout, mode, recipe, seed, data_root, devices, overrides, deterministic, splits_mat,
-                 checkpoint_seconds, engine)
-    if p.final is not None:
-        return p.final
-    verbose = (1 if sys.stdout.isatty() else 2) if verbose is None else verbose  # a bar only on a terminal
-    predict = None
-    if p.engine == "fit":
-        diverged = _fit(p.model, p.run, p.batches, (p.val_x, p.val_y), p.recipe, verbose)
-    else:
-        from . import fastpath
-
-        diverged, predict = fastpath.train(p.model, p.run, p.train_x, p.train_y, p.val_x, p.val_y, p.recipe, p.crop,
-                                           seed, verbose)
-    if diverged:
-        raise _diverged(p, diverged)
-    # The device engine predicts with its compiled code: Keras's predict compiles once per model object
-    return _finish(p, predict or (lambda images, ten: pipeline.predict_crops(p.model, images, p.crop, ten=ten)))
-
-
-class _Prepared:
-    """A run folder made ready to train: its recipe, data, model and bookkeeping."""
-
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
-
-
-def _prepare(out, layout, mode, recipe, seed, data_root, devices, overrides, deterministic, splits_mat,
-             checkpoint_seconds, engine) -> _Prepared:
     out = Path(out)
     recipe = config.get_recipe(recipe, **(overrides or {})) if isinstance(recipe, str) else recipe
     engine = resolve_engine(engine)
@@ -302,7 +268,7 @@ def _prepare(out, layout, mode, recipe, seed, data_root, devices, overrides, det
     same_run = {k: old.get(k) for k in ("layout", "mode", "seed")} == {"layout": layout, "mode": mode, "seed": seed} \
         and old.get("recipe", {}).get("name") == recipe.name
     if same_run and (out / "final.json").is_file():
-        return _Prepared(final=read_json(out / "final.json"))
+        return read_json(out / "final.json")
     if old and {k: old.get(k) for k in identity} != identity:
         raise ValueError(f"{out} holds a different run ({ {k: old.get(k) for k in ('layout', 'mode', 'seed')} }, "
                          f"recipe {old.get('recipe', {}).get('name')!r}, engine {old.get('engine')!r}); "
@@ -326,7 +292,6 @@ def _prepare(out, layout, mode, recipe, seed, data_root, devices, overrides, det
     train_x, train_y = ds.images[split["train"]], ds.labels[split["train"]]
     (val_x,) = pipeline.crops(ds.images[split["val"]], crop)
     val_y = ds.labels[split["val"]]
-    batches = None
     if engine == "fit":
         batches = pipeline.TrainBatches(train_x, train_y, recipe.batch_size, crop, data.NUM_CLASSES, seed,
                                         augment=recipe.augment, pca_sigma=recipe.pca_lighting,
@@ -360,41 +325,43 @@ def _prepare(out, layout, mode, recipe, seed, data_root, devices, overrides, det
               file=sys.stderr)
 
     run = _Run(out, state, n_intervals, interval_steps, steps_per_epoch, checkpoint_seconds)
-    return _Prepared(final=None, out=out, recipe=recipe, engine=engine, crop=crop, seed=seed, state=state, ds=ds,
-                     split=split, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, batches=batches,
-                     model=model, run=run, steps_per_epoch=steps_per_epoch)
+    if verbose is None:  # a live bar on a terminal, one line per interval in a log file
+        verbose = 1 if sys.stdout.isatty() else 2
+    predict = None
+    if engine == "fit":
+        diverged = _fit(model, run, batches, (val_x, val_y), recipe, verbose)
+    else:
+        from . import fastpath
 
+        diverged, predict = fastpath.train(model, run, train_x, train_y, val_x, val_y, recipe, crop, seed, verbose)
+    if diverged:
+        step, loss = diverged
+        raise TrainingDiverged(
+            f"{out}: the training loss became {loss} at step {step}; stopped. The last complete interval "
+            f"(step {state['step']}) is checkpointed in {out / (state['checkpoint'] or 'ckpt')}. Lower the learning "
+            f"rate (recipe {recipe.name!r} uses {recipe.learning_rate}) or use float32.")
 
-def _diverged(p: _Prepared, diverged) -> TrainingDiverged:
-    step, loss = diverged
-    return TrainingDiverged(
-        f"{p.out}: the training loss became {loss} at step {step}; stopped. The last complete interval "
-        f"(step {p.state['step']}) is checkpointed in {p.out / (p.state['checkpoint'] or 'ckpt')}. Lower the "
-        f"learning rate (recipe {p.recipe.name!r} uses {p.recipe.learning_rate}) or use float32.")
-
-
-def _finish(p: _Prepared, predict) -> dict:
-    """conv1.npz, the test crops through `predict(images, ten)`, and final.json."""
-    state, recipe, split, ds = p.state, p.recipe, p.split, p.ds
-    save_conv1(p.model, p.out / "conv1.npz")
-    test_probs = predict(ds.images[split["test"]], recipe.ten_crop)
+    save_conv1(model, out / "conv1.npz")
+    # The device engine predicts with its compiled code: Keras's predict compiles once per model object
+    test_images = ds.images[split["test"]]
+    test_probs = (predict(test_images, recipe.ten_crop) if predict else
+                  pipeline.predict_crops(model, test_images, crop, ten=recipe.ten_crop))
     test_labels = ds.labels[split["test"]]
-    schedule = p.run.schedule
+    schedule = run.schedule
     final = {
         "test_top1": pipeline.topk_accuracy(test_probs, test_labels, 1),
         "test_top5": pipeline.topk_accuracy(test_probs, test_labels, 5),
         "test_crops": 10 if recipe.ten_crop else 1,
         "best_val_accuracy": schedule.best, "best_step": schedule.best_step,
-        "best_epoch": round(schedule.best_step / p.steps_per_epoch, 3),
-        "steps": state["step"], "epochs": round(state["step"] / p.steps_per_epoch, 3),
+        "best_epoch": round(schedule.best_step / steps_per_epoch, 3),
+        "steps": state["step"], "epochs": round(state["step"] / steps_per_epoch, 3),
         "steps_to_leave_chance": schedule.left_chance_step, "lr_drop_steps": list(schedule.drop_steps),
         "stopped_by": state["stopped"] or ("step cap" if recipe.steps else "epochs"),
         "train_seconds": round(state["train_seconds"], 3),
-        "train_images_per_second": round(_images_seen(p.engine, state["step"], p.steps_per_epoch,
-                                                      len(split["train"]), recipe.batch_size)
-                                         / max(state["train_seconds"], 1e-9), 3),
+        "train_images_per_second": round(_images_seen(engine, state["step"], steps_per_epoch, len(split["train"]),
+                                                      recipe.batch_size) / max(state["train_seconds"], 1e-9), 3),
     }
-    write_json(p.out / "final.json", final)
+    write_json(out / "final.json", final)
     return final
 
 
