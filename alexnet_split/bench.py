@@ -288,7 +288,8 @@ def _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, seco
     for r in rows:
         lines.append(f"| {r['precision']} | {r['batch']} | {r['variant']} | {r['train_img_s']:.1f} | "
                      f"{r['infer_img_s']:.1f} | {r['gflops']:.1f} | {r['pct_peak']:.0f}% |")
-    lines += ["", f"Matmul peak ({mm_n}x{mm_n}, best of 5" + _precision_note() + "): " + ", ".join(f"{p} {g:,.1f} GFLOP/s" for p, g in peaks.items()),
+    peak_list = ", ".join(f"{p} {g:,.1f} GFLOP/s" for p, g in peaks.items())
+    lines += ["", f"Matmul peak ({mm_n}x{mm_n}, best of 5" + _precision_note() + "): " + peak_list,
               "", "FLOPs per image (multiply-add = 2; training = forward + weight and input gradients):", "",
               "| model | forward GFLOPs | training GFLOPs |", "|---|---:|---:|"]
     for mode in ("towers", "merged", "half"):

@@ -151,7 +151,8 @@ def format_report(report) -> str:
              f"  {'tower':<6}{'phase':<10}{'ops':>6}  on device"]
     for (tower, phase), counter in sorted(report.op_counts().items()):
         where = ", ".join(f"{d}: {n}" for d, n in sorted(counter.items()))
-        lines.append(f"  {tower:<6}{phase:<10}{sum(counter.values()):>6}  {where}  (wanted {short(report.devices[tower])})")
+        lines.append(f"  {tower:<6}{phase:<10}{sum(counter.values()):>6}  {where}  "
+                     f"(wanted {short(report.devices[tower])})")
     shared = [op for op in report.ops if report.tower_of(op["block"]) != 0 and report.is_shared_scalar_read(op)]
     if shared:
         lines.append(f"  ({len(shared)} tower-1 update ops are reads of the optimizer's shared iteration counter; "
@@ -159,7 +160,8 @@ def format_report(report) -> str:
     bad = report.misplaced_ops()
     lines.append(f"  misplaced tower ops: {len(bad)}")
     lines += [f"    {op['name']} ({op['type']}) on {short(op['device'])}" for op in bad[:10]]
-    ok_vars = sum(v["device"].endswith(report.devices[report.tower_of(v["block"])].lstrip("/")) for v in report.variables)
+    ok_vars = sum(v["device"].endswith(report.devices[report.tower_of(v["block"])].lstrip("/"))
+                  for v in report.variables)
     ok_slots = sum(s["device"] == s["reference_device"] for s in report.slots)
     lines += ["", f"Variables on their tower's device: {ok_vars}/{len(report.variables)}",
               f"Optimizer slots on their weight's device: {ok_slots}/{len(report.slots)}",
@@ -280,6 +282,7 @@ def _reference(text):
 
 def cmd_compare(args):
     import alexnet_split as A
+
     from . import report
 
     modes = _csv_list(args.modes)
@@ -331,6 +334,7 @@ def cmd_pipeline_speed(args):
 
 def cmd_bench(args):
     import alexnet_split as A
+
     from . import bench
 
     devices = A.configure_devices(2, prefer=args.prefer)
@@ -354,6 +358,7 @@ def cmd_bench_cluster(args):
 
 def cmd_profile(args):
     import alexnet_split as A
+
     from . import profile
 
     devices = A.configure_devices(2, prefer=args.prefer)

@@ -117,8 +117,9 @@ def seed() -> Recipe:
     no augmentation (the 224x224 images as they are), 100 epochs, fixed lr, centre-image test.
 
     Command: ``alexnet-split compare --recipe seed --layout seed --modes towers,merged,half``
-    Hardware: a GPU (under a minute per run on an H200).
-    Runtime and accuracy: measured in results/precision_nvidia-h200/ (towers, 2 seeds).
+    Hardware: a GPU (the accelerator machine runs it with KERAS_BACKEND=jax, one device).
+    Runtime and accuracy: results/precision_nvidia-h200/ (towers, float32 vs bf16); the full
+    table fills in results/seed_nvidia-h200/ (``experiments/accelerator_tables.py``).
     """
     return Recipe(name="seed", optimizer="adam", learning_rate=1e-3, weight_decay=None, batch_size=64,
                   epochs=100, max_lr_drops=0, augment=False, image_size=224)
@@ -138,9 +139,10 @@ def seed_cpu() -> Recipe:
 def quick() -> Recipe:
     """A smoke run: 2 epochs at 67x67 crops of 76x76 images, Adam 1e-4, fixed lr, batch 32.
 
-    Command: ``alexnet-split train --recipe quick --out runs/quick``; about half a minute on 2 cores.
-    Accuracy: near chance on Flowers 17 (it only shows that everything runs); it does learn the
-    colour-coded synthetic data of the tests.
+    Command: ``alexnet-split train --recipe quick --out runs/quick``. Hardware: any CPU.
+    Runtime and accuracy: a smoke test, not a result: it only shows that everything runs
+    (the run folder's final.json records its runtime); the tests check that it learns their colour-coded
+    synthetic data.
     """
     return paper().replace(name="quick", optimizer="adam", learning_rate=1e-4, weight_decay=None, steps=None,
                            eval_every=None, epochs=2, lr_drop_patience=None, image_size=76, input_size=67,

@@ -403,7 +403,8 @@ def official_split(ds: Flowers17, mat_path, which: int = 1) -> dict[str, np.ndar
     for key, part in (("trn", "train"), ("val", "val"), ("tst", "test")):
         name = f"{key}{which}"
         if name not in mat:
-            raise DatasetError(f"{mat_path}: no variable {name!r} (has {sorted(k for k in mat if not k.startswith('__'))})")
+            has = sorted(k for k in mat if not k.startswith("__"))
+            raise DatasetError(f"{mat_path}: no variable {name!r} (has {has})")
         nums = np.asarray(mat[name]).ravel().astype(int)
         bad = [n for n in nums if n not in position]
         if bad:

@@ -115,7 +115,8 @@ def plot(rows, path):
     fig, axes = plt.subplots(1, len(inits), figsize=(4.2 * len(inits), 3.8), sharey=True, squeeze=False)
     for ax, init in zip(axes[0], inits):
         for mode, style in (("towers", "o-"), ("merged", "s--"), ("half", "^:")):
-            values = [next(r["activation_std"] for r in rows if (r["init"], r["mode"], r["layer"]) == (init, mode, layer))
+            values = [next(r["activation_std"] for r in rows
+                           if (r["init"], r["mode"], r["layer"]) == (init, mode, layer))
                       for layer in LAYERS]
             ax.plot(LAYERS, values, style, label=mode)
         ax.set_yscale("log")

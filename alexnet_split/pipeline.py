@@ -1,8 +1,8 @@
 """Input pipeline in NumPy, outside the model, so it runs the same on every Keras backend.
 
-REFERENCE.md §4 records two traps with in-graph Keras crop layers (``RandomCrop`` passes the
-uncropped image through at inference; an in-graph crop/flip model stalled on JAX/GPU), so crops
-and flips happen here, on uint8 arrays, before the batch reaches the model.
+In-graph Keras crop layers have two traps (``RandomCrop`` passes the uncropped image through at
+inference; an in-graph crop/flip model stalled on JAX/GPU in an early measurement), so crops and
+flips happen here, on uint8 arrays, before the batch reaches the model.
 
 Every random draw is a function of (seed, epoch, batch index): a resumed run sees exactly the
 batches an uninterrupted run would have seen.

@@ -1,6 +1,7 @@
 """Device placement: the only module that knows about TensorFlow devices.
 
-Three things must hold for the towers to really live on separate devices (REFERENCE.md §4):
+Three things must hold for the towers to really live on separate devices (the README's "How the
+placement is made real" shows each failing without its fix):
 
 1. Forward ops and variables: every tower layer enters ``tf.device`` in ``build`` and ``call``
    (:func:`device_scope`, used by :mod:`alexnet_split.layers`).
@@ -91,7 +92,8 @@ def _warn_one_device(what: str, stacklevel: int):
 def _split(tf, physical, want, kind, n):
     current = tf.config.get_logical_device_configuration(physical)
     if current is None or len(current) != len(want):
-        _before_init(lambda: tf.config.set_logical_device_configuration(physical, want), f"split {physical.name}", kind, n)
+        _before_init(lambda: tf.config.set_logical_device_configuration(physical, want), f"split {physical.name}",
+                     kind, n)
     return [f"/{kind}:{i}" for i in range(n)]
 
 

@@ -371,7 +371,8 @@ def run_chief(params: dict, timeout=900) -> dict:
     env = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"chief process failed (exit {proc.returncode}):\n" + "\n".join(proc.stderr.splitlines()[-30:]))
+        tail = "\n".join(proc.stderr.splitlines()[-30:])
+        raise RuntimeError(f"chief process failed (exit {proc.returncode}):\n{tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -300,8 +300,8 @@ def _markdown(manifest, runs, rows) -> str:
     ]
     by_steps = _by_steps(rows)
     if by_steps:
-        lines += [f"Left chance: the median step of the first validation above {CHANCE_FACTOR:g}x chance, over the runs that "
-                  "left it (k/n when some did not); steps: steps run (mean); lr drops: mean number of "
+        lines += [f"Left chance: the median step of the first validation above {CHANCE_FACTOR:g}x chance, over the "
+                  "runs that left it (k/n when some did not); steps: steps run (mean); lr drops: mean number of "
                   "learning-rate drops.", "",
                   "| mode | seeds | params | GFLOPs/img | test top-1 | test top-5 | best val top-1 | left chance "
                   "(step) | best step | steps | lr drops | train img/s | min/run |",
@@ -335,7 +335,8 @@ def _markdown(manifest, runs, rows) -> str:
             d5 = paired(by_mode["towers"]["per_seed_test_top5"], by_mode[other]["per_seed_test_top5"])
             if d1["n"] == 0:
                 continue
-            lines.append(f"| towers - {other} | {d1['n']} | {_diff(d1)} | {_p(d1['p'])} | {_diff(d5)} | {_p(d5['p'])} |")
+            lines.append(f"| towers - {other} | {d1['n']} | {_diff(d1)} | {_p(d1['p'])} | {_diff(d5)} | "
+                         f"{_p(d5['p'])} |")
     lines += ["", f"Regenerate: `alexnet-split report {_rel(runs[0]['dir'].parents[1])}`; "
               f"curves: `curves.png`.", ""]
     return "\n".join(lines)
@@ -347,7 +348,8 @@ def _length(recipe) -> str:
     text = f"up to {recipe['steps']:,} steps, validation every {recipe['eval_every']}"
     if recipe.get("lr_drop_patience"):
         text += (f", lr /10 after {recipe['lr_drop_patience']:,} steps without a better validation accuracy once "
-                 f"it is above {CHANCE_FACTOR:g}x chance ({recipe['max_lr_drops']} times, then stop at the next such plateau)")
+                 f"it is above {CHANCE_FACTOR:g}x chance ({recipe['max_lr_drops']} times, then stop at the next "
+                 "such plateau)")
     return text
 
 

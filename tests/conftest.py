@@ -15,7 +15,8 @@ import alexnet_split  # noqa: E402
 DEVICES = alexnet_split.configure_devices(2, prefer="cpu")
 
 # The real Oxford Flowers 17 archive (CI has it beside the checkout, as this project's machines do).
-REAL_ARCHIVE = Path(os.environ.get("FLOWERS17_ARCHIVE", Path(__file__).resolve().parents[2] / "shared/data/17flowers.tgz"))
+REAL_ARCHIVE = Path(os.environ.get("FLOWERS17_ARCHIVE",
+                                   Path(__file__).resolve().parents[2] / "shared/data/17flowers.tgz"))
 
 # Smallest square inputs each layout accepts (the feature map must survive every pooling).
 SMALL_INPUT = {"paper": (67, 67, 3), "seed": (215, 215, 3)}

@@ -14,11 +14,10 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import REAL_ARCHIVE, class_from_pixels, colour, jpeg_bytes
 
 from alexnet_split import data
 from alexnet_split.data import DatasetError
-
-from conftest import REAL_ARCHIVE, class_from_pixels, colour, jpeg_bytes
 
 SIZE = 16
 

@@ -1,10 +1,9 @@
 """configure_devices: the device plan, and its errors when called too late or with bad values."""
 
 import pytest
+from conftest import DEVICES, run_python
 
 import alexnet_split as A
-
-from conftest import DEVICES, run_python
 
 
 def test_two_logical_cpu_devices_and_idempotent():

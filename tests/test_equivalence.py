@@ -10,11 +10,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import DEVICES
 from keras import layers
 
 import alexnet_split as A
-
-from conftest import DEVICES
 
 SIZE = 67  # smallest input the paper net accepts; keeps the test fast
 MEAN = np.array([123.68, 116.78, 103.94], "float32")

@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import run_python
 
 pytest.importorskip("jax", reason="the jax CPU wheel is not installed (pip install -e '.[jax]')")
@@ -110,8 +109,8 @@ assert set(val) == {"val_loss", "val_accuracy", "val_top5"} and 0 <= val["val_ac
 # the on-device test prediction equals Keras predict on pipeline.crops (10 crops; 7 images pad to 12)
 loop.write_back(s3)
 for ten in (False, True):
-    np.testing.assert_allclose(loop.predict(loop.state(), img[:7], ten), A.pipeline.predict_crops(m, img[:7], 67, ten=ten),
-                               atol=1e-5)
+    np.testing.assert_allclose(loop.predict(loop.state(), img[:7], ten),
+                               A.pipeline.predict_crops(m, img[:7], 67, ten=ten), atol=1e-5)
 print("OK")
 """
     proc = run_python(code, backend="jax")

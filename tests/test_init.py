@@ -3,11 +3,10 @@
 import keras
 import numpy as np
 import pytest
+from conftest import SMALL_INPUT
 
 import alexnet_split as A
 from alexnet_split import models, spec
-
-from conftest import SMALL_INPUT
 
 BIAS_ONE = {"conv2", "conv4", "conv5", "fc6", "fc7"}  # Section 5
 

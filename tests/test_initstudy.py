@@ -3,11 +3,10 @@
 import keras
 import numpy as np
 import pytest
+from conftest import SMALL_INPUT
 
 import alexnet_split as A
 from alexnet_split import config, initstudy, models
-
-from conftest import SMALL_INPUT
 
 
 def kernels_and_biases(model):

@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import DEVICES, run_python
 
 import alexnet_split as A
-
-from conftest import DEVICES, run_python
 
 pytest.importorskip("jax", reason="the jax CPU wheel is not installed (pip install -e '.[jax]')")
 

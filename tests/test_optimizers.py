@@ -42,7 +42,8 @@ def test_decay_in_the_steady_state_is_ten_times_keras_decoupled_decay():
     r^2 - (1 + m - lr*wd) r + m = 0), 10-11x Keras's decoupled lr*wd at momentum 0.9."""
     w0 = np.ones((2, 2), "float32")
     kernel, decoupled = keras.Variable(w0), keras.Variable(w0)
-    paper, keras_sgd = A.PaperSGD(0.1, momentum=0.9, l2=0.01), keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.01)
+    paper = A.PaperSGD(0.1, momentum=0.9, l2=0.01)
+    keras_sgd = keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.01)
     paper.build([kernel])
     keras_sgd.build([decoupled])
     zero = keras.ops.zeros((2, 2))

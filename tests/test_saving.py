@@ -3,10 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from conftest import DEVICES, SMALL_INPUT
 
 import alexnet_split as A
-
-from conftest import DEVICES, SMALL_INPUT
 
 
 @pytest.mark.parametrize("layout,mode", [("paper", "towers"), ("paper", "half"), ("seed", "towers"),

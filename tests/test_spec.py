@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import DEVICES, SMALL_INPUT
 
 import alexnet_split as A
 from alexnet_split import spec
-
-from conftest import DEVICES, SMALL_INPUT
 
 VARIANTS = [(layout, mode) for layout in A.LAYOUTS for mode in A.MODES]
 
