@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from . import placement, spec
-from .train import atomic_write, machine
+from .runlog import atomic_write, machine
 
 VARIANTS = ("towers_2dev", "towers_1dev", "grouped", "merged", "half")
 PRECISIONS = ("float32", "mixed_bfloat16")

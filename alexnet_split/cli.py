@@ -111,7 +111,7 @@ def cmd_check_placement(args):
     if args.out:
         from pathlib import Path
 
-        from .train import atomic_write
+        from .runlog import atomic_write
 
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,7 @@ def _check_cluster(args):
     text = pc.format_cluster(report)
     print(text)
     if args.out:
-        from .train import atomic_write
+        from .runlog import atomic_write
 
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(Path(args.out), f"$ alexnet-split check-placement --loopback-cluster\n{text}")
@@ -230,7 +230,7 @@ def _train_on_cluster(args, source, n_towers):
     import tensorflow as tf
 
     from . import placement
-    from .train import read_json
+    from .runlog import read_json
 
     cluster, _, where = placement.load_cluster(source)
     devices = placement.configure_devices(n_towers, args.prefer, cluster=cluster)

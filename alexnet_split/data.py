@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .runlog import replacing
+
 CLASS_NAMES = (
     "Daffodil", "Snowdrop", "LilyValley", "Bluebell", "Crocus", "Iris", "Tigerlily", "Tulip", "Fritillary",
     "Sunflower", "Daisy", "ColtsFoot", "Dandelion", "Cowslip", "Buttercup", "Windflower", "Pansy",
@@ -317,16 +319,8 @@ def cache_dir(root: Path) -> Path:
 
 
 def _atomic_savez(dest: Path, **arrays):
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with replacing(dest) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def export_folder(ds: Flowers17, out, quality: int = 90) -> Path:

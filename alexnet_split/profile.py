@@ -18,7 +18,7 @@ import numpy as np
 
 from . import bench
 from .placement_check import classify
-from .train import atomic_write, machine
+from .runlog import atomic_write, machine
 
 _OP_EVENT = re.compile(r"^(?P<node>[^:\s]+):(?P<type>[A-Za-z_][\w]*)$")
 

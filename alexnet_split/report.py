@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .data import NUM_CLASSES
+from .runlog import atomic_write, read_json, replacing, write_json
 from .schedule import CHANCE_FACTOR
-from .train import atomic_write, read_json, write_json
 
 MANIFEST = "compare.json"
 
@@ -71,14 +71,10 @@ def write_manifest(results_dir, recipe, layout, modes, seeds, references=(), ove
 def pack_logs(src, dest):
     """Tar the results folder `src` into `dest` without checkpoints (what a lent machine sends
     back: the run logs, conv1.npz, tables), atomically."""
-    import os
     import tarfile
 
-    dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    with tarfile.open(tmp, "w") as tar:
+    with replacing(dest) as tmp, tarfile.open(tmp, "w") as tar:
         tar.add(src, arcname=".", filter=lambda ti: None if "/ckpt" in ti.name else ti)
-    os.replace(tmp, dest)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -418,6 +414,4 @@ def _plot(runs, path: Path, manifest, by_steps=False):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
+    atomic_write(path, buf.getvalue())

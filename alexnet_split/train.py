@@ -19,11 +19,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +31,7 @@ import numpy as np
 from . import config, data, pipeline, spec
 from .models import build_model, init_summary
 from .optimizers import PaperSGD
+from .runlog import atomic_write, git_commit, machine, read_json, versions, write_json
 from .schedule import Plateau
 
 HISTORY_FIELDS = ["step", "epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5", "lr", "seconds"]
@@ -41,21 +39,6 @@ HISTORY_FIELDS = ["step", "epoch", "loss", "accuracy", "top5", "val_loss", "val_
 
 class TrainingDiverged(RuntimeError):
     pass
-
-
-def atomic_write(path: Path, text: str):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj):
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path: Path):
-    return json.loads(Path(path).read_text())
 
 
 def history_csv(rows: list[dict]) -> str:
@@ -69,41 +52,6 @@ def history_csv(rows: list[dict]) -> str:
 
 def _fmt(v):
     return repr(round(float(v), 6)) if isinstance(v, float) else v
-
-
-def git_commit() -> str:
-    try:
-        root = Path(__file__).resolve().parents[1]
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    accel = ""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        d = jax.devices()[0]
-        accel = "" if d.platform == "cpu" else f"; {d.device_kind} ({d.platform})"
-    return f"{cpu}, {os.cpu_count()} cores{accel}"
-
-
-def _versions() -> dict:
-    v = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__}
-    for mod in ("tensorflow", "jax"):
-        if mod in sys.modules:
-            v[mod] = sys.modules[mod].__version__
-    return v
 
 
 def _make_optimizer(recipe: config.Recipe):
@@ -310,7 +258,7 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
         state = {"interval": 0, "step": 0, "checkpoint": None, "history": [], "train_seconds": 0.0,
                  "schedule": schedule.to_dict(), "stopped": None}
         write_json(out / "config.json", {
-            **identity, "devices": list(devices or []), "backend": keras.backend.backend(), "versions": _versions(),
+            **identity, "devices": list(devices or []), "backend": keras.backend.backend(), "versions": versions(),
             "git_commit": git_commit(), "machine": machine(), "data_source": ds.source,
             "split": "official " + str(splits_mat) if splits_mat else f"stratified 40/20/20 per class, seed {seed}",
             "split_sizes": {k: int(len(v)) for k, v in split.items()}, "input_size": crop,
@@ -385,9 +333,7 @@ def save_conv1(model, path: Path):
                for layer in model.layers if layer.name.endswith("_conv1")}
     buf = io.BytesIO()
     np.savez(buf, **kernels)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())
 
 
 def _images_seen(engine, steps, per_epoch, n_train, batch_size) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alexnet_split.loopback import LocalCluster  # noqa: E402
-from alexnet_split.train import atomic_write  # noqa: E402
+from alexnet_split.runlog import atomic_write  # noqa: E402
 
 
 def main():

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 import alexnet_split as A
-from alexnet_split import config, data, pipeline, report
+from alexnet_split import config, data, pipeline, runlog
 from alexnet_split.train import _make_optimizer
 
 
@@ -87,7 +87,7 @@ def main():
         print(lines[-1], flush=True)
     lines.append("")
     out = Path(args.results) / "dead_fc7_control.md"
-    report.atomic_write(out, "\n".join(lines))
+    runlog.atomic_write(out, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -19,7 +19,7 @@ import csv
 import io
 from pathlib import Path
 
-from alexnet_split import data, initstudy, models, pipeline, report
+from alexnet_split import data, initstudy, models, pipeline, report, runlog
 
 
 def power_table(results: Path) -> str:
@@ -64,16 +64,16 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     source = (f"{args.batch} training images of the seed-0 stratified split (Flowers 17 at 256 px, centre 227 "
               "crops), paper layout; `python experiments/init_study.py`")
-    report.atomic_write(out / "step0.md", initstudy.markdown(rows, source))
+    runlog.atomic_write(out / "step0.md", initstudy.markdown(rows, source))
     buf = io.StringIO()
     w = csv.DictWriter(buf, list(rows[0]), lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    report.atomic_write(out / "step0.csv", buf.getvalue())
+    runlog.atomic_write(out / "step0.csv", buf.getvalue())
     (out / "step0.png").write_bytes(initstudy.plot(rows, out / "step0.png"))
     print(initstudy.markdown(rows, source))
     power = power_table(out.parent)
-    report.atomic_write(out / "power.md", power)
+    runlog.atomic_write(out / "power.md", power)
     print(power)
 
 

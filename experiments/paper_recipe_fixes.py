@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from alexnet_split import config, data, pipeline, report
+from alexnet_split import config, data, pipeline, report, runlog
 from alexnet_split.optimizers import PaperSGD
 from alexnet_split.schedule import Plateau
 
@@ -124,7 +124,7 @@ def main():
              f"4. Run length: {length_rows()}.", ""]
     out = results / "paper_recipe" / "fixes.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    report.atomic_write(out, "\n".join(lines))
+    runlog.atomic_write(out, "\n".join(lines))
     readme = results.resolve().parent / "README.md"
     if readme.is_file():
         report.sync_readme(readme)

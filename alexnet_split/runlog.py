@@ -1,0 +1,85 @@
+"""What every command writes beside its results: files that appear whole or not at all, JSON,
+and the provenance of a run (git commit, machine, versions)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def replacing(path):
+    """Yield a temporary path beside `path`, renamed over it when the block ends without an
+    error and removed otherwise: a reader (or a kill) never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def atomic_write(path, content: str | bytes):
+    with replacing(path) as tmp:
+        if isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            tmp.write_text(content)
+
+
+def write_json(path, obj):
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
+def git_commit() -> str:
+    """HEAD of the checkout this package runs from, "-dirty" with uncommitted changes."""
+    try:
+        root = Path(__file__).resolve().parents[1]
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> str:
+    """The CPU model and core count, and the accelerator when the JAX backend has one."""
+    import keras
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    accel = ""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        d = jax.devices()[0]
+        accel = "" if d.platform == "cpu" else f"; {d.device_kind} ({d.platform})"
+    return f"{cpu}, {os.cpu_count()} cores{accel}"
+
+
+def versions() -> dict:
+    import keras
+    import numpy as np
+
+    v = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__}
+    for mod in ("tensorflow", "jax"):
+        if mod in sys.modules:
+            v[mod] = sys.modules[mod].__version__
+    return v
