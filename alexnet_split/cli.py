@@ -186,10 +186,6 @@ def _overrides(items):
     return out
 
 
-def _data_root(args):
-    return args.data  # None: $FLOWERS17_DIR or ~/.cache/alexnet_split/17flowers (downloads there)
-
-
 def _cluster_source(args):
     """--cluster FILE, else $TF_CONFIG when set, else None (no cluster)."""
     import os
@@ -218,7 +214,7 @@ def cmd_train(args):
 def _train(args, devices):
     from . import train
 
-    return train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=_data_root(args),
+    return train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=args.data,
                        devices=devices or None, overrides=_overrides(args.set), deterministic=args.deterministic,
                        splits_mat=args.splits, checkpoint_seconds=args.checkpoint_seconds, engine=args.engine)
 
@@ -294,7 +290,7 @@ def cmd_compare(args):
     results_dir = f"{args.results}/{args.name or args.recipe}"
     references = [_reference(r) for r in args.reference or []]
     print(report.compare(results_dir, args.recipe, args.layout, modes, seeds, references=references,
-                         data_root=_data_root(args), devices=devices or None, overrides=_overrides(args.set),
+                         data_root=args.data, devices=devices or None, overrides=_overrides(args.set),
                          checkpoint_seconds=args.checkpoint_seconds, engine=args.engine))
     return 0
 
@@ -315,7 +311,7 @@ def cmd_pipeline_speed(args):
 
     recipe = config.get_recipe(args.recipe)
     crop = recipe.input_size or spec.get_layout(args.layout).input_shape[0]
-    ds = data.load(_data_root(args), size=recipe.image_size)
+    ds = data.load(args.data, size=recipe.image_size)
     split = data.stratified_split(ds.labels, 0)
     batches = pipeline.TrainBatches(ds.images[split["train"]], ds.labels[split["train"]], recipe.batch_size, crop,
                                     data.NUM_CLASSES, seed=0, augment=recipe.augment, pca_sigma=recipe.pca_lighting)
@@ -404,7 +400,8 @@ def main(argv=None):
     p.add_argument("--recipe", default="paper", help="preset: paper, paper_cpu, seed, seed_cpu, quick")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
-    p.add_argument("--data", default=None, help="Flowers 17 folder (default $FLOWERS17_DIR or ~/.cache/...)")
+    p.add_argument("--data", default=None, help="Flowers 17: a folder, or the archive or tflearn pickle itself (default $FLOWERS17_DIR or "
+                   "~/.cache/alexnet_split/17flowers, downloading there)")
     p.add_argument("--splits", default=None, help="official datasplits.mat (split 1) instead of a seeded split")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=5")
     p.add_argument("--deterministic", action="store_true", help="TensorFlow deterministic ops")

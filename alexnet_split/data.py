@@ -1,7 +1,7 @@
 """Oxford Flowers 17 (Nilsback & Zisserman 2006): sources, decoding, labels, splits and caching.
 
 Sources, in order of preference, inside one data directory (``--data``, ``$FLOWERS17_DIR`` or
-``~/.cache/alexnet_split/17flowers``):
+``~/.cache/alexnet_split/17flowers``); ``--data`` may also name the archive or the pickle itself:
 
 1. an extracted ``jpg/`` folder (flat ``jpg/image_0001.jpg`` ... or tflearn's ``jpg/<k>/``);
 2. the official archive ``17flowers.tgz`` (read in place, never extracted);
@@ -261,9 +261,25 @@ def download(url: str, dest: Path, retries: int = 3, timeout: float = 60.0) -> P
 # --------------------------------------------------------------------------- loading + cache
 
 
+ACCEPTED = (f"a data folder (holding jpg/, {ARCHIVE} or {PICKLE}, or empty for a download), the archive "
+            f"{ARCHIVE} itself (any name; a gzipped tar) or tflearn's pickle {PICKLE} itself (any name)")
+
+
 def find_source(root: Path) -> tuple[str, Path]:
-    """The best available source in `root`: ("folder" | "archive" | "pickle" | "download", path)."""
+    """The best available source in `root`: ("folder" | "archive" | "pickle" | "download", path).
+    `root` may also be the archive or the pickle file itself."""
     root = Path(root)
+    if root.is_file():
+        with open(root, "rb") as f:
+            head = f.read(2)
+        if head == b"\x1f\x8b":  # gzip: the official archive is a .tgz
+            return "archive", root
+        if head[:1] == b"\x80":  # a pickle (protocol 2+), as tflearn writes 17flowers.pkl
+            return "pickle", root
+        raise DatasetError(f"{root}: not a Flowers 17 source (neither a gzipped tar nor a pickle). Accepted: "
+                           f"{ACCEPTED}")
+    if not root.exists() and root.suffix in (".tgz", ".gz", ".pkl", ".tar"):
+        raise DatasetError(f"{root}: no such file. Accepted: {ACCEPTED}")
     if (root / "jpg").is_dir():
         return "folder", root / "jpg"
     if (root / ARCHIVE).is_file():
@@ -285,7 +301,7 @@ def load(root=None, size: int = 256, cache: bool = True, url: str = URL + ARCHIV
     if kind == "download":
         download(url, path)
         kind = "archive"
-    cache_file = _cache_path(root, kind, path, size)
+    cache_file = _cache_path(root if root.is_dir() else root.parent, kind, path, size)
     if cache and cache_file.is_file():
         try:
             with np.load(cache_file) as z:

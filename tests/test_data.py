@@ -83,6 +83,29 @@ def test_source_preference_folder_then_archive_then_pickle(tmp_path, jpg_dir):
     assert data.find_source(root) == ("download", root / data.ARCHIVE)
 
 
+def test_data_may_name_the_archive_or_the_pickle_itself(tmp_path, jpg_dir):
+    """``--data path/17flowers.tgz`` (any file name) reads that file; so does the tflearn pickle."""
+    root = make_root(tmp_path, jpg_dir, "archive")
+    renamed = tmp_path / "my_flowers.tar.gz"
+    (root / data.ARCHIVE).rename(renamed)
+    ds = data.load(renamed, size=SIZE)
+    assert data.find_source(renamed) == ("archive", renamed) and ds.source == str(renamed)
+    assert np.array_equal(class_from_pixels(ds.images), ds.labels)
+    tflearn_pickle(tmp_path / "flowers.pkl")
+    assert data.find_source(tmp_path / "flowers.pkl") == ("pickle", tmp_path / "flowers.pkl")
+    assert np.bincount(data.load(tmp_path / "flowers.pkl", size=SIZE).labels).tolist() == [80] * 17
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "missing.tgz"])
+def test_data_naming_another_file_says_what_is_accepted(tmp_path, name):
+    path = tmp_path / name
+    if name.endswith(".txt"):
+        path.write_text("not flowers")
+    with pytest.raises(DatasetError, match=f"{name}.*Accepted: a data folder") as err:
+        data.load(path, size=SIZE)
+    assert "17flowers.tgz" in str(err.value) and "17flowers.pkl" in str(err.value)
+
+
 def tflearn_pickle(path, one_hot=False, n=1360):
     """What tflearn 0.5.0 writes: shuffled float images in [0, 1], lexicographic labels."""
     rng = np.random.default_rng(0)
