@@ -400,8 +400,8 @@ def main(argv=None):
     p.add_argument("--recipe", default="paper", help="preset: paper, paper_cpu, seed, seed_cpu, quick")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
-    p.add_argument("--data", default=None, help="Flowers 17: a folder, or the archive or tflearn pickle itself (default $FLOWERS17_DIR or "
-                   "~/.cache/alexnet_split/17flowers, downloading there)")
+    p.add_argument("--data", default=None, help="Flowers 17: a folder, or the archive or tflearn pickle itself "
+                   "(default $FLOWERS17_DIR or ~/.cache/alexnet_split/17flowers, downloading there)")
     p.add_argument("--splits", default=None, help="official datasplits.mat (split 1) instead of a seeded split")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=5")
     p.add_argument("--deterministic", action="store_true", help="TensorFlow deterministic ops")
