@@ -4,15 +4,14 @@ Call :func:`configure_devices` first thing in the process (it may create logical
 TensorFlow only allows before its runtime starts), then :func:`build_model`.
 """
 
-import os
+from .runlog import quiet_tensorflow_import
 
-# TensorFlow's C++ INFO/WARNING lines drown the output; a user's own setting wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow_import()  # before anything imports TensorFlow: its C++ banner reads like errors
 
-from .models import build_model, tower_layer_names
-from .optimizers import PaperSGD
-from .placement import PlacedModel, configure_devices, describe_devices, place_optimizer
-from .spec import LAYOUTS, MODES, NORMS
+from .models import build_model, tower_layer_names  # noqa: E402
+from .optimizers import PaperSGD  # noqa: E402
+from .placement import PlacedModel, configure_devices, describe_devices, place_optimizer  # noqa: E402
+from .spec import LAYOUTS, MODES, NORMS  # noqa: E402
 
 __all__ = [
     "LAYOUTS",

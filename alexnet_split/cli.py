@@ -4,6 +4,7 @@ worker | bench | bench-cluster | profile | pipeline-speed | export-data``."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import config, spec
@@ -377,6 +378,8 @@ def cmd_export_data(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="alexnet-split", description=__doc__)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's C++ log (off by default; its start-up banner reads like errors)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("devices", help="show the devices found and which tower goes where")
     _device_args(p)
@@ -471,6 +474,12 @@ def main(argv=None):
     p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
     p.set_defaults(func=cmd_profile)
     args = parser.parse_args(argv)
+    if args.verbose and os.environ.get("ALEXNET_SPLIT_VERBOSE") != "1":
+        # TensorFlow was imported quietly with the package: start again with its log on
+        env = {k: v for k, v in os.environ.items() if k != "_ALEXNET_SPLIT_QUIET"}
+        env.update(ALEXNET_SPLIT_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="0")
+        argv = sys.argv[1:] if argv is None else list(argv)
+        os.execve(sys.executable, [sys.executable, "-m", "alexnet_split.cli", *argv], env)
     try:
         return args.func(args)
     except (ValueError, RuntimeError) as e:

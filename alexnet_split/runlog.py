@@ -83,3 +83,38 @@ def versions() -> dict:
         if mod in sys.modules:
             v[mod] = sys.modules[mod].__version__
     return v
+
+
+def quiet_tensorflow_import():
+    """Import TensorFlow with its C++ start-up banner (absl INFO lines, a cuInit "error" on a
+    machine without CUDA) kept off the terminal, and its C++ logging at ERRORs-off level 3.
+
+    The banner is written to file descriptor 2 before TensorFlow reads TF_CPP_MIN_LOG_LEVEL, so
+    the import runs with fd 2 pointed at a temporary file, which is replayed if the import fails.
+    Nothing is changed when the user set TF_CPP_MIN_LOG_LEVEL, or ALEXNET_SPLIT_VERBOSE=1
+    (``alexnet-split --verbose``), or when a caller (the placement proof's child, which reads the
+    placer log) set another level for its process."""
+    import importlib.util
+    import tempfile
+
+    ours = os.environ.get("_ALEXNET_SPLIT_QUIET") == "1" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3"
+    if os.environ.get("ALEXNET_SPLIT_VERBOSE") == "1" or ("TF_CPP_MIN_LOG_LEVEL" in os.environ and not ours):
+        return
+    os.environ.update(TF_CPP_MIN_LOG_LEVEL="3", _ALEXNET_SPLIT_QUIET="1")  # children inherit the choice
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "tensorflow" in sys.modules \
+            or importlib.util.find_spec("tensorflow") is None:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -2,15 +2,16 @@
 
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import alexnet_split  # noqa: E402
+import alexnet_split  # noqa: E402  (imports TensorFlow quietly: alexnet_split.runlog)
 
 DEVICES = alexnet_split.configure_devices(2, prefer="cpu")
 
@@ -24,11 +25,34 @@ SMALL_INPUT = {"paper": (67, 67, 3), "seed": (215, 215, 3)}
 
 def run_python(code, backend="tensorflow", timeout=600):
     """Run `code` in a fresh interpreter (device configuration is per process)."""
-    import subprocess
-    import sys
-
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def cli(*args, timeout=600, env=None, **kw):
+    """``alexnet-split ARGS`` in a fresh process: TensorFlow backend, no GPU, no TF_CONFIG. `env`:
+    variables to set, or to remove (value None)."""
+    full = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
+    full.pop("TF_CONFIG", None)
+    for k, v in (env or {}).items():
+        full.pop(k, None) if v is None else full.__setitem__(k, v)
+    return subprocess.run([sys.executable, "-m", "alexnet_split.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=full, **kw)
+
+
+# A test that starts processes or trains is `slow`: `pytest -m "not slow"` is the quick loop.
+_SLOW_SIGNS = ("run_python(", "cli(", "subprocess", "Popen", "train.train(", "report.compare(", "placement_check.",
+               "LocalCluster", "check_cluster")
+
+
+def pytest_collection_modifyitems(items):
+    import inspect
+
+    for item in items:
+        fn = getattr(item, "function", None)
+        source = inspect.getsource(fn) if fn is not None else ""
+        if any(sign in source for sign in _SLOW_SIGNS) or {"loopback", "comparison"} & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
 
 
 # --- synthetic Flowers 17: 1360 tiny JPEGs whose colour encodes their class -----------------

@@ -1,18 +1,11 @@
 """The CLI, run as users run it (a fresh process each)."""
 
 import re
-import subprocess
-import sys
 
 import pytest
+from conftest import cli
 
 from alexnet_split import spec
-
-
-def cli(*args):
-    proc = subprocess.run([sys.executable, "-m", "alexnet_split.cli", *args], capture_output=True, text=True,
-                          timeout=600)
-    return proc
 
 
 def test_devices_prints_the_plan():
@@ -20,6 +13,21 @@ def test_devices_prints_the_plan():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "logical devices: /device:CPU:0, /device:CPU:1" in proc.stdout
     assert re.search(r"tower 1 \(t1_conv1 \.\. t1_fc7\)\s+/CPU:1", proc.stdout)
+
+
+BANNER = re.compile(r"^[IWE]0000 |absl::InitializeLog|failed call to cuInit", re.M)
+
+
+def test_the_terminal_is_quiet_unless_asked():
+    """No TensorFlow C++ start-up banner by default (as a new user runs it: no log variables
+    set); ``--verbose`` brings TensorFlow's C++ log back."""
+    fresh = {"TF_CPP_MIN_LOG_LEVEL": None, "_ALEXNET_SPLIT_QUIET": None, "ALEXNET_SPLIT_VERBOSE": None}
+    quiet = cli("devices", env=fresh)
+    assert quiet.returncode == 0 and "logical devices" in quiet.stdout, quiet.stderr[-2000:]
+    assert not BANNER.search(quiet.stderr), quiet.stderr[-2000:]
+    loud = cli("--verbose", "devices", env=fresh)
+    assert loud.returncode == 0 and loud.stdout == quiet.stdout, loud.stderr[-2000:]
+    assert BANNER.search(loud.stderr), loud.stderr[-2000:]
 
 
 def test_summary_prints_shapes_params_flops_and_devices():

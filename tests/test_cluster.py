@@ -13,18 +13,11 @@ import time
 import zipfile
 
 import pytest
+from conftest import cli
 
 from alexnet_split import config, placement, placement_check
 from alexnet_split.loopback import LocalCluster, free_ports
 from alexnet_split.placement_check import BACKWARD, FORWARD, UPDATE
-
-
-def cli(*args, timeout=120, **kw):
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    env.pop("TF_CONFIG", None)
-    return subprocess.run([sys.executable, "-m", "alexnet_split.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env, **kw)
-
 
 # --------------------------------------------------------------------------- runtime placement
 
