@@ -38,7 +38,7 @@ def _sync_readme(written):
             return
 
 
-def _checkpoint_arg(p):
+def _run_args(p):
     p.add_argument("--engine", choices=config.ENGINES, default="auto",
                    help="fit: Keras fit fed by the NumPy pipeline (TensorFlow places the towers); device: the "
                         "jitted JAX loop with the data on the accelerator; auto (default): device under "
@@ -47,6 +47,8 @@ def _checkpoint_arg(p):
                    help="checkpoint after a validation interval only once this many seconds passed since the "
                         "last checkpoint (default 0: after every interval; on a GPU, where intervals take well "
                         "under a second, use ~30)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="write TensorBoard curves (loss, accuracy, top-5, lr per validation interval) here")
 
 
 def cmd_devices(args):
@@ -217,7 +219,8 @@ def _train(args, devices):
 
     return train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=args.data,
                        devices=devices or None, overrides=_overrides(args.set), deterministic=args.deterministic,
-                       splits_mat=args.splits, checkpoint_seconds=args.checkpoint_seconds, engine=args.engine)
+                       splits_mat=args.splits, checkpoint_seconds=args.checkpoint_seconds, engine=args.engine,
+                       tensorboard=args.tensorboard)
 
 
 def _train_on_cluster(args, source, n_towers):
@@ -292,7 +295,8 @@ def cmd_compare(args):
     references = [_reference(r) for r in args.reference or []]
     print(report.compare(results_dir, args.recipe, args.layout, modes, seeds, references=references,
                          data_root=args.data, devices=devices or None, overrides=_overrides(args.set),
-                         checkpoint_seconds=args.checkpoint_seconds, engine=args.engine))
+                         checkpoint_seconds=args.checkpoint_seconds, engine=args.engine,
+                         tensorboard=args.tensorboard))
     return 0
 
 
@@ -408,7 +412,7 @@ def main(argv=None):
     p.add_argument("--splits", default=None, help="official datasplits.mat (split 1) instead of a seeded split")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=5")
     p.add_argument("--deterministic", action="store_true", help="TensorFlow deterministic ops")
-    _checkpoint_arg(p)
+    _run_args(p)
     p.add_argument("--cluster", default=None, metavar="SPEC.json",
                    help="train with tower k on worker task k of this cluster (default: $TF_CONFIG if set)")
     p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
@@ -428,7 +432,7 @@ def main(argv=None):
                    help="extra rows from another comparison, e.g. ../seed_cpu:seed:merged:'seed as written'")
     p.add_argument("--data", default=None)
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE")
-    _checkpoint_arg(p)
+    _run_args(p)
     p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("report", help="rebuild table.md, table.csv and curves.png from a comparison's run logs")

@@ -28,12 +28,13 @@ def run_name(layout, mode, seed):
 
 def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "half"), seeds=(0, 1, 2),
             references=(), data_root=None, devices=None, overrides=None, deterministic=False,
-            checkpoint_seconds=0.0, engine="auto") -> str:
+            checkpoint_seconds=0.0, engine="auto", tensorboard=None) -> str:
     """Run (or resume) every run of the comparison, then write and return the report.
 
     Seed by seed, every mode of a seed before the next seed: a comparison cut short (a lent
     accelerator's time runs out) leaves complete seeds, which the report can pair. Finished runs
-    are skipped, so calling it again fills the table."""
+    are skipped, so calling it again fills the table. `tensorboard`: a folder with one subfolder
+    of TensorBoard curves per run."""
     import logging
 
     import keras
@@ -52,7 +53,7 @@ def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "hal
         mode_devices = devices if mode == "towers" else (devices[:1] if devices else None)
         train.train(out, layout, mode, recipe, seed=seed, data_root=data_root, devices=mode_devices,
                     overrides=overrides, deterministic=deterministic, checkpoint_seconds=checkpoint_seconds,
-                    engine=engine)
+                    engine=engine, tensorboard=Path(tensorboard) / out.name if tensorboard else None)
     return report(results_dir)
 
 

@@ -71,6 +71,7 @@ class _Run:
         self.checkpoint_seconds = checkpoint_seconds
         self.schedule = Plateau.from_dict(state["schedule"])
         self._last_commit = time.monotonic()
+        self.tensorboard = None  # a _TensorBoard, set by train()
 
     @property
     def done(self) -> bool:
@@ -86,6 +87,9 @@ class _Run:
         s["history"].append(row)
         s["train_seconds"] += seconds
         s["interval"], s["step"] = interval, step
+        if self.tensorboard is not None:  # x axis: the interval, as Keras fit's epochs
+            self.tensorboard.on_epoch_end(interval - 1, {**{k: row[k] for k in HISTORY_FIELDS[2:-2]},
+                                                         "learning_rate": row["lr"]})
         action = self.schedule.update(step, row["val_accuracy"])
         if action == "stop":
             s["stopped"] = f"plateau after {len(self.schedule.drop_steps)} lr drops"
@@ -120,6 +124,14 @@ class _Run:
         if previous and previous != s["checkpoint"]:
             with contextlib.suppress(FileNotFoundError):
                 (self.out / previous).unlink()
+
+
+class _TensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard writer (train/ and validation/ scalars per validation interval) fed
+    by the run's bookkeeping, so both engines write the same curves."""
+
+    def _collect_learning_rate(self, logs):
+        return logs  # the schedule's rate is in logs; the device engine's optimizer object lags
 
 
 class _FitCallback(keras.callbacks.Callback):
@@ -192,12 +204,13 @@ def resolve_engine(engine: str) -> str:
 
 def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=None, devices=None,
           overrides=None, deterministic=False, splits_mat=None, verbose=None, checkpoint_seconds=0.0,
-          engine="auto") -> dict:
+          engine="auto", tensorboard=None) -> dict:
     """Run (or resume, or return the result of) one training run in folder `out`.
 
     The run commits (checkpoint + state.json) after a validation interval once
     `checkpoint_seconds` have passed since its last commit, and after the last one; 0 commits
-    after every interval. `engine`: see :func:`resolve_engine`.
+    after every interval. `engine`: see :func:`resolve_engine`. `tensorboard`: a folder for
+    TensorBoard's training and validation curves of this run.
     """
     out = Path(out)
     recipe = config.get_recipe(recipe, **(overrides or {})) if isinstance(recipe, str) else recipe
@@ -273,6 +286,14 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
               file=sys.stderr)
 
     run = _Run(out, state, n_intervals, interval_steps, steps_per_epoch, checkpoint_seconds)
+    if tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ValueError(f"--tensorboard {tensorboard}: the tensorboard package is not installed "
+                             "(pip install tensorboard)")
+        run.tensorboard = _TensorBoard(str(tensorboard))
+        run.tensorboard.set_model(model)
     if verbose is None:  # a live bar on a terminal, one line per interval in a log file
         verbose = 1 if sys.stdout.isatty() else 2
     predict = None
@@ -282,6 +303,8 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
         from . import fastpath
 
         diverged, predict = fastpath.train(model, run, train_x, train_y, val_x, val_y, recipe, crop, seed, verbose)
+    if run.tensorboard is not None:
+        run.tensorboard.on_train_end()
     if diverged:
         step, loss = diverged
         raise TrainingDiverged(

@@ -127,7 +127,8 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run_on_the_device_engine(tmp_
                 str(out), "--recipe", "quick", "--set", "epochs=4", "batch_size=64"]
 
     straight = tmp_path / "straight"
-    proc = subprocess.run(cmd(straight), capture_output=True, text=True, env=env, timeout=900)
+    proc = subprocess.run(cmd(straight) + ["--tensorboard", str(tmp_path / "tb")], capture_output=True, text=True,
+                          env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     killed = tmp_path / "killed"
     child = subprocess.Popen(cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -157,6 +158,7 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run_on_the_device_engine(tmp_
     # the last commit writes logs only (final.json follows at once): no checkpoint is left behind
     assert json.loads((straight / "state.json").read_text())["checkpoint"] is None
     assert not list((straight / "ckpt").glob("*.keras"))
+    assert {p.parent.name for p in (tmp_path / "tb").rglob("events.out.tfevents.*")} == {"train", "validation"}
     cfg = json.loads((straight / "config.json").read_text())
     assert cfg["engine"] == "device" and cfg["steps_per_epoch"] == 10  # 680 // 64: full batches only
     assert a["test_top1"] > 0.2  # the colours are learnable: it really trained

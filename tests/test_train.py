@@ -77,10 +77,22 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path, data_root):
     assert sorted(p.name for p in (killed / "ckpt").iterdir()) == ["step_000088.keras"]
 
 
+def tensorboard_scalars(log_dir) -> dict:
+    """{"train" | "validation": the scalar tags} written under `log_dir` (TensorFlow's reader)."""
+    import tensorflow as tf
+
+    tags = {}
+    for sub in ("train", "validation"):
+        for f in (log_dir / sub).glob("events.out.tfevents.*"):
+            for event in tf.compat.v1.train.summary_iterator(str(f)):
+                tags.setdefault(sub, set()).update(v.tag for v in event.summary.value if v.tag.startswith("epoch_"))
+    return tags
+
+
 def test_run_folder_contents(tmp_path, data_root):
     out = tmp_path / "run"
-    proc = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1"), capture_output=True, text=True, env=env(),
-                          timeout=900)
+    proc = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1", "--tensorboard", tmp_path / "tb"),
+                          capture_output=True, text=True, env=env(), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["layout"] == "paper" and cfg["mode"] == "towers" and cfg["recipe"]["name"] == "quick"
@@ -94,6 +106,9 @@ def test_run_folder_contents(tmp_path, data_root):
                                      "val_top5", "lr", "seconds"]
     assert cfg["init"]["kernels"] == "normal(0, 0.01)" and cfg["init"]["biases"]["conv2"] == 1.0
     assert cfg["engine"] == "fit"
+    assert tensorboard_scalars(tmp_path / "tb") == {
+        "train": {"epoch_loss", "epoch_accuracy", "epoch_top5", "epoch_learning_rate"},
+        "validation": {"epoch_loss", "epoch_accuracy", "epoch_top5"}}
     # conv1's kernels, for a study of the paper's Figure 3 without checkpoints: float16, ~70 KB at 96 kernels
     with np.load(out / "conv1.npz") as z:
         assert sorted(z) == ["t0_conv1", "t1_conv1"]
