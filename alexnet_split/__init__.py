@@ -8,9 +8,10 @@ from .runlog import quiet_tensorflow_import
 
 quiet_tensorflow_import()  # before anything imports TensorFlow: its C++ banner reads like errors
 
+from .devices import configure_devices, describe_devices  # noqa: E402
 from .models import build_model, tower_layer_names  # noqa: E402
 from .optimizers import PaperSGD  # noqa: E402
-from .placement import PlacedModel, configure_devices, describe_devices, place_optimizer  # noqa: E402
+from .placement import PlacedModel, place_optimizer  # noqa: E402
 from .spec import LAYOUTS, MODES, NORMS  # noqa: E402
 
 __all__ = [

@@ -11,9 +11,9 @@ shared machines.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
-import os
 import platform
 import statistics
 import time
@@ -22,30 +22,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import placement, spec
+from . import spec
+from .config import PRECISIONS
+from .data import NUM_CLASSES
+from .devices import host_kind, is_tensorflow
 from .runlog import atomic_write, machine
 
 VARIANTS = ("towers_2dev", "towers_1dev", "grouped", "merged", "half")
-PRECISIONS = ("float32", "mixed_bfloat16")
 
 
-def host_kind() -> str:
-    if placement.is_tensorflow():
-        import tensorflow as tf
-
-        if tf.config.list_physical_devices("GPU"):
-            return "gpu-" + tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0]).get(
-                "device_name", "gpu").lower().replace(" ", "-")
-    else:
-        import jax
-
-        d = jax.devices()[0]
-        if d.platform != "cpu":
-            return d.device_kind.lower().replace(" ", "-")
-    return f"cpu-{os.cpu_count()}core"
-
-
-def build_variant(variant, layout, devices, input_shape=None, num_classes=17):
+def build_variant(variant, layout, devices, input_shape=None, num_classes=NUM_CLASSES):
     from .models import build_grouped_model, build_model
 
     if variant == "towers_2dev":
@@ -80,22 +66,30 @@ def time_calls(fn, warmup: int, repeats: int, inner: int = 1) -> list[float]:
     return times
 
 
-def measure(variant, layout, precision, batch, devices, warmup=1, repeats=3, input_shape=None, inner=1) -> dict:
+@contextlib.contextmanager
+def compiled_step(variant, layout, precision, batch, devices, input_shape=None):
+    """A fresh `variant` model compiled with SGD momentum under the `precision` policy (float32
+    again afterwards), and one synthetic batch (x, y): what the benchmark and the profiler time."""
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(precision)
     try:
         model = build_variant(variant, layout, devices, input_shape)
         # TF: no XLA (placed towers run op by op on their devices); JAX: jit, as training does.
         model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "categorical_crossentropy",
-                      jit_compile=False if placement.is_tensorflow() else "auto")
+                      jit_compile=False if is_tensorflow() else "auto")
         shape = model.input_shape[1:]
         rng = np.random.default_rng(0)
         x = keras.ops.convert_to_tensor(rng.uniform(0, 255, (batch,) + shape).astype("float32"))
-        y = keras.ops.convert_to_tensor(np.eye(17, dtype="float32")[rng.integers(0, 17, batch)])
-        train = time_calls(lambda: model.train_on_batch(x, y, return_dict=False), warmup + 1, repeats, inner)
-        infer = time_calls(lambda: model.predict_on_batch(x), warmup, repeats, inner)
+        y = keras.ops.convert_to_tensor(np.eye(NUM_CLASSES, dtype="float32")[rng.integers(0, NUM_CLASSES, batch)])
+        yield model, x, y
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def measure(variant, layout, precision, batch, devices, warmup=1, repeats=3, input_shape=None, inner=1) -> dict:
+    with compiled_step(variant, layout, precision, batch, devices, input_shape) as (model, x, y):
+        train = time_calls(lambda: model.train_on_batch(x, y, return_dict=False), warmup + 1, repeats, inner)
+        infer = time_calls(lambda: model.predict_on_batch(x), warmup, repeats, inner)
     mode = "towers" if variant.startswith("towers") or variant == "grouped" else variant
     arch = spec.get_layout(layout)
     return {"variant": variant, "precision": precision, "batch": batch,
@@ -111,7 +105,7 @@ def matmul_peak(precision: str, n: int = 2048, repeats: int = 5, inner: int = 1)
     rng = np.random.default_rng(0)
     a = keras.ops.convert_to_tensor(rng.standard_normal((n, n)).astype("float32"), dtype=dtype)
     b = keras.ops.convert_to_tensor(rng.standard_normal((n, n)).astype("float32"), dtype=dtype)
-    if placement.is_tensorflow():
+    if is_tensorflow():
         import tensorflow as tf
 
         mm = tf.function(lambda: tf.linalg.matmul(a, b))
@@ -128,7 +122,8 @@ def pipeline_speed(batch, crop, size=256, pca=0.1, n_images=512) -> float:
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n_images, size, size, 3), dtype=np.uint8)
-    return throughput(TrainBatches(images, rng.integers(0, 17, n_images), batch, crop, 17, seed=0, pca_sigma=pca))
+    labels = rng.integers(0, NUM_CLASSES, n_images)
+    return throughput(TrainBatches(images, labels, batch, crop, NUM_CLASSES, seed=0, pca_sigma=pca))
 
 
 def runner_speed(layout, precision, batch, devices, input_shape=None, interval_steps=4, intervals=2,
@@ -150,15 +145,16 @@ def runner_speed(layout, precision, batch, devices, input_shape=None, interval_s
         rng = np.random.default_rng(0)
         n = max(2 * batch, n_val)
         images = rng.integers(0, 256, (n, crop + 29, crop + 29, 3), dtype=np.uint8)
-        labels = rng.integers(0, 17, n)
+        labels = rng.integers(0, NUM_CLASSES, n)
         val_x, val_y = images[:n_val, 14:14 + crop, 14:14 + crop], labels[:n_val]
-        tf = placement.is_tensorflow()
-        model = build_model(layout, "towers", 17, input_shape=shape, devices=devices if tf else None)
+        tf = is_tensorflow()
+        model = build_model(layout, "towers", NUM_CLASSES, input_shape=shape, devices=devices if tf else None)
         model.compile(PaperSGD(0.01, momentum=0.9, l2=5e-4), "categorical_crossentropy",
                       metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
         if tf:
-            batches = TrainBatches(images, labels, batch, crop, 17, 0, pca_sigma=0.1, interval_steps=interval_steps)
-            val = (val_x.astype("float32"), one_hot(val_y, 17))
+            batches = TrainBatches(images, labels, batch, crop, NUM_CLASSES, 0, pca_sigma=0.1,
+                                   interval_steps=interval_steps)
+            val = (val_x.astype("float32"), one_hot(val_y, NUM_CLASSES))
             model.fit(batches, epochs=1, validation_data=val, shuffle=False, verbose=0)
             t0 = time.perf_counter()
             model.fit(batches, epochs=1 + intervals, initial_epoch=1, validation_data=val, shuffle=False, verbose=0)
@@ -175,7 +171,7 @@ def runner_speed(layout, precision, batch, devices, input_shape=None, interval_s
         # `train_on_batch`, so that the ratio compares two timings of one model in one process.
         x = keras.ops.convert_to_tensor(val_x[:batch].astype("float32") if n_val >= batch else
                                         images[:batch, :crop, :crop].astype("float32"))
-        y = keras.ops.convert_to_tensor(one_hot(labels[:batch], 17))
+        y = keras.ops.convert_to_tensor(one_hot(labels[:batch], NUM_CLASSES))
         n_steps = intervals * interval_steps
         compute = time_calls(lambda: model.train_on_batch(x, y, return_dict=False), 1, 1, n_steps)[0]
     finally:
@@ -193,7 +189,7 @@ def run(layout="paper", quick=False, batches=None, precisions=PRECISIONS, varian
     which were skipped. For leased machines, so a slow run still leaves what it measured."""
     accel = on_accelerator()
     batches = batches or ((64,) if quick else (64, 128, 256) if accel else (32, 64, 128))
-    variants = variants or (VARIANTS if placement.is_tensorflow() else tuple(v for v in VARIANTS if v != "towers_2dev"))
+    variants = variants or (VARIANTS if is_tensorflow() else tuple(v for v in VARIANTS if v != "towers_2dev"))
     repeats = 3 if quick else 5
     inner = 10 if accel else 1
     input_shape = (input_size, input_size, 3) if input_size else None
@@ -223,7 +219,7 @@ def run(layout="paper", quick=False, batches=None, precisions=PRECISIONS, varian
     # The runner row: the engine `train` uses, end to end, against the same model's compute-only
     # step rate measured above (same precision and batch).
     runner_batch = 128 if 128 in batches else max(batches)
-    runner_variant = "towers_2dev" if "towers_2dev" in variants and placement.is_tensorflow() else "towers_1dev"
+    runner_variant = "towers_2dev" if "towers_2dev" in variants and is_tensorflow() else "towers_1dev"
     runners = []
     for precision in precisions:
         if deadline is not None and time.perf_counter() - t_start > deadline:
@@ -259,7 +255,7 @@ def _backend_version() -> str:
 
 
 def _precision_note() -> str:
-    if placement.is_tensorflow():
+    if is_tensorflow():
         return ""
     import jax
 

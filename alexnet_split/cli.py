@@ -7,12 +7,12 @@ import argparse
 import os
 import sys
 
-from . import config, spec
+from . import config, devices, spec
 
 
 def _device_args(p):
     p.add_argument("--towers", type=int, default=2, help="number of towers (default 2)")
-    p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto",
+    p.add_argument("--prefer", choices=devices.PREFER, default="auto",
                    help="device kind for the towers (default: GPUs if there are any)")
 
 
@@ -73,29 +73,15 @@ def cmd_devices(args):
 def cmd_summary(args):
     import alexnet_split as A
 
+    from . import models
+
     devices = A.configure_devices(args.towers if args.mode == "towers" else 1, prefer=args.prefer)
     shape = (args.input_size, args.input_size, 3) if args.input_size else None
     model = A.build_model(args.layout, args.mode, args.classes, norm=args.norm, input_shape=shape,
                           devices=devices or None, n_towers=args.towers)
     flops = spec.layer_flops(spec.get_layout(args.layout), args.mode, args.towers, shape, args.classes)
-    print(format_summary(model, flops))
+    print(models.format_summary(model, flops))
     return 0
-
-
-def format_summary(model, flops: dict[str, int]) -> str:
-    rows = [("layer", "output shape", "params", "MFLOPs", "device")]
-    for layer in model.layers[1:]:
-        out = "x".join(str(d) for d in layer.output.shape[1:])
-        mflops = f"{flops[layer.name] / 1e6:,.1f}" if layer.name in flops else "-"
-        rows.append((layer.name, out, f"{layer.count_params():,}", mflops, getattr(layer, "device", None) or "default"))
-    total = sum(flops.values())
-    rows.append(("total", "", f"{model.count_params():,}", f"{total / 1e6:,.1f}", ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(c.ljust(w) if i in (0, 1, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    lines.insert(-1, "-" * len(lines[0]))
-    return "\n".join([f"{model.name}: forward FLOPs per image (multiply-add = 2)"] + lines)
 
 
 def cmd_check_placement(args):
@@ -109,7 +95,7 @@ def cmd_check_placement(args):
     report = placement_check.check(args.layout, args.mode, optimizer=args.optimizer, steps=args.steps,
                                    input_size=args.input_size or (67 if args.layout == "paper" else 215),
                                    naive=args.naive)
-    text = format_report(report)
+    text = placement_check.format_report(report)
     print(text)
     if args.out:
         from pathlib import Path
@@ -145,33 +131,6 @@ def _check_cluster(args):
         _sync_readme(args.out)
     ok = not report.misplaced() and report.weights["max_rel"] <= 1e-5
     return 0 if ok else 1
-
-
-def format_report(report) -> str:
-    from .placement_check import short_device as short
-
-    lines = ["", "Ops the placer assigned in the training step (from TensorFlow's runtime log):",
-             f"  {'tower':<6}{'phase':<10}{'ops':>6}  on device"]
-    for (tower, phase), counter in sorted(report.op_counts().items()):
-        where = ", ".join(f"{d}: {n}" for d, n in sorted(counter.items()))
-        lines.append(f"  {tower:<6}{phase:<10}{sum(counter.values()):>6}  {where}  "
-                     f"(wanted {short(report.devices[tower])})")
-    shared = [op for op in report.ops if report.tower_of(op["block"]) != 0 and report.is_shared_scalar_read(op)]
-    if shared:
-        lines.append(f"  ({len(shared)} tower-1 update ops are reads of the optimizer's shared iteration counter; "
-                     "a ReadVariableOp runs where its variable lives)")
-    bad = report.misplaced_ops()
-    lines.append(f"  misplaced tower ops: {len(bad)}")
-    lines += [f"    {op['name']} ({op['type']}) on {short(op['device'])}" for op in bad[:10]]
-    ok_vars = sum(v["device"].endswith(report.devices[report.tower_of(v["block"])].lstrip("/"))
-                  for v in report.variables)
-    ok_slots = sum(s["device"] == s["reference_device"] for s in report.slots)
-    lines += ["", f"Variables on their tower's device: {ok_vars}/{len(report.variables)}",
-              f"Optimizer slots on their weight's device: {ok_slots}/{len(report.slots)}",
-              "", "Tensors that crossed devices (from the partitioned graphs TensorFlow ran):"]
-    for phase, producer, consumer in report.cross_edges():
-        lines.append(f"  {phase:<9} {producer or '(optimizer scalar)':<12} -> {consumer}")
-    return "\n".join(lines)
 
 
 def _overrides(items):
@@ -224,16 +183,12 @@ def _train(args, devices):
 
 
 def _train_on_cluster(args, source, n_towers):
-    import os
     from pathlib import Path
 
-    import tensorflow as tf
-
-    from . import placement
+    from . import cluster as cl
     from .runlog import read_json
 
-    cluster, _, where = placement.load_cluster(source)
-    devices = placement.configure_devices(n_towers, args.prefer, cluster=cluster)
+    cluster, devices, where = cl.configure_cluster(source, n_towers, args.prefer)
     print(f"connected to {where}; " + ", ".join(f"tower {k} on {d}" for k, d in enumerate(devices)), flush=True)
 
     def explain(message):
@@ -243,28 +198,19 @@ def _train_on_cluster(args, source, n_towers):
                 if state else f"no validation interval had finished, so {args.out} holds no checkpoint yet")
         return f"{message}; {kept}. Restart the worker and rerun this command to resume."
 
-    def on_lost(message):
-        print(f"alexnet-split train: error: {explain(message)}", file=sys.stderr, flush=True)
-        os._exit(3)  # the step in flight waits for the lost task's tensors and would never return
-
-    with placement.WorkerWatchdog(cluster, on_lost) as watchdog:
-        try:
-            return _train(args, devices)
-        except tf.errors.OpError as e:  # TF noticed first; name the task whose port is closed
-            lost = "; ".join(watchdog.lost()) or "a cluster task"
-            detail = " ".join(line.strip() for line in e.message.strip().splitlines()[-2:])[:300]
-            raise RuntimeError(explain(f"lost {lost} during training ({type(e).__name__}: {detail})")) from None
+    with cl.guard_workers(cluster, explain, prefix="alexnet-split train: error"):
+        return _train(args, devices)
 
 
 def cmd_worker(args):
-    from . import placement
+    from . import cluster as cl
 
     source = _cluster_source(args)
-    cluster, task, where = placement.load_cluster(source)
+    cluster, task, where = cl.load_cluster(source)
     task = args.task if args.task is not None else task
     if task is None:
-        raise placement.ClusterError(f"{where}: which worker is this? pass --task N")
-    return placement.serve_worker(cluster, task, where, log=lambda line: print(line, flush=True))
+        raise cl.ClusterError(f"{where}: which worker is this? pass --task N")
+    return cl.serve_worker(cluster, task, where, log=lambda line: print(line, flush=True))
 def _csv_list(text, cast=str):
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
@@ -415,7 +361,7 @@ def main(argv=None):
     _run_args(p)
     p.add_argument("--cluster", default=None, metavar="SPEC.json",
                    help="train with tower k on worker task k of this cluster (default: $TF_CONFIG if set)")
-    p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
+    p.add_argument("--prefer", choices=devices.PREFER, default="auto")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("worker", help="run one TensorFlow worker of a cluster until SIGTERM")
     p.add_argument("--cluster", default=None, metavar="SPEC.json", help="cluster spec (default: $TF_CONFIG)")
@@ -433,7 +379,7 @@ def main(argv=None):
     p.add_argument("--data", default=None)
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE")
     _run_args(p)
-    p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
+    p.add_argument("--prefer", choices=devices.PREFER, default="auto")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("report", help="rebuild table.md, table.csv and curves.png from a comparison's run logs")
     p.add_argument("results_dir")
@@ -452,7 +398,7 @@ def main(argv=None):
     p.add_argument("--variants", default=None, help="default towers_2dev,towers_1dev,grouped,merged,half")
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--out", default="results/bench")
-    p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
+    p.add_argument("--prefer", choices=devices.PREFER, default="auto")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("bench-cluster", help="training step time: towers on two loopback workers vs in-process")
     p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
@@ -471,11 +417,11 @@ def main(argv=None):
     p = sub.add_parser("profile", help="where a training step's time goes (TF profiler trace)")
     p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
     p.add_argument("--variant", default="towers_2dev")
-    p.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32")
+    p.add_argument("--precision", choices=config.PRECISIONS, default="float32")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--out", default=None, help="also write the markdown here")
-    p.add_argument("--prefer", choices=["auto", "gpu", "cpu"], default="auto")
+    p.add_argument("--prefer", choices=devices.PREFER, default="auto")
     p.set_defaults(func=cmd_profile)
     args = parser.parse_args(argv)
     if args.verbose and os.environ.get("ALEXNET_SPLIT_VERBOSE") != "1":

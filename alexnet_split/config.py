@@ -10,6 +10,7 @@ import dataclasses
 
 # How a run trains (alexnet_split.train.resolve_engine): Keras fit, or the JAX device loop.
 ENGINES = ("auto", "fit", "device")
+PRECISIONS = ("float32", "mixed_bfloat16")  # Keras mixed-precision policies a recipe may use
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +43,8 @@ class Recipe:
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.init not in ("paper", "caffe", "fan_in"):
             raise ValueError(f"init must be 'paper', 'caffe' or 'fan_in', got {self.init!r}")
-        if self.precision not in ("float32", "mixed_bfloat16"):
-            raise ValueError(f"precision must be 'float32' or 'mixed_bfloat16', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if (self.steps is None) == (self.epochs is None):
             raise ValueError(f"set exactly one of steps and epochs, got steps={self.steps!r}, epochs={self.epochs!r}")
         for key in ("batch_size", "image_size", "steps", "epochs", "eval_every", "lr_drop_patience"):

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from . import placement
+from .devices import device_scope
 
 register = keras.saving.register_keras_serializable(package="alexnet_split")
 
@@ -118,13 +118,13 @@ class PlacedBlock(layers.Layer):
 
     def build(self, input_shape):
         shape = _gathered_shape(input_shape)
-        with placement.device_scope(self.device):
+        with device_scope(self.device):
             for layer in self._stages():
                 layer.build(shape)
                 shape = layer.compute_output_shape(shape)
 
     def call(self, inputs, training=None):
-        with placement.device_scope(self.device):
+        with device_scope(self.device):
             x = _gather(inputs)
             for layer in self._stages():
                 x = layer(x, training=training) if _takes_training(layer) else layer(x)
@@ -170,7 +170,7 @@ class Preprocess(PlacedBlock):
         return ()
 
     def call(self, inputs, training=None):
-        with placement.device_scope(self.device):
+        with device_scope(self.device):
             x = ops.cast(inputs, self.compute_dtype)
             return x * self.scale + ops.convert_to_tensor(self.offset, dtype=self.compute_dtype)
 
@@ -190,7 +190,7 @@ class ConvBlock(PlacedBlock):
         self.pool = tuple(pool) if pool else None
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        with placement.device_scope(self.device):
+        with device_scope(self.device):
             self.conv = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, activation="relu",
                                       kernel_initializer=self.kernel_initializer,
                                       bias_initializer=self.bias_initializer, name="conv")
@@ -226,7 +226,7 @@ class DenseBlock(PlacedBlock):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         softmax = activation == "softmax"
-        with placement.device_scope(self.device):
+        with device_scope(self.device):
             self.flatten = layers.Flatten(name="flatten")
             self.dense = layers.Dense(units, activation=None if softmax else activation, name="dense",
                                       kernel_initializer=self.kernel_initializer,

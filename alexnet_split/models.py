@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from . import placement, spec
+from .devices import check_devices
 from .layers import ConvBlock, DenseBlock, Preprocess
 
 # Pixel values arrive in [0, 255]. The paper subtracts the mean activity (Section 2; these are
@@ -62,7 +63,7 @@ def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_
         raise ValueError(f"input_shape must be (height, width, 3), got {input_shape!r}")
     spec.spatial_sizes(arch, input_shape)  # raises, naming the layer, if the input is too small
     n, widths = spec.tower_widths(arch, mode, n_towers)
-    devices = placement.check_devices(devices, n)
+    devices = check_devices(devices, n)
 
     def device(k):
         return devices[k] if devices else None
@@ -186,3 +187,21 @@ def init_summary(layout="paper", bias_fill=None, init="paper") -> dict:
     kernels = ("he_normal (truncated, std sqrt(2 / fan_in)) in conv2-fc7; conv1 and fc8 normal(0, 0.01)"
                if init == "fan_in" else "normal(0, 0.01)")
     return {"scheme": init, "kernels": kernels, "biases": {**biases, "fc8": 0.0}}
+
+
+def format_summary(model, flops: dict[str, int]) -> str:
+    """Per layer: output shape, parameters, forward MFLOPs (`flops`, from
+    :func:`alexnet_split.spec.layer_flops`) and device; what `alexnet-split summary` prints."""
+    rows = [("layer", "output shape", "params", "MFLOPs", "device")]
+    for layer in model.layers[1:]:
+        out = "x".join(str(d) for d in layer.output.shape[1:])
+        mflops = f"{flops[layer.name] / 1e6:,.1f}" if layer.name in flops else "-"
+        rows.append((layer.name, out, f"{layer.count_params():,}", mflops, getattr(layer, "device", None) or "default"))
+    total = sum(flops.values())
+    rows.append(("total", "", f"{model.count_params():,}", f"{total / 1e6:,.1f}", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) if i in (0, 1, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.insert(-1, "-" * len(lines[0]))
+    return "\n".join([f"{model.name}: forward FLOPs per image (multiply-add = 2)"] + lines)

@@ -27,6 +27,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .data import NUM_CLASSES
+
 _PLACER = re.compile(r"placer\.cc:\d+\] (\S+): \((\w+)\): (\S+)$")
 FORWARD, BACKWARD, UPDATE = "forward", "backward", "update"
 
@@ -48,15 +50,12 @@ class Report:
     edges: list[dict]  # {source, source_block, phase, send_device, recv_device, consumer_blocks}
     seconds: float
 
-    def tower_of(self, block: str | None) -> int | None:
-        return tower_of(block)
-
     def op_counts(self) -> dict:
         """{(tower, phase): Counter(short device -> n)} over classified ops."""
         counts = collections.defaultdict(collections.Counter)
         for op in self.ops:
             if op["block"] is not None:
-                counts[(self.tower_of(op["block"]), op["phase"])][short_device(op["device"])] += 1
+                counts[(tower_of(op["block"]), op["phase"])][short_device(op["device"])] += 1
         return dict(counts)
 
     def misplaced_ops(self) -> list[dict]:
@@ -68,7 +67,7 @@ class Report:
         """
         out = []
         for op in self.ops:
-            k = self.tower_of(op["block"])
+            k = tower_of(op["block"])
             if k is None or _same(op["device"], self.devices[k]):
                 continue
             if not self.is_shared_scalar_read(op):
@@ -76,7 +75,7 @@ class Report:
         return out
 
     def is_shared_scalar_read(self, op) -> bool:
-        return op["phase"] == UPDATE and op["type"] == "ReadVariableOp" and _same(op["device"], self.devices[0])
+        return _shared_read(op, on_device_0=_same(op["device"], self.devices[0]))
 
     def cross_edges(self) -> list[tuple[str, str, str]]:
         """Distinct (phase, producer block, consumer block) of data that crossed devices."""
@@ -85,6 +84,13 @@ class Report:
             for c in e["consumer_blocks"] or [None]:
                 out.add((e["phase"], e["source_block"], c))
         return sorted(out, key=str)
+
+
+def _shared_read(op, on_device_0: bool) -> bool:
+    """A tower's update reading the optimizer's shared scalars (iteration count, learning rate):
+    a ReadVariableOp runs where its variable lives, device 0. Tower variables are checked on
+    their own to be on their tower's device, so such a read on device 0 is not misplaced."""
+    return op["phase"] == UPDATE and op["type"] == "ReadVariableOp" and on_device_0
 
 
 def short_device(device: str) -> str:
@@ -162,13 +168,12 @@ def _child(params: dict) -> dict:
     devices = A.configure_devices(params["n_towers"] if params["mode"] == "towers" else 1, prefer="cpu")
     devices = devices if len(devices) > 1 else devices * 2
     import keras
-    import numpy as np
     import tensorflow as tf
     from tensorflow.python.eager import context
 
     tf.debugging.set_log_device_placement(True)
     s = params["input_size"]
-    model = A.build_model(params["layout"], params["mode"], num_classes=17, norm=params["norm"],
+    model = A.build_model(params["layout"], params["mode"], num_classes=NUM_CLASSES, norm=params["norm"],
                           input_shape=(s, s, 3), devices=devices, n_towers=params["n_towers"])
     if params.get("naive"):
         model = keras.Model(model.inputs, model.outputs, name=model.name)
@@ -176,10 +181,7 @@ def _child(params: dict) -> dict:
     opt = {"sgd": lambda: A.PaperSGD(0.01, momentum=0.9, l2=5e-4),
            "adam": lambda: keras.optimizers.Adam(1e-4)}[params["optimizer"]]()
     model.compile(opt, "categorical_crossentropy", metrics=["accuracy"], jit_compile=False)
-    rng = np.random.default_rng(0)
-    n = params["batch"] * params["steps"]
-    x = rng.uniform(0, 255, (n, s, s, 3)).astype("float32")
-    y = keras.utils.to_categorical(np.arange(n) % 17, 17)
+    x, y = _synthetic(params["batch"] * params["steps"], s)
     t0 = time.perf_counter()
     context.enable_run_metadata()
     model.fit(x, y, batch_size=params["batch"], epochs=1, verbose=0, shuffle=False)
@@ -190,14 +192,24 @@ def _child(params: dict) -> dict:
     blocks = [layer.name for layer in model.layers if getattr(layer, "device", None) is not None]
     variables = [{"path": v.path, "block": layer.name, "device": v.value.device}
                  for layer in model.layers if layer.name in blocks for v in layer.variables]
-    slots = []
-    by_id = {id(v): v for v in model.trainable_variables}
-    for v in model.trainable_variables:
-        for slot in _slots_of(model.optimizer, v):
-            slots.append({"path": slot.path, "device": slot.value.device, "reference": v.path,
-                          "reference_device": by_id[id(v)].value.device})
-    return {"devices": devices, "blocks": blocks, "variables": variables, "slots": slots,
+    return {"devices": devices, "blocks": blocks, "variables": variables, "slots": _slot_records(model),
             "edges": _cross_device_edges(metadata, blocks), "seconds": seconds}
+
+
+def _synthetic(n: int, size: int):
+    """n uniform-noise images and one-hot labels cycling through the classes (seeded)."""
+    import keras
+    import numpy as np
+
+    x = np.random.default_rng(0).uniform(0, 255, (n, size, size, 3)).astype("float32")
+    return x, keras.utils.to_categorical(np.arange(n) % NUM_CLASSES, NUM_CLASSES)
+
+
+def _slot_records(model) -> list[dict]:
+    """Each optimizer slot variable's device beside its weight's."""
+    return [{"path": slot.path, "device": slot.value.device, "reference": v.path,
+             "reference_device": v.value.device}
+            for v in model.trainable_variables for slot in _slots_of(model.optimizer, v)]
 
 
 def _slots_of(optimizer, variable):
@@ -309,7 +321,7 @@ class ClusterReport:
         for task, ops in self.ops.items():
             for op in ops:
                 want = task_of(self.devices[tower_of(op["block"])])
-                if int(task) != want and not (op["phase"] == UPDATE and op["type"] == "ReadVariableOp"):
+                if int(task) != want and not _shared_read(op, on_device_0=int(task) == task_of(self.devices[0])):
                     out.append({**op, "task": int(task)})
         return out
 
@@ -344,6 +356,32 @@ def compare_weights(a_file, b_file) -> dict:
         return {"tensors": n, "start_max_abs": start, "max_abs": max(float(d.max()) for d in diffs),
                 "max_rel": max(float(d.max() / max(np.abs(a[f"after_{i}"]).max(), 1e-30)) for i, d in enumerate(diffs)),
                 "moved_max_abs": max(float(m.max()) for m in moved)}
+
+
+def format_report(report: Report) -> str:
+    """The text proof that `check-placement` prints and results/placement/ keeps."""
+    lines = ["", "Ops the placer assigned in the training step (from TensorFlow's runtime log):",
+             f"  {'tower':<6}{'phase':<10}{'ops':>6}  on device"]
+    for (tower, phase), counter in sorted(report.op_counts().items()):
+        where = ", ".join(f"{d}: {n}" for d, n in sorted(counter.items()))
+        lines.append(f"  {tower:<6}{phase:<10}{sum(counter.values()):>6}  {where}  "
+                     f"(wanted {short_device(report.devices[tower])})")
+    shared = [op for op in report.ops if tower_of(op["block"]) != 0 and report.is_shared_scalar_read(op)]
+    if shared:
+        lines.append(f"  ({len(shared)} tower-1 update ops are reads of the optimizer's shared iteration counter; "
+                     "a ReadVariableOp runs where its variable lives)")
+    bad = report.misplaced_ops()
+    lines.append(f"  misplaced tower ops: {len(bad)}")
+    lines += [f"    {op['name']} ({op['type']}) on {short_device(op['device'])}" for op in bad[:10]]
+    ok_vars = sum(v["device"].endswith(report.devices[tower_of(v["block"])].lstrip("/"))
+                  for v in report.variables)
+    ok_slots = sum(s["device"] == s["reference_device"] for s in report.slots)
+    lines += ["", f"Variables on their tower's device: {ok_vars}/{len(report.variables)}",
+              f"Optimizer slots on their weight's device: {ok_slots}/{len(report.slots)}",
+              "", "Tensors that crossed devices (from the partitioned graphs TensorFlow ran):"]
+    for phase, producer, consumer in report.cross_edges():
+        lines.append(f"  {phase:<9} {producer or '(optimizer scalar)':<12} -> {consumer}")
+    return "\n".join(lines)
 
 
 def format_cluster(r: ClusterReport) -> str:
@@ -383,18 +421,21 @@ def _chief(params: dict) -> dict:
 
     import alexnet_split as A
 
-    devices = A.configure_devices(2, prefer="cpu", cluster=params.get("spec"))
+    if params.get("spec"):
+        from .cluster import configure_cluster
+
+        devices = configure_cluster(params["spec"], 2, prefer="cpu")[1]
+    else:
+        devices = A.configure_devices(2, prefer="cpu")
     import keras
     import numpy as np
 
     s, b, steps = params["input_size"], params["batch"], params["steps"]
     keras.utils.set_random_seed(0)
-    model = A.build_model(params["layout"], "towers", 17, input_shape=(s, s, 3), devices=devices)
+    model = A.build_model(params["layout"], "towers", NUM_CLASSES, input_shape=(s, s, 3), devices=devices)
     model.compile(A.PaperSGD(0.01, momentum=0.9, l2=5e-4), "categorical_crossentropy",
                   jit_compile=False)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (b * steps, s, s, 3)).astype("float32")
-    y = keras.utils.to_categorical(np.arange(b * steps) % 17, 17)
+    x, y = _synthetic(b * steps, s)
     before = [w.copy() for w in model.get_weights()]
     times = []
     for i in range(steps):
@@ -405,10 +446,7 @@ def _chief(params: dict) -> dict:
         np.savez(params["weights"], **{f"before_{i}": w for i, w in enumerate(before)},
                  **{f"after_{i}": w for i, w in enumerate(model.get_weights())})
     blocks = [layer.name for layer in model.layers if getattr(layer, "device", None) is not None]
-    by_id = {id(v): v for v in model.trainable_variables}
-    slots = [{"path": slot.path, "device": slot.value.device, "reference_device": by_id[id(v)].value.device}
-             for v in model.trainable_variables for slot in _slots_of(model.optimizer, v)]
-    return {"devices": devices, "blocks": blocks, "step_seconds": times, "slots": slots,
+    return {"devices": devices, "blocks": blocks, "step_seconds": times, "slots": _slot_records(model),
             "variables": [{"path": v.path, "device": v.value.device} for v in model.variables]}
 
 

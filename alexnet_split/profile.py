@@ -13,9 +13,6 @@ import re
 import tempfile
 from pathlib import Path
 
-import keras
-import numpy as np
-
 from . import bench
 from .placement_check import classify
 from .runlog import atomic_write, machine
@@ -28,15 +25,7 @@ def trace_step(layout="paper", variant="towers_2dev", precision="float32", batch
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    keras.backend.clear_session()
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        model = bench.build_variant(variant, layout, devices, input_shape)
-        model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "categorical_crossentropy", jit_compile=False)
-        shape = model.input_shape[1:]
-        rng = np.random.default_rng(0)
-        x = tf.constant(rng.uniform(0, 255, (batch,) + shape).astype("float32"))
-        y = tf.constant(np.eye(17, dtype="float32")[rng.integers(0, 17, batch)])
+    with bench.compiled_step(variant, layout, precision, batch, devices, input_shape) as (model, x, y):
         for _ in range(2):
             model.train_on_batch(x, y)
         logdir = tempfile.mkdtemp(prefix="alexnet_split_profile_")
@@ -44,8 +33,6 @@ def trace_step(layout="paper", variant="towers_2dev", precision="float32", batch
         for _ in range(steps):
             model.train_on_batch(x, y)
         tf.profiler.experimental.stop()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     blocks = [layer.name for layer in model.layers[1:]]
     (path,) = sorted(glob.glob(f"{logdir}/plugins/profile/*/*.xplane.pb"))[-1:]
     space = xplane_pb2.XSpace()

@@ -188,14 +188,6 @@ def readme_body(markdown: str) -> str:
     return "### " + markdown.replace("\n# ", "\n### ").lstrip("# ").rstrip("\n")
 
 
-def readme_block(readme, key) -> str | None:
-    text = Path(readme).read_text()
-    begin, end = _BEGIN.format(key), _END.format(key)
-    if begin not in text:
-        return None
-    return text.split(begin, 1)[1].split(end, 1)[0]
-
-
 # --------------------------------------------------------------------------- the report
 
 

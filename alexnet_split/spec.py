@@ -47,13 +47,6 @@ class Arch:
     norm: str  # default normalisation
     norm_after_pool: bool  # seed: pool -> BN; paper: LRN -> pool
     init: str  # "paper": N(0, 0.01) and per-row biases; "keras": glorot + zeros
-    doc: str = ""
-
-    def row(self, name: str) -> Row:
-        for r in self.rows:
-            if r.name == name:
-                return r
-        raise KeyError(f"{self.name} has no layer {name!r}; layers: {[r.name for r in self.rows]}")
 
 
 # Krizhevsky et al. 2012, Section 3.5 and Figure 2; per-tower widths 48/128/192/192/128/2048/2048.
@@ -67,7 +60,6 @@ PAPER = Arch(
     norm="lrn",
     norm_after_pool=False,
     init="paper",
-    doc="Krizhevsky, Sutskever & Hinton (NIPS 2012), the two-GPU net of Figure 2.",
     rows=(
         # name     kind     width kernel stride padding  norm  pool    cross  dropout bias halved
         Row("conv1", "conv", 96, 11, 4, "valid", True, (3, 2), False, 0.0, 0.0, True),
@@ -89,7 +81,6 @@ SEED = Arch(
     norm="batchnorm",
     norm_after_pool=True,
     init="keras",
-    doc="The merged 96-filter Keras tutorial net that this project started from.",
     rows=(
         Row("conv1", "conv", 96, 11, 4, "valid", True, (2, 2), False, halved=True),
         Row("conv2", "conv", 256, 11, 1, "valid", True, (2, 2), False, halved=True),

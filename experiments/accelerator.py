@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 
-from alexnet_split import bench, report, train  # noqa: E402
+from alexnet_split import bench, devices, report, train  # noqa: E402
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 
@@ -46,7 +46,7 @@ def main():
     t0 = time.perf_counter()
     out = Path(args.out)
     left = lambda: args.budget - (time.perf_counter() - t0)  # noqa: E731
-    print(f"backend {keras.backend.backend()}, host {bench.host_kind()}", flush=True)
+    print(f"backend {keras.backend.backend()}, host {devices.host_kind()}", flush=True)
 
     bench.run("paper", batches=tuple(int(b) for b in args.batches.split(",")),
               variants=("towers_1dev", "merged", "half"), out_dir=out / "bench", input_size=args.bench_input_size,
@@ -54,7 +54,7 @@ def main():
     print(f"bench done at {time.perf_counter() - t0:.0f} s", flush=True)
 
     seeds = [int(s) for s in args.seeds.split(",")]
-    kind = bench.host_kind()
+    kind = devices.host_kind()
     root = Path(args.work or out) / f"precision_{kind}"
     overrides = {p_: {"precision": p_, **({"epochs": args.epochs} if args.epochs else {})} for p_ in PRECISIONS}
     report.write_manifest(root / "float32", "seed", "seed", ("towers",), seeds, overrides=overrides["float32"])

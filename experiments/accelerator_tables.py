@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 
-from alexnet_split import bench, report, runlog, train  # noqa: E402
+from alexnet_split import bench, devices, report, runlog, train  # noqa: E402
 
 MODES = ("towers", "merged", "half")
 
@@ -71,7 +71,7 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work or out)
-    kind = bench.host_kind()
+    kind = devices.host_kind()
     print(f"backend {keras.backend.backend()}, host {kind}, {runlog.machine()}", flush=True)
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -15,7 +15,8 @@ import zipfile
 import pytest
 from conftest import cli
 
-from alexnet_split import config, placement, placement_check
+from alexnet_split import cluster as cl
+from alexnet_split import config, placement_check
 from alexnet_split.loopback import LocalCluster, free_ports
 from alexnet_split.placement_check import BACKWARD, FORWARD, UPDATE
 
@@ -29,7 +30,7 @@ def loopback(tmp_path_factory):
 
 def test_each_tower_ran_in_its_own_worker_process(loopback):
     report = loopback
-    assert report.devices == [placement.task_device(0), placement.task_device(1)]
+    assert report.devices == [cl.task_device(0), cl.task_device(1)]
     counts = report.counts()
     for tower in (0, 1):
         for phase in (FORWARD, BACKWARD, UPDATE):
@@ -104,7 +105,7 @@ def test_kill_worker_1_then_restart_and_resume(data_root, tmp_path):
     with open(out / "history.csv") as f:
         assert [float(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]  # no epoch lost or repeated
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["devices"] == [placement.task_device(0), placement.task_device(1)]
+    assert cfg["devices"] == [cl.task_device(0), cl.task_device(1)]
 
 
 # --------------------------------------------------------------------------- bad input and signals
@@ -163,7 +164,7 @@ def test_port_in_use_is_a_clear_error(tmp_path):
 def test_tf_config_task_and_unreachable_workers(tmp_path, data_root):
     ports = free_ports(2)
     tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": 1}}
-    cluster, task, where = placement.load_cluster(_write(tmp_path / "tf_config.json", tf_config))
+    cluster, task, where = cl.load_cluster(_write(tmp_path / "tf_config.json", tf_config))
     assert task == 1 and cluster == {"worker": tf_config["cluster"]["worker"]}
     proc = cli("train", "--cluster", tmp_path / "tf_config.json", "--data", data_root, "--out", tmp_path / "run",
                "--recipe", "quick")
@@ -176,7 +177,7 @@ def test_resume_with_other_devices_is_refused(tmp_path, data_root):
     out.mkdir()
     _write(out / "config.json", {"layout": "paper", "mode": "towers", "seed": 0,
                                  "recipe": config.get_recipe("quick").to_dict(), "engine": "fit",
-                                 "devices": [placement.task_device(0), placement.task_device(1)]})
+                                 "devices": [cl.task_device(0), cl.task_device(1)]})
     _write(out / "state.json", {"interval": 1, "step": 22, "checkpoint": "ckpt/step_000022.keras"})
     proc = cli("train", "--data", data_root, "--out", out, "--recipe", "quick")
     assert proc.returncode == 2 and "Resume it with the same devices" in proc.stderr, proc.stderr
@@ -194,7 +195,7 @@ def test_watchdog_names_a_worker_whose_port_closes():
     server.bind(("127.0.0.1", port))
     server.listen()
     calls = []
-    with placement.WorkerWatchdog({"worker": [f"127.0.0.1:{port}"]}, calls.append, interval=0.2, misses=3):
+    with cl.WorkerWatchdog({"worker": [f"127.0.0.1:{port}"]}, calls.append, interval=0.2, misses=3):
         time.sleep(0.5)
         assert calls == []  # a live port is left alone
         server.close()
@@ -202,11 +203,11 @@ def test_watchdog_names_a_worker_whose_port_closes():
     assert calls == [f"lost worker task 0 (127.0.0.1:{port}): its port refused 3 probes 0.2 s apart"]
 
 
-def test_configure_devices_reads_tf_config_in_a_fresh_process(tmp_path):
+def test_configure_cluster_reads_tf_config_in_a_fresh_process(tmp_path):
     with LocalCluster(2, tmp_path) as cluster:
-        code = ("import alexnet_split as A; print(A.configure_devices(2, cluster='TF_CONFIG'))")
+        code = "from alexnet_split.cluster import configure_cluster; print(configure_cluster('TF_CONFIG', 2)[1])"
         env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
                    TF_CONFIG=json.dumps({"cluster": {"worker": cluster.addresses}}))
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == str([placement.task_device(0), placement.task_device(1)])
+    assert proc.stdout.strip() == str([cl.task_device(0), cl.task_device(1)])

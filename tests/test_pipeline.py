@@ -1,4 +1,5 @@
-"""The input pipeline's PCA lighting on the real images (Section 4.1; defect 1)."""
+"""The NumPy input pipeline: batches as a function of (seed, epoch, batch), validation intervals,
+the 10 test crops, and the PCA lighting on the real images (Section 4.1; defect 1)."""
 
 import numpy as np
 
@@ -33,3 +34,45 @@ def test_pca_lighting_shifts_a_few_pixel_values_on_the_real_images(real_flowers)
     # the control: the eigenvalues themselves (variances) as magnitudes, the committed defect
     old = (np.random.default_rng(0).normal(0, 0.1, (2040, 3)) * magnitudes ** 2) @ eigvec.T
     assert np.percentile(np.linalg.norm(old, axis=1), 99) > 500
+
+
+def test_pipeline_is_a_function_of_seed_epoch_and_batch():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (50, 40, 40, 3), dtype=np.uint8)
+    labels = np.arange(50) % 17
+    a = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, pca_sigma=0.1)
+    b = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, pca_sigma=0.1)
+    xa, ya = a.batch(2, 1)
+    xb, yb = b.batch(2, 1)
+    assert xa.shape == (16, 32, 32, 3) and ya.shape == (16, 17)
+    np.testing.assert_array_equal(xa, xb)
+    assert not np.array_equal(b.batch(3, 1)[0], xa)
+    assert len(a) == 4 and a[3][0].shape[0] == 2  # default interval: one epoch; the last, short batch is kept
+    a.set_interval(2)
+    np.testing.assert_array_equal(a[1][0], xa)
+    # every image appears once per epoch
+    seen = np.concatenate([a[i][1].argmax(1) for i in range(len(a))])
+    assert np.bincount(seen, minlength=17).tolist() == np.bincount(labels, minlength=17).tolist()
+
+
+def test_validation_intervals_count_steps_across_epochs():
+    """Interval k of n steps holds steps k*n .. k*n+n-1, wherever the epochs (4 steps) begin."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (50, 40, 40, 3), dtype=np.uint8)
+    labels = np.arange(50) % 17
+    by_step = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, interval_steps=3)
+    assert len(by_step) == 3 and by_step.batches_per_epoch == 4
+    by_step.set_interval(1)  # steps 3, 4, 5 = epoch 0 batch 3, epoch 1 batches 0 and 1
+    for i, (epoch, b) in enumerate([(0, 3), (1, 0), (1, 1)]):
+        np.testing.assert_array_equal(by_step[i][0], by_step.batch(epoch, b)[0])
+
+
+def test_ten_crops_are_corners_centre_and_mirrors():
+    images = np.arange(2 * 6 * 6 * 3, dtype=np.uint8).reshape(2, 6, 6, 3)
+    views = pipeline.crops(images, 4, ten=True)
+    assert len(views) == 10
+    np.testing.assert_array_equal(views[1], images[:, :4, :4])
+    np.testing.assert_array_equal(views[4], images[:, 2:, 2:])
+    np.testing.assert_array_equal(views[5], images[:, 1:5, 1:5][:, :, ::-1])
+    probs = np.array([[0.1, 0.5, 0.4], [0.7, 0.2, 0.1]])
+    assert pipeline.topk_accuracy(probs, [2, 0], 1) == 0.5 and pipeline.topk_accuracy(probs, [2, 0], 2) == 1.0

@@ -101,11 +101,20 @@ def test_committed_tables_regenerate_bit_for_bit(committed, tmp_path):
         assert names <= {"config.json", "history.csv", "state.json", "final.json", "conv1.npz"}, run
 
 
+def readme_block(readme, key) -> str | None:
+    """The text between the README's ``<!-- begin KEY -->`` and ``<!-- end KEY -->`` markers."""
+    text = Path(readme).read_text()
+    begin, end = f"<!-- begin {key} -->", f"<!-- end {key} -->"
+    if begin not in text:
+        return None
+    return text.split(begin, 1)[1].split(end, 1)[0]
+
+
 def test_readme_shows_the_committed_tables():
     readme = RESULTS.parent / "README.md"
     for committed in COMMITTED:
         key = f"results/{committed.relative_to(RESULTS).as_posix()}/table.md"
-        block = report.readme_block(readme, key)
+        block = readme_block(readme, key)
         # Every comparison is shown, except one whose rows another shows as its reference rows.
         shown_elsewhere = any(ref["results"] == f"../{committed.name}" for other in COMMITTED if other != committed
                               for ref in json.loads((other / report.MANIFEST).read_text())["references"]
@@ -114,11 +123,11 @@ def test_readme_shows_the_committed_tables():
         if block is not None:
             assert block == "\n" + report.readme_body((committed / "table.md").read_text()) + "\n"
     for bench in sorted((RESULTS / "bench").glob("*.md")):
-        block = report.readme_block(readme, f"results/bench/{bench.name}")
+        block = readme_block(readme, f"results/bench/{bench.name}")
         if block is not None:
             assert block == "\n" + report.readme_body(bench.read_text()) + "\n"
     for proof in sorted((RESULTS / "placement").glob("*.txt")):
-        block = report.readme_block(readme, f"results/placement/{proof.name}")
+        block = readme_block(readme, f"results/placement/{proof.name}")
         if block is not None:
             assert block == f"\n```\n{proof.read_text().strip()}\n```\n"
 

@@ -11,8 +11,6 @@ import time
 import numpy as np
 import pytest
 
-from alexnet_split import config, pipeline
-
 QUICK = ["--recipe", "quick", "--set", "epochs=4", "--deterministic"]
 
 
@@ -131,66 +129,6 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, data_root):
     assert "the training loss became nan at step" in proc.stderr
     assert "Lower the learning rate" in proc.stderr
     assert not (out / "final.json").exists()
-
-
-def test_recipes_reject_unknown_keys_and_values():
-    with pytest.raises(ValueError, match=r"unknown recipe keys \['epochz'\]"):
-        config.get_recipe("paper", epochz=3)
-    with pytest.raises(ValueError, match=r"unknown recipe 'papr'"):
-        config.get_recipe("papr")
-    with pytest.raises(ValueError, match=r"precision must be .* got 'fp8'"):
-        config.get_recipe("paper", precision="fp8")
-    with pytest.raises(ValueError, match=r"unknown recipe keys \['x'\]"):
-        config.Recipe.from_dict({"name": "a", "x": 1})
-    p = config.get_recipe("paper")
-    assert (p.optimizer, p.momentum, p.weight_decay, p.batch_size, p.learning_rate) == ("sgd", 0.9, 5e-4, 128, 0.01)
-    s = config.get_recipe("seed")
-    assert (s.optimizer, s.batch_size, s.augment, s.weight_decay) == ("adam", 64, False, None)
-    for name, make in config.PRESETS.items():
-        assert "Command:" in make.__doc__, name
-        assert config.Recipe.from_dict(make().to_dict()) == make()
-
-
-def test_pipeline_is_a_function_of_seed_epoch_and_batch():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (50, 40, 40, 3), dtype=np.uint8)
-    labels = np.arange(50) % 17
-    a = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, pca_sigma=0.1)
-    b = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, pca_sigma=0.1)
-    xa, ya = a.batch(2, 1)
-    xb, yb = b.batch(2, 1)
-    assert xa.shape == (16, 32, 32, 3) and ya.shape == (16, 17)
-    np.testing.assert_array_equal(xa, xb)
-    assert not np.array_equal(b.batch(3, 1)[0], xa)
-    assert len(a) == 4 and a[3][0].shape[0] == 2  # default interval: one epoch; the last, short batch is kept
-    a.set_interval(2)
-    np.testing.assert_array_equal(a[1][0], xa)
-    # every image appears once per epoch
-    seen = np.concatenate([a[i][1].argmax(1) for i in range(len(a))])
-    assert np.bincount(seen, minlength=17).tolist() == np.bincount(labels, minlength=17).tolist()
-
-
-def test_validation_intervals_count_steps_across_epochs():
-    """Interval k of n steps holds steps k*n .. k*n+n-1, wherever the epochs (4 steps) begin."""
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (50, 40, 40, 3), dtype=np.uint8)
-    labels = np.arange(50) % 17
-    by_step = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, interval_steps=3)
-    assert len(by_step) == 3 and by_step.batches_per_epoch == 4
-    by_step.set_interval(1)  # steps 3, 4, 5 = epoch 0 batch 3, epoch 1 batches 0 and 1
-    for i, (epoch, b) in enumerate([(0, 3), (1, 0), (1, 1)]):
-        np.testing.assert_array_equal(by_step[i][0], by_step.batch(epoch, b)[0])
-
-
-def test_ten_crops_are_corners_centre_and_mirrors():
-    images = np.arange(2 * 6 * 6 * 3, dtype=np.uint8).reshape(2, 6, 6, 3)
-    views = pipeline.crops(images, 4, ten=True)
-    assert len(views) == 10
-    np.testing.assert_array_equal(views[1], images[:, :4, :4])
-    np.testing.assert_array_equal(views[4], images[:, 2:, 2:])
-    np.testing.assert_array_equal(views[5], images[:, 1:5, 1:5][:, :, ::-1])
-    probs = np.array([[0.1, 0.5, 0.4], [0.7, 0.2, 0.1]])
-    assert pipeline.topk_accuracy(probs, [2, 0], 1) == 0.5 and pipeline.topk_accuracy(probs, [2, 0], 2) == 1.0
 
 
 def test_pipeline_speed_command(data_root, capsys):
