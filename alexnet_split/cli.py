@@ -25,17 +25,11 @@ def _model_args(p):
 
 
 def _sync_readme(written):
-    """Rewrite the README blocks that show `written` (a file or folder under a ``results/``
-    folder whose parent holds README.md)."""
-    from pathlib import Path
-
     from . import report
 
-    for folder in Path(written).resolve().parents:
-        if folder.name == "results" and (folder.parent / "README.md").is_file():
-            if report.sync_readme(folder.parent / "README.md"):
-                print(f"updated the generated blocks in {folder.parent / 'README.md'}")
-            return
+    readme = report.sync_readme_for(written)
+    if readme:
+        print(f"updated the generated blocks in {readme}")
 
 
 def _run_args(p):
@@ -54,19 +48,8 @@ def _run_args(p):
 def cmd_devices(args):
     import alexnet_split as A
 
-    devices = A.configure_devices(args.towers, prefer=args.prefer)
-    info = A.describe_devices()
-    print(f"backend: {info['backend']}")
-    for key in ("physical", "logical", "devices"):
-        if key in info:
-            print(f"{key} devices: " + ", ".join(info[key]))
-    if not devices:
-        print("plan: no explicit placement (the backend's default device runs every layer)")
-        return 0
-    print("\nplan (layout paper, mode towers):")
-    print(f"  {'shared (preprocess, fc8)':<28} {devices[0]}")
-    for k, d in enumerate(devices):
-        print(f"  {f'tower {k} (t{k}_conv1 .. t{k}_fc7)':<28} {d}")
+    placed = A.configure_devices(args.towers, prefer=args.prefer)
+    print(devices.format_plan(placed, A.describe_devices()))
     return 0
 
 
@@ -98,16 +81,10 @@ def cmd_check_placement(args):
     text = placement_check.format_report(report)
     print(text)
     if args.out:
-        from pathlib import Path
-
-        from .runlog import atomic_write
-
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         command = (f"alexnet-split check-placement --layout {args.layout} --mode {args.mode} "
                    f"--optimizer {args.optimizer}{' --naive' if args.naive else ''}")
-        atomic_write(out, f"$ {command}\n{text.lstrip()}\n")
-        _sync_readme(out)
+        placement_check.write_proof(args.out, command, text)
+        _sync_readme(args.out)
     ok = not report.misplaced_ops() and all(s["device"] == s["reference_device"] for s in report.slots)
     return 0 if ok or args.naive else 1
 
@@ -124,10 +101,7 @@ def _check_cluster(args):
     text = pc.format_cluster(report)
     print(text)
     if args.out:
-        from .runlog import atomic_write
-
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(Path(args.out), f"$ alexnet-split check-placement --loopback-cluster\n{text}")
+        pc.write_proof(args.out, "alexnet-split check-placement --loopback-cluster", text)
         _sync_readme(args.out)
     ok = not report.misplaced() and report.weights["max_rel"] <= 1e-5
     return 0 if ok else 1
@@ -183,22 +157,13 @@ def _train(args, devices):
 
 
 def _train_on_cluster(args, source, n_towers):
-    from pathlib import Path
-
     from . import cluster as cl
-    from .runlog import read_json
+    from . import train
 
     cluster, devices, where = cl.configure_cluster(source, n_towers, args.prefer)
     print(f"connected to {where}; " + ", ".join(f"tower {k} on {d}" for k, d in enumerate(devices)), flush=True)
-
-    def explain(message):
-        state_file = Path(args.out) / "state.json"
-        state = read_json(state_file) if state_file.is_file() else None
-        kept = (f"the last checkpoint ({state['checkpoint']}, step {state['step']}) is intact in {args.out}"
-                if state else f"no validation interval had finished, so {args.out} holds no checkpoint yet")
-        return f"{message}; {kept}. Restart the worker and rerun this command to resume."
-
-    with cl.guard_workers(cluster, explain, prefix="alexnet-split train: error"):
+    with cl.guard_workers(cluster, lambda message: train.resume_hint(args.out, message),
+                          prefix="alexnet-split train: error"):
         return _train(args, devices)
 
 
@@ -255,27 +220,14 @@ def cmd_report(args):
 
 
 def cmd_pipeline_speed(args):
-    import csv
-    from pathlib import Path
-
-    from . import config, data, pipeline
+    from . import pipeline, report
 
     recipe = config.get_recipe(args.recipe)
-    crop = recipe.input_size or spec.get_layout(args.layout).input_shape[0]
-    ds = data.load(args.data, size=recipe.image_size)
-    split = data.stratified_split(ds.labels, 0)
-    batches = pipeline.TrainBatches(ds.images[split["train"]], ds.labels[split["train"]], recipe.batch_size, crop,
-                                    data.NUM_CLASSES, seed=0, augment=recipe.augment, pca_sigma=recipe.pca_lighting)
-    speed = pipeline.throughput(batches)
+    crop, speed = pipeline.recipe_throughput(recipe, args.layout, args.data)
     print(f"input pipeline, recipe {recipe.name} ({crop}x{crop} from {recipe.image_size}, augment "
           f"{recipe.augment}, PCA {recipe.pca_lighting}, batch {recipe.batch_size}): {speed:,.0f} images/s")
     if args.against:
-        table = Path(args.against) / "table.csv"
-        with open(table) as f:
-            for row in csv.DictReader(f):
-                trained = float(row["train_images_per_second"])
-                print(f"  vs {row['mode']:<16} training at {trained:7.1f} images/s: {speed / trained:6.1f}x "
-                      f"{'(the pipeline is not the bottleneck)' if speed >= 5 * trained else 'WARNING: under 5x'}")
+        print("\n".join(report.pipeline_against_runs(speed, args.against)))
     return 0
 
 

@@ -157,3 +157,15 @@ def host_kind() -> str:
         if d.platform != "cpu":
             return d.device_kind.lower().replace(" ", "-")
     return f"cpu-{os.cpu_count()}core"
+
+
+def format_plan(devices: list[str], info: dict) -> str:
+    """What `alexnet-split devices` prints: the devices found (:func:`describe_devices`) and
+    which tower goes where."""
+    lines = [f"backend: {info['backend']}"]
+    lines += [f"{key} devices: " + ", ".join(info[key]) for key in ("physical", "logical", "devices") if key in info]
+    if not devices:
+        return "\n".join(lines + ["plan: no explicit placement (the backend's default device runs every layer)"])
+    lines += ["", "plan (layout paper, mode towers):", f"  {'shared (preprocess, fc8)':<28} {devices[0]}"]
+    lines += [f"  {f'tower {k} (t{k}_conv1 .. t{k}_fc7)':<28} {d}" for k, d in enumerate(devices)]
+    return "\n".join(lines)

@@ -147,3 +147,16 @@ def throughput(batches, max_batches: int = 20) -> float:
     t0 = time.perf_counter()
     images = sum(len(batches[i][1]) for i in range(n))
     return images / (time.perf_counter() - t0)
+
+
+def recipe_throughput(recipe, layout: str, data_root) -> tuple[int, float]:
+    """(crop, images/s) of this pipeline for `recipe`'s batches of the real data's seed-0 training
+    split: what ``alexnet-split pipeline-speed`` measures."""
+    from . import data, spec
+
+    crop = recipe.input_size or spec.get_layout(layout).input_shape[0]
+    ds = data.load(data_root, size=recipe.image_size)
+    split = data.stratified_split(ds.labels, 0)
+    batches = TrainBatches(ds.images[split["train"]], ds.labels[split["train"]], recipe.batch_size, crop,
+                           data.NUM_CLASSES, seed=0, augment=recipe.augment, pca_sigma=recipe.pca_lighting)
+    return crop, throughput(batches)

@@ -384,6 +384,13 @@ def format_report(report: Report) -> str:
     return "\n".join(lines)
 
 
+def write_proof(path, command: str, text: str):
+    """A proof's text file as results/placement/ keeps it: the command, then what it printed."""
+    from .runlog import atomic_write
+
+    atomic_write(path, f"$ {command}\n{text.strip()}\n")
+
+
 def format_cluster(r: ClusterReport) -> str:
     lines = ["Runtime placement across processes: two `alexnet-split worker` processes on 127.0.0.1, the chief",
              "trains 3 steps with tower k on worker task k. Counts are ops each worker's own TensorFlow executor",

@@ -184,6 +184,31 @@ def sync_readme(readme, results_root=None) -> bool:
     return text != old
 
 
+def pipeline_against_runs(speed: float, results_dir) -> list[str]:
+    """The input pipeline's images/s against each row's training images/s in a comparison's
+    table.csv: the pipeline should be 5x faster to stay out of the way."""
+    import csv
+
+    with open(Path(results_dir) / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    lines = []
+    for row in rows:
+        trained = float(row["train_images_per_second"])
+        lines.append(f"  vs {row['mode']:<16} training at {trained:7.1f} images/s: {speed / trained:6.1f}x "
+                     f"{'(the pipeline is not the bottleneck)' if speed >= 5 * trained else 'WARNING: under 5x'}")
+    return lines
+
+
+def sync_readme_for(written) -> Path | None:
+    """Rewrite the README blocks that show `written` (a file or folder under a ``results/``
+    folder whose parent holds README.md); returns that README if anything changed."""
+    for folder in Path(written).resolve().parents:
+        if folder.name == "results" and (folder.parent / "README.md").is_file():
+            readme = folder.parent / "README.md"
+            return readme if sync_readme(readme) else None
+    return None
+
+
 def readme_body(markdown: str) -> str:
     return "### " + markdown.replace("\n# ", "\n### ").lstrip("# ").rstrip("\n")
 

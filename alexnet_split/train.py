@@ -336,6 +336,14 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
     return final
 
 
+def resume_hint(out, message: str) -> str:
+    """`message` (what stopped the run) and what is kept in run folder `out` for a resume."""
+    state = read_json(Path(out) / "state.json") if (Path(out) / "state.json").is_file() else None
+    kept = (f"the last checkpoint ({state['checkpoint']}, step {state['step']}) is intact in {out}"
+            if state else f"no validation interval had finished, so {out} holds no checkpoint yet")
+    return f"{message}; {kept}. Restart the worker and rerun this command to resume."
+
+
 def _fit(model, run: _Run, batches, val, recipe, verbose):
     """The Keras-fit engine; returns (step, loss) if the loss became NaN, else None."""
     callback = _FitCallback(run, batches)
