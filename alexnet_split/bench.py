@@ -16,6 +16,8 @@ import csv
 import io
 import platform
 import statistics
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -248,8 +250,6 @@ def run(layout="paper", quick=False, batches=None, precisions=PRECISIONS, varian
 
 
 def _backend_version() -> str:
-    import sys
-
     mod = sys.modules.get(keras.backend.backend())
     return f", {mod.__name__} {mod.__version__}" if mod is not None else ""
 
@@ -391,7 +391,6 @@ def cluster_step_ratio(layout="paper", input_size=None, batch=32, steps=8, round
     """Median training-step time with the towers on two loopback worker processes (gRPC) over
     the same steps with the towers on two logical devices of one process; rounds alternate the
     two so that the machine's drift hits both. TensorFlow only."""
-    import tempfile
 
     from . import placement_check as pc
     from .loopback import LocalCluster

@@ -4,8 +4,11 @@ worker | bench | bench-cluster | profile | pipeline-speed | export-data``."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 from . import config, devices, spec
 
@@ -90,9 +93,6 @@ def cmd_check_placement(args):
 
 
 def _check_cluster(args):
-    import tempfile
-    from pathlib import Path
-
     from . import placement_check as pc
 
     print("Starting two loopback workers and training 3 steps with tower k on worker task k ...", flush=True)
@@ -108,8 +108,6 @@ def _check_cluster(args):
 
 
 def _overrides(items):
-    import json
-
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -124,7 +122,6 @@ def _overrides(items):
 
 def _cluster_source(args):
     """--cluster FILE, else $TF_CONFIG when set, else None (no cluster)."""
-    import os
 
     if args.cluster:
         return args.cluster

@@ -9,6 +9,12 @@ cross-connections travel over gRPC (``_Send``/``_Recv``), exactly as between two
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
 
 import keras
 
@@ -28,8 +34,6 @@ def load_cluster(source=None) -> tuple[dict, int | None, str]:
     optional) or the ``TF_CONFIG`` form ``{"cluster": {...}, "task": {"type": "worker",
     "index": 1}}``. Returns ``(cluster, task index or None, where it came from)``.
     """
-    import json
-    import os
 
     if source is None or source == "TF_CONFIG":
         if not os.environ.get("TF_CONFIG"):
@@ -108,9 +112,6 @@ def serve_worker(cluster: dict, task: int, where="the cluster spec", log=print) 
     """Run worker `task` of `cluster` until SIGTERM or SIGINT; returns the exit status (0).
 
     Blocks in Python (not in ``server.join()``) so that the signal handlers run."""
-    import signal
-    import socket
-    import threading
 
     import tensorflow as tf
 
@@ -184,8 +185,6 @@ def cluster_devices(cluster: dict, n_towers: int, prefer: str = "auto") -> list[
 
 
 def _port_open(address: str, timeout: float = 2.0) -> bool:
-    import socket
-
     host, port = _split_address(address, address)
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -203,8 +202,6 @@ class WorkerWatchdog:
     interval * misses seconds."""
 
     def __init__(self, cluster: dict, on_lost, interval: float = 1.0, misses: int = 3):
-        import threading
-
         self.cluster, self.on_lost, self.interval, self.misses = cluster, on_lost, interval, misses
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="worker-watchdog", daemon=True)
@@ -251,8 +248,6 @@ def guard_workers(cluster: dict, explain, prefix: str = "error"):
     stderr (the step in flight waits for the lost task's tensors and would never return); if
     TensorFlow notices first, its error becomes a ``RuntimeError(explain(...))`` naming the task
     whose port is closed."""
-    import os
-    import sys
 
     import tensorflow as tf
 

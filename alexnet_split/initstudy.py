@@ -10,6 +10,8 @@ that directly, from one batch, for every mode and init.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from .models import build_model
@@ -104,8 +106,6 @@ def markdown(rows, source: str) -> str:
 
 
 def plot(rows, path):
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")

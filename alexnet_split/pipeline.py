@@ -11,6 +11,7 @@ batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import math
+import time
 
 import keras
 import numpy as np
@@ -141,7 +142,6 @@ def topk_accuracy(probs: np.ndarray, labels, k: int) -> float:
 
 def throughput(batches, max_batches: int = 20) -> float:
     """Images per second that `batches` produces in this process (crops, flips, lighting, casts)."""
-    import time
 
     n = min(len(batches), max_batches)
     t0 = time.perf_counter()

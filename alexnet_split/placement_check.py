@@ -25,6 +25,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .data import NUM_CLASSES
@@ -161,8 +162,6 @@ def check(layout="paper", mode="towers", optimizer="sgd", input_size=67, batch=4
 
 
 def _child(params: dict) -> dict:
-    import time
-
     import alexnet_split as A
 
     devices = A.configure_devices(params["n_towers"] if params["mode"] == "towers" else 1, prefer="cpu")
@@ -424,7 +423,6 @@ def run_chief(params: dict, timeout=900) -> dict:
 def _chief(params: dict) -> dict:
     """Train `steps` steps of the towers model with fixed data; with ``spec`` on that cluster,
     without it on two logical CPU devices of this process. Same seed, same data either way."""
-    import time
 
     import alexnet_split as A
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
+import re
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +38,6 @@ def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "hal
     accelerator's time runs out) leaves complete seeds, which the report can pair. Finished runs
     are skipped, so calling it again fills the table. `tensorboard`: a folder with one subfolder
     of TensorBoard curves per run."""
-    import logging
 
     import keras
 
@@ -72,7 +74,6 @@ def write_manifest(results_dir, recipe, layout, modes, seeds, references=(), ove
 def pack_logs(src, dest):
     """Tar the results folder `src` into `dest` without checkpoints (what a lent machine sends
     back: the run logs, conv1.npz, tables), atomically."""
-    import tarfile
 
     with replacing(dest) as tmp, tarfile.open(tmp, "w") as tar:
         tar.add(src, arcname=".", filter=lambda ti: None if "/ckpt" in ti.name else ti)
@@ -165,7 +166,6 @@ def sync_readme(readme, results_root=None) -> bool:
     """Replace each ``<!-- begin PATH -->`` ... ``<!-- end PATH -->`` block of the README with the
     current content of PATH (relative to the README; its ``# `` title becomes ``### ``). Used for
     the comparison tables and the benchmark. Returns whether anything changed."""
-    import re
 
     readme = Path(readme)
     text = old = readme.read_text()
@@ -187,7 +187,6 @@ def sync_readme(readme, results_root=None) -> bool:
 def pipeline_against_runs(speed: float, results_dir) -> list[str]:
     """The input pipeline's images/s against each row's training images/s in a comparison's
     table.csv: the pipeline should be 5x faster to stay out of the way."""
-    import csv
 
     with open(Path(results_dir) / "table.csv") as f:
         rows = list(csv.DictReader(f))

@@ -4,11 +4,13 @@ and the provenance of a run (git commit, machine, versions)."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -94,8 +96,6 @@ def quiet_tensorflow_import():
     Nothing is changed when the user set TF_CPP_MIN_LOG_LEVEL, or ALEXNET_SPLIT_VERBOSE=1
     (``alexnet-split --verbose``), or when a caller (the placement proof's child, which reads the
     placer log) set another level for its process."""
-    import importlib.util
-    import tempfile
 
     ours = os.environ.get("_ALEXNET_SPLIT_QUIET") == "1" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3"
     if os.environ.get("ALEXNET_SPLIT_VERBOSE") == "1" or ("TF_CPP_MIN_LOG_LEVEL" in os.environ and not ours):

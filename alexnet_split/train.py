@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib.util
 import io
 import math
 import os
@@ -287,7 +288,6 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
 
     run = _Run(out, state, n_intervals, interval_steps, steps_per_epoch, checkpoint_seconds)
     if tensorboard:
-        import importlib.util
 
         if importlib.util.find_spec("tensorboard") is None:
             raise ValueError(f"--tensorboard {tensorboard}: the tensorboard package is not installed "
