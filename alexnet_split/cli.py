@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import config, devices, spec
+from . import bench, config, devices, spec
 
 
 def _device_args(p):
@@ -299,7 +299,7 @@ def main(argv=None):
     p.set_defaults(func=cmd_check_placement)
     p = sub.add_parser("train", help="train (or resume) one run into a run folder")
     _model_args(p)
-    p.add_argument("--recipe", default="paper", help="preset: paper, paper_cpu, seed, seed_cpu, quick")
+    p.add_argument("--recipe", choices=sorted(config.PRESETS), default="paper", help="recipe preset")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
     p.add_argument("--data", default=None, help="Flowers 17: a folder, or the archive or tflearn pickle itself "
@@ -317,7 +317,7 @@ def main(argv=None):
     p.add_argument("--task", type=int, default=None, help="this worker's index in the spec's worker list")
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("compare", help="run or resume towers/merged/half over seeds, then write the table")
-    p.add_argument("--recipe", default="paper")
+    p.add_argument("--recipe", choices=sorted(config.PRESETS), default="paper")
     p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
     p.add_argument("--modes", default="towers,merged,half")
     p.add_argument("--seeds", default="0,1,2,3,4")
@@ -334,7 +334,7 @@ def main(argv=None):
     p.add_argument("results_dir")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("pipeline-speed", help="images/s the input pipeline produces, vs the training speed")
-    p.add_argument("--recipe", default="paper")
+    p.add_argument("--recipe", choices=sorted(config.PRESETS), default="paper")
     p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
     p.add_argument("--data", default=None)
     p.add_argument("--against", default=None, help="a results folder whose table.csv has training images/s")
@@ -365,7 +365,7 @@ def main(argv=None):
     p.set_defaults(func=cmd_export_data)
     p = sub.add_parser("profile", help="where a training step's time goes (TF profiler trace)")
     p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
-    p.add_argument("--variant", default="towers_2dev")
+    p.add_argument("--variant", choices=bench.VARIANTS, default="towers_2dev")
     p.add_argument("--precision", choices=config.PRECISIONS, default="float32")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--input-size", type=int, default=None)
