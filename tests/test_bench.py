@@ -35,7 +35,8 @@ def test_bench_runs_and_writes_its_tables(tmp_path):
     for precision in ("float32", "mixed_bfloat16"):
         row = next(line for line in md.splitlines() if line.startswith(f"| {precision} | 4 | ") and "x** |" in line)
         runner, compute, ratio = (float(c.strip(" *x").replace(",", "")) for c in row.split("|")[3:6])
-        assert runner > 0 and abs(ratio - runner / compute) < 0.01 * ratio
+        # the ratio is printed to 2 decimals and the rates to 1: allow those roundings, nothing more
+        assert runner > 0 and abs(ratio - runner / compute) <= 0.005 + 0.002 * runner / compute
     assert next(tmp_path.glob("*-quick.csv")).read_text().startswith("variant,precision,batch,train_img_s")
 
 
