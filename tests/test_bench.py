@@ -36,7 +36,7 @@ def test_bench_runs_and_writes_its_tables(tmp_path):
         row = next(line for line in md.splitlines() if line.startswith(f"| {precision} | 4 | ") and "x** |" in line)
         runner, compute, ratio = (float(c.strip(" *x").replace(",", "")) for c in row.split("|")[3:6])
         # the ratio is printed to 2 decimals and the rates to 1: allow those roundings, nothing more
-        assert runner > 0 and abs(ratio - runner / compute) <= 0.005 + 0.002 * runner / compute
+        assert runner > 0 and abs(ratio - runner / compute) <= 0.005 + 0.05 * (1 + runner / compute) / compute
     assert next(tmp_path.glob("*-quick.csv")).read_text().startswith("variant,precision,batch,train_img_s")
 
 
