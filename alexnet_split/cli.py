@@ -73,6 +73,9 @@ def cmd_summary(args):
 def cmd_check_placement(args):
     from . import placement_check
 
+    if args.figure and (args.loopback_cluster or Path(args.figure).suffix not in (".svg", ".png")):
+        raise SystemExit(f"--figure {args.figure}: give a .svg or .png file, and without --loopback-cluster "
+                         "(the figure draws the one-process proof)")
     if args.loopback_cluster:
         return _check_cluster(args)
     how = "Keras's stock Model and optimizer (the naive baseline)" if args.naive else "PlacedModel"
@@ -88,6 +91,13 @@ def cmd_check_placement(args):
                    f"--optimizer {args.optimizer}{' --naive' if args.naive else ''}")
         placement_check.write_proof(args.out, command, text)
         _sync_readme(args.out)
+    if args.figure:
+        from . import figure2
+
+        arrows = figure2.draw(report, args.figure, title=(
+            f"Figure 2 from TensorFlow's runtime: {args.layout} layout, {args.mode}, {args.optimizer}, "
+            f"{args.steps} training steps on {' and '.join(placement_check.short_device(d) for d in report.devices)}"))
+        print(f"wrote {args.figure}: {len(arrows)} cross-device arrows, one per tensor edge above")
     ok = not report.misplaced_ops() and all(s["device"] == s["reference_device"] for s in report.slots)
     return 0 if ok or args.naive else 1
 
@@ -296,6 +306,8 @@ def main(argv=None):
                    help="towers on two worker processes over 127.0.0.1 gRPC: what each worker ran, and the "
                         "weights against one process")
     p.add_argument("--out", default=None, help="also write the report here (results/placement/...)")
+    p.add_argument("--figure", default=None, metavar="FILE.svg|.png",
+                   help="also draw the paper's Figure 2 from the same runtime evidence (results/placement/towers.svg)")
     p.set_defaults(func=cmd_check_placement)
     p = sub.add_parser("train", help="train (or resume) one run into a run folder")
     _model_args(p)

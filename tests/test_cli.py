@@ -57,8 +57,14 @@ def test_independent_flop_count_paper():
 
 
 @pytest.mark.parametrize("optimizer", ["sgd"])
-def test_check_placement_command_succeeds(optimizer):
-    proc = cli("check-placement", "--optimizer", optimizer)
+def test_check_placement_command_succeeds(optimizer, tmp_path):
+    proc = cli("check-placement", "--optimizer", optimizer, "--figure", tmp_path / "f.png")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "misplaced tower ops: 0" in proc.stdout
     assert "Optimizer slots on their weight's device: 30/30" in proc.stdout
+    assert "f.png: 22 cross-device arrows" in proc.stdout and (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_check_placement_refuses_a_figure_it_cannot_draw(tmp_path):
+    proc = cli("check-placement", "--figure", tmp_path / "f.pdf")
+    assert proc.returncode != 0 and "--figure " in proc.stderr and "f.pdf: give a .svg or .png" in proc.stderr

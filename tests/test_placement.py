@@ -5,7 +5,11 @@ logical CPU devices; see alexnet_split/placement_check.py for what is parsed.
 """
 
 
-from alexnet_split import placement_check, spec
+from pathlib import Path
+
+from alexnet_split import figure2, placement_check, spec
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # The paper's Figure 2, written out: where tower outputs feed the other tower (forward), and the
 # gradients of those same connections (backward). The image also feeds tower 1's conv1 from
@@ -55,7 +59,7 @@ def assert_all_placed(report, optimizer_slots):
     assert report.misplaced_ops() == []
 
 
-def test_paper_towers_sgd_forward_backward_updates_and_momentum_on_their_device():
+def test_paper_towers_sgd_forward_backward_updates_and_momentum_on_their_device(tmp_path):
     report = placement_check.check("paper", "towers", optimizer="sgd")
     assert_all_placed(report, optimizer_slots=1)
     # With SGD no tower-1 op runs anywhere but device 1 (not even a read of a shared scalar).
@@ -68,6 +72,24 @@ def test_paper_towers_sgd_forward_backward_updates_and_momentum_on_their_device(
     updates = [e for e in report.edges if e["phase"] == "update"]
     assert len(updates) == 1 and updates[0]["source"].split("/")[-1].startswith("ReadVariableOp")
     assert updates[0]["recv_device"].endswith("CPU:1")
+    # 5. Figure 2 drawn from this report has one arrow per cross-device edge, no more, no fewer
+    svg = tmp_path / "towers.svg"
+    drawn = figure2.draw(report, svg)
+    assert figure2.edge_ids_in_svg(svg.read_text()) == set(drawn) == {figure2.edge_id(*e) for e in report.cross_edges()}
+    assert len(drawn) == len(report.cross_edges()) == 22
+
+
+def test_committed_figure_2_has_the_committed_proofs_edges():
+    """results/placement/towers.svg and paper_towers_sgd.txt come from one `check-placement` run."""
+    proof = (ROOT / "results/placement/paper_towers_sgd.txt").read_text()
+    listed = proof.split("Tensors that crossed devices")[1].splitlines()[1:]
+    edges = set()
+    for line in filter(str.strip, listed):
+        phase, rest = line.split(None, 1)
+        producer, consumer = (s.strip() for s in rest.split("->"))
+        edges.add(figure2.edge_id(phase, None if producer == "(optimizer scalar)" else producer, consumer))
+    assert len(edges) == 22
+    assert figure2.edge_ids_in_svg((ROOT / "results/placement/towers.svg").read_text()) == edges
 
 
 def test_paper_towers_adam_m_and_v_on_their_device():
