@@ -1,4 +1,4 @@
-"""Command line: ``alexnet-split devices | summary | check-placement | train | compare | report |
+"""Command line: ``alexnet-split devices | summary | check-placement | figure3 | train | compare | report |
 worker | bench | bench-cluster | profile | pipeline-speed | export-data``."""
 
 from __future__ import annotations
@@ -100,6 +100,22 @@ def cmd_check_placement(args):
         print(f"wrote {args.figure}: {len(arrows)} cross-device arrows, one per tensor edge above")
     ok = not report.misplaced_ops() and all(s["device"] == s["reference_device"] for s in report.slots)
     return 0 if ok or args.naive else 1
+
+
+def cmd_figure3(args):
+    from . import figure3
+
+    if not Path(args.results_dir).is_dir():
+        raise SystemExit(f"figure3: {args.results_dir} is not a folder")
+    if args.permutations < 100:
+        raise SystemExit(f"figure3: --permutations {args.permutations} is too few for a p-value; use 100 or more")
+    try:
+        md = figure3.figure3(args.results_dir, args.out, n_permutations=args.permutations)
+    except ValueError as e:
+        raise SystemExit(f"figure3: {e}") from None
+    print(md)
+    _sync_readme(Path(args.out) / "figure3.md")
+    return 0
 
 
 def _check_cluster(args):
@@ -309,6 +325,12 @@ def main(argv=None):
     p.add_argument("--figure", default=None, metavar="FILE.svg|.png",
                    help="also draw the paper's Figure 2 from the same runtime evidence (results/placement/towers.svg)")
     p.set_defaults(func=cmd_check_placement)
+    p = sub.add_parser("figure3", help="the paper's Figure 3 from saved conv1 kernels: grids, colour scores, "
+                                       "the towers' split against random splits, the verdict")
+    p.add_argument("results_dir", metavar="RESULTS_DIR", help="a folder holding finished runs with conv1.npz")
+    p.add_argument("--out", default="results/figure3")
+    p.add_argument("--permutations", type=int, default=10_000, help="random 48/48 relabellings per run")
+    p.set_defaults(func=cmd_figure3)
     p = sub.add_parser("train", help="train (or resume) one run into a run folder")
     _model_args(p)
     p.add_argument("--recipe", choices=sorted(config.PRESETS), default="paper", help="recipe preset")

@@ -1,0 +1,318 @@
+"""The paper's Figure 3 (Section 6.1) from our own runs: do the two towers specialise in colour?
+
+The paper: "the kernels on GPU 1 are largely color-agnostic, while the kernels on GPU 2 are
+largely color-specific. This kind of specialization occurs during every run and is independent
+of any particular random weight initialization (modulo a renumbering of the GPUs)."
+
+Each finished run keeps its conv1 kernels in ``conv1.npz`` (:func:`alexnet_split.train.save_conv1`:
+``t0_conv1``, ``t1_conv1`` for towers, one ``t0_conv1`` of 96 or 48 kernels otherwise).
+
+**Colour-specificity score** of one kernel ``W`` (11 x 11 positions x 3 channels, RGB):
+
+    W' = W - mean(W)                         (its mean over all 363 weights removed)
+    L  = per position, the mean of W' over the 3 channels, repeated on each channel
+                                             (W' projected on the grey direction (1, 1, 1) / sqrt 3)
+    score = ||W' - L||^2 / ||W'||^2          in [0, 1]
+
+0 is a grey kernel (the same pattern on R, G and B), 1 a kernel with no luminance component at
+all (pure colour opponency). A kernel of independent noise scores 2/3 in expectation: the paper's
+N(0, 0.01) initialisation, and what an untrained kernel stays at.
+
+**The tests.** Per towers run, ``d`` = mean score of tower 1 - mean score of tower 0, against all
+random 48/48 relabellings of the same 96 kernels (a permutation test, two-sided because the paper
+allows the towers to swap). The chance control of the issue, random 48/48 splits of a merged run's
+96 kernels, is computed for every merged run found; it asks the same question of a net whose
+kernels had no towers at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .runlog import atomic_write, read_json
+
+AGNOSTIC = 1 / 3  # a kernel with under half as much colour energy as grey energy counts as colour-agnostic
+N_PERMUTATIONS = 10_000
+ALPHA = 0.05
+
+
+def colour_specificity(kernels, smooth=False) -> np.ndarray:
+    """Scores of kernels shaped (kh, kw, 3, n): the share of each one's energy (after removing its
+    mean) outside the grey direction. See the module docstring. ``smooth``: score the kernels
+    after a [1, 2, 1] / 4 blur along both spatial axes, so pixel-level noise (independent per
+    channel, hence "colour") does not count: the control for noisy kernels."""
+    k = np.asarray(kernels, dtype=np.float64)
+    if k.ndim != 4 or k.shape[2] != 3:
+        raise ValueError(f"conv1 kernels must be (kh, kw, 3, n), got shape {k.shape}")
+    if smooth:
+        k = _blur(k)
+    w = k.reshape(-1, 3, k.shape[-1])
+    w = w - w.mean(axis=(0, 1))
+    chroma = w - w.mean(axis=1, keepdims=True)
+    energy = (w ** 2).sum(axis=(0, 1))
+    return (chroma ** 2).sum(axis=(0, 1)) / np.where(energy > 0, energy, 1.0)
+
+
+def _blur(k):
+    for axis in (0, 1):
+        pad = [(1, 1) if a == axis else (0, 0) for a in range(k.ndim)]
+        p = np.pad(k, pad, mode="edge")
+        n = k.shape[axis]
+        k = (0.25 * p.take(range(0, n), axis) + 0.5 * p.take(range(1, n + 1), axis)
+             + 0.25 * p.take(range(2, n + 2), axis))
+    return k
+
+
+def untrained(n=96, seed=0) -> np.ndarray:
+    """n conv1 kernels as the paper initialises them, N(0, 0.01): the reference that an untrained
+    or dead conv1 stays at."""
+    return np.random.default_rng(seed).normal(0.0, 0.01, size=(11, 11, 3, n))
+
+
+def load_runs(results_dir) -> tuple[list[dict], list[str]]:
+    """Finished runs under `results_dir` (any depth) that kept conv1.npz, and why others were left out."""
+    runs, skipped = [], []
+    results_dir = Path(results_dir)
+    for f in sorted(results_dir.rglob("conv1.npz")):
+        run_dir = f.parent
+        if not (run_dir / "final.json").is_file():
+            skipped.append(f"{run_dir}: unfinished (no final.json)")
+            continue
+        cfg, final = read_json(run_dir / "config.json"), read_json(run_dir / "final.json")
+        with np.load(f) as z:
+            towers = [z[k].astype(np.float32) for k in sorted(z.files)]
+        rel = run_dir.relative_to(results_dir).parts
+        name = "-".join(p for p in rel if p != "runs") or run_dir.name
+        runs.append({"name": name, "dir": run_dir, "mode": cfg["mode"], "seed": cfg["seed"],
+                     "layout": cfg["layout"], "steps": int(final["steps"]), "test_top1": final.get("test_top1"),
+                     "towers": towers})
+    if not runs:
+        raise ValueError(f"{results_dir}: no finished run with conv1.npz under it"
+                         + (f" ({len(skipped)} unfinished)" if skipped else ""))
+    return runs, skipped
+
+
+def split_differences(scores, n_first: int, n: int, rng) -> np.ndarray:
+    """|mean(second part) - mean(first part)| over `n` random splits of `scores` into n_first / rest."""
+    scores = np.asarray(scores)
+    idx = np.argsort(rng.random((n, scores.size)), axis=1)
+    first = scores[idx[:, :n_first]].mean(axis=1)
+    rest = scores[idx[:, n_first:]].mean(axis=1)
+    return np.abs(rest - first)
+
+
+def analyse(runs, n_permutations=N_PERMUTATIONS, seed=0) -> dict:
+    """Per-run scores and tests, the merged-run control and the count over seeds."""
+    rng = np.random.default_rng(seed)
+    rows, controls = [], []
+    for r in runs:
+        scores = [colour_specificity(t) for t in r["towers"]]
+        row = {"run": r["name"], "mode": r["mode"], "seed": r["seed"], "steps": r["steps"],
+               "test_top1": r["test_top1"], "scores": scores,
+               "mean": [float(s.mean()) for s in scores], "median": [float(np.median(s)) for s in scores],
+               "median_smooth": [float(np.median(colour_specificity(t, smooth=True))) for t in r["towers"]],
+               "agnostic": [int((s < AGNOSTIC).sum()) for s in scores]}
+        if r["mode"] == "towers" and len(scores) == 2:
+            both = np.concatenate(scores)
+            d = row["mean"][1] - row["mean"][0]
+            null = split_differences(both, scores[0].size, n_permutations, rng)
+            row.update(d=d, p=float((1 + (null >= abs(d) - 1e-12).sum()) / (n_permutations + 1)), null=null,
+                       colour_tower=int(d > 0))
+        elif r["mode"] == "merged":
+            s = scores[0]
+            null = split_differences(s, s.size // 2, n_permutations, rng)
+            controls.append({"run": r["name"], "seed": r["seed"], "steps": r["steps"], "null": null,
+                             "q95": float(np.quantile(null, 0.95))})
+        rows.append(row)
+    towers = [row for row in rows if "p" in row]
+    n_split = sum(row["p"] < ALPHA for row in towers)
+    # how surprising n_split of len(towers) would be if no run's towers differed (each p < ALPHA w.p. ALPHA)
+    tail = sum(math.comb(len(towers), i) * ALPHA ** i * (1 - ALPHA) ** (len(towers) - i)
+               for i in range(n_split, len(towers) + 1)) if towers else None
+    init = untrained()
+    reference = {"median": float(np.median(colour_specificity(init))),
+                 "median_smooth": float(np.median(colour_specificity(init, smooth=True))),
+                 "range": [float(q) for q in np.quantile(colour_specificity(init), [0.1, 0.9])]}
+    return {"rows": rows, "controls": controls, "towers": towers, "n_split": n_split, "binomial_p": tail,
+            "untrained": reference}
+
+
+def verdict(a: dict) -> str:
+    towers = a["towers"]
+    if not towers:
+        return "No towers run with conv1 kernels was found: nothing to test."
+    steps = sorted({row["steps"] for row in towers})
+    length = f"{steps[0]:,}" + (f"-{steps[-1]:,}" if len(steps) > 1 else "") + " steps"
+    medians = [m for row in towers for m in row["median"]]
+    smooth = [m for row in towers for m in row["median_smooth"]]
+    agnostic_towers = sum(m < AGNOSTIC for row in towers for m in row["median"])
+    # the paper's picture in one run: the towers differ, and exactly one of them is colour-agnostic
+    paper_like = sum(row["p"] < ALPHA and sum(m < AGNOSTIC for m in row["median"]) == 1 for row in towers)
+    split = (f"The towers' mean scores differ beyond random 48/48 relabelling (p < {ALPHA}) in {a['n_split']} of "
+             f"{len(towers)} runs (the chance of as many or more if towers did not matter: {a['binomial_p']:.3f}); "
+             "the tower with more colour is " + ", ".join(f"t{row['colour_tower']}" for row in towers) + ".")
+    if agnostic_towers == 0:
+        biggest = max(abs(row["d"]) for row in towers)
+        claim = (f"**The paper's claim does not hold here at {length}:** no tower is colour-agnostic. Every tower's "
+                 f"median score is {min(medians):.2f}-{max(medians):.2f} (noise scores 2/3; a colour-agnostic tower "
+                 f"would sit near 0), and the largest difference of tower means is {biggest:.2f}: a shift within "
+                 "two colour-specific populations, not the paper's grey tower beside a colour one. Not an "
+                 "artefact of pixel noise in the kernels: blurred before scoring, the towers' medians are "
+                 f"{min(smooth):.2f}-{max(smooth):.2f}.")
+    elif paper_like == len(towers):
+        claim = (f"**The paper's claim holds here at {length}:** in every run one tower is colour-agnostic and the "
+                 "other is not.")
+    else:
+        claim = (f"**The paper's claim holds only in part at {length}:** {paper_like} of {len(towers)} runs show a "
+                 "colour-agnostic tower beside a colour-specific one.")
+    return split + " " + claim
+
+
+def _table(a: dict, skipped) -> str:
+    lines = ["| run | mode | steps | test top-1 | mean score t0 / t1 | median t0 / t1 | median blurred t0 / t1 "
+             "| agnostic kernels t0 / t1 | d = t1 - t0 | permutation p |",
+             "|---|---|---:|---:|---|---|---|---|---:|---:|"]
+    for row in a["rows"]:
+        pair = [f"{m:.3f}" for m in row["mean"]]
+        med = [f"{m:.3f}" for m in row["median"]]
+        blurred = [f"{m:.3f}" for m in row["median_smooth"]]
+        ag = [f"{n}/{s.size}" for n, s in zip(row["agnostic"], row["scores"])]
+        top1 = f"{100 * row['test_top1']:.1f}%" if row["test_top1"] is not None else "-"
+        d = f"{row['d']:+.3f}" if "d" in row else "-"
+        p = f"{row['p']:.4f}" if "p" in row else "-"
+        lines.append(f"| {row['run']} | {row['mode']} | {row['steps']:,} | {top1} | {' / '.join(pair)} | "
+                     f"{' / '.join(med)} | {' / '.join(blurred)} | {' / '.join(ag)} | {d} | {p} |")
+    u = a["untrained"]
+    lines.append(f"| untrained: N(0, 0.01), 96 kernels | - | 0 | - | - | {u['median']:.3f} (10-90%: "
+                 f"{u['range'][0]:.2f}-{u['range'][1]:.2f}) | {u['median_smooth']:.3f} | - | - | - |")
+    if a["controls"]:
+        lines += ["", "Control, random 48/48 splits of a merged run's 96 kernels (|difference of means|):", ""]
+        lines += [f"- {c['run']} ({c['steps']:,} steps): 95th percentile {c['q95']:.3f}" for c in a["controls"]]
+    else:
+        lines += ["", "Control, random 48/48 splits of a merged run's kernels: **no finished merged run with "
+                  "conv1.npz is in this folder**, so the only chance control is each run's own permutation null "
+                  "(random 48/48 relabellings of its 96 kernels), in the p column and in `scores.png`."]
+    if skipped:
+        lines += ["", "Left out: " + "; ".join(skipped) + "."]
+    return "\n".join(lines)
+
+
+def _csv(a: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["run", "mode", "seed", "steps", "test_top1", "tower", "kernel", "score"])
+    for row in a["rows"]:
+        for t, scores in enumerate(row["scores"]):
+            for i, s in enumerate(scores):
+                w.writerow([row["run"], row["mode"], row["seed"], row["steps"], row["test_top1"], t, i, f"{s:.5f}"])
+    return buf.getvalue()
+
+
+def draw_grid(run: dict, path, scores=None):
+    """The run's conv1 kernels as the paper shows them: 16 per row, tower 0 above tower 1; each
+    kernel scaled to its own range (all three channels together, so colour balance is kept)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    blocks = run["towers"]
+    per_row = 16
+    kh, kw = blocks[0].shape[:2]
+    rows = [math.ceil(b.shape[-1] / per_row) for b in blocks]
+    gap = 1 + kh // 2
+    canvas = np.ones(((sum(rows) * (kh + 1)) + gap * (len(blocks) - 1), per_row * (kw + 1), 3))
+    y0 = 0
+    for b in blocks:
+        for i in range(b.shape[-1]):
+            k = b[..., i]
+            k = (k - k.min()) / max(float(k.max() - k.min()), 1e-12)
+            r, c = divmod(i, per_row)
+            canvas[y0 + r * (kh + 1): y0 + r * (kh + 1) + kh, c * (kw + 1): c * (kw + 1) + kw] = k
+        y0 += math.ceil(b.shape[-1] / per_row) * (kh + 1) + gap
+    fig, ax = plt.subplots(figsize=(8, 8 * canvas.shape[0] / canvas.shape[1] + 0.6))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.axis("off")
+    label = ", ".join(f"tower {t}: mean score {s.mean():.2f}" for t, s in enumerate(scores)) if scores else ""
+    ax.set_title(f"{run['name']}: conv1 after {run['steps']:,} steps"
+                 + (" (tower 0 top, tower 1 bottom)" if len(blocks) > 1 else "") + (f"\n{label}" if label else ""),
+                 fontsize=9)
+    _save(fig, path)
+
+
+def draw_scores(a: dict, path):
+    """Left: every kernel's score by run and tower. Right: each towers run's d against its
+    permutation null (and the merged runs' split null, if any)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    ticks = []
+    for i, row in enumerate(a["rows"]):
+        for t, s in enumerate(row["scores"]):
+            x = 2.5 * i + t
+            left.scatter(x + rng.uniform(-0.25, 0.25, s.size), s, s=8, alpha=0.6, color=f"C{t}")
+            left.hlines(np.median(s), x - 0.35, x + 0.35, color="black")
+            ticks.append((x, f"{row['run']}\n{'t%d' % t if len(row['scores']) > 1 else 'all'}"))
+    left.axhline(2 / 3, color="grey", ls=":", lw=1)
+    left.axhline(AGNOSTIC, color="red", ls="--", lw=1)
+    left.text(left.get_xlim()[1], 2 / 3, " noise (2/3)", va="center", fontsize=7, color="grey")
+    left.text(left.get_xlim()[1], AGNOSTIC, " agnostic below", va="center", fontsize=7, color="red")
+    left.set_xticks([x for x, _ in ticks], [t for _, t in ticks], fontsize=6.5, rotation=0)
+    left.set_ylabel("colour-specificity score")
+    left.set_ylim(0, 1)
+    left.set_title("conv1 kernels by run and tower (bar = median)", fontsize=10)
+    for i, row in enumerate(a["towers"]):
+        right.hist(row["null"], bins=60, histtype="step", color=f"C{i + 2}", density=True,
+                   label=f"{row['run']}: random splits")
+        right.axvline(abs(row["d"]), color=f"C{i + 2}", lw=2)
+    for c in a["controls"]:
+        right.hist(c["null"], bins=60, histtype="stepfilled", alpha=0.25, color="grey", density=True,
+                   label=f"{c['run']} (merged): random splits")
+    right.set_xlabel("|mean score of one half - the other|   (vertical lines: the real tower split)")
+    right.set_title("real tower split against random 48/48 splits", fontsize=10)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path):
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def figure3(results_dir, out="results/figure3", n_permutations=N_PERMUTATIONS, log=print) -> str:
+    """Scores, tests, grids and the verdict for every finished run under `results_dir`, written
+    to `out` (figure3.md, scores.csv, scores.png, one grid per run); returns figure3.md."""
+    runs, skipped = load_runs(results_dir)
+    log(f"{len(runs)} finished runs with conv1 kernels under {results_dir}"
+        + (f"; {len(skipped)} unfinished left out" if skipped else ""))
+    a = analyse(runs, n_permutations)
+    out = Path(out)
+    for run, row in zip(runs, a["rows"]):
+        draw_grid(run, out / f"{run['name']}.png", row["scores"])
+    draw_scores(a, out / "scores.png")
+    atomic_write(out / "scores.csv", _csv(a))
+    md = "\n".join([
+        f"# Figure 3: colour specialisation of conv1, `{Path(results_dir).as_posix()}`", "",
+        f"Generated by `alexnet-split figure3 {Path(results_dir).as_posix()} --out {out.as_posix()}` "
+        f"({n_permutations:,} random relabellings per run). Score: share of a kernel's energy, after removing "
+        "its mean, outside the grey direction (0 grey, 1 pure colour, 2/3 for noise; formula in "
+        f"`alexnet_split/figure3.py`). Agnostic kernel: score < {AGNOSTIC:.3f}.", "",
+        _table(a, skipped), "", verdict(a), ""])
+    atomic_write(out / "figure3.md", md)
+    return md
