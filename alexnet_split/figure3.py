@@ -84,6 +84,9 @@ def load_runs(results_dir) -> tuple[list[dict], list[str]]:
             skipped.append(f"{run_dir}: unfinished (no final.json)")
             continue
         cfg, final = read_json(run_dir / "config.json"), read_json(run_dir / "final.json")
+        if "steps_to_leave_chance" in final and final["steps_to_leave_chance"] is None:
+            skipped.append(f"{run_dir}: never left chance, so its conv1 is as untrained as its accuracy")
+            continue
         with np.load(f) as z:
             towers = [z[k].astype(np.float32) for k in sorted(z.files)]
         rel = run_dir.relative_to(results_dir).parts

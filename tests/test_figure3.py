@@ -54,11 +54,12 @@ def test_score_rejects_kernels_that_are_not_rgb_with_the_shape():
         figure3.colour_specificity(np.zeros((11, 11, 1, 4)))
 
 
-def write_run(folder: Path, mode: str, seed: int, kernels: dict, steps=500, finished=True):
+def write_run(folder: Path, mode: str, seed: int, kernels: dict, steps=500, finished=True, left_chance=100):
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"mode": mode, "seed": seed, "layout": "paper"}))
     if finished:
-        (folder / "final.json").write_text(json.dumps({"steps": steps, "test_top1": 0.5}))
+        (folder / "final.json").write_text(json.dumps({"steps": steps, "test_top1": 0.5,
+                                                       "steps_to_leave_chance": left_chance}))
     buf = io.BytesIO()
     np.savez(buf, **{k: v.astype(np.float16) for k, v in kernels.items()})
     (folder / "conv1.npz").write_bytes(buf.getvalue())
@@ -74,8 +75,11 @@ def test_a_grey_tower_beside_a_colour_tower_is_found_and_mixed_towers_are_not(tm
     write_run(tmp_path / "runs/paper_towers_s1", "towers", 1, {"t0_conv1": mixed(), "t1_conv1": mixed()})
     write_run(tmp_path / "runs/paper_towers_s2", "towers", 2, {"t0_conv1": mixed(), "t1_conv1": mixed()},
               finished=False)
+    write_run(tmp_path / "runs/paper_towers_s3", "towers", 3, {"t0_conv1": mixed(), "t1_conv1": mixed()},
+              left_chance=None)
     runs, skipped = figure3.load_runs(tmp_path)
-    assert [r["name"] for r in runs] == ["paper_towers_s0", "paper_towers_s1"] and "paper_towers_s2" in skipped[0]
+    assert [r["name"] for r in runs] == ["paper_towers_s0", "paper_towers_s1"]
+    assert "paper_towers_s2: unfinished" in skipped[0] and "paper_towers_s3: never left chance" in skipped[1]
     a = figure3.analyse(runs, n_permutations=2000)
     split, mixed_row = a["towers"]
     assert split["d"] < -0.8 and split["p"] == 1 / 2001 and split["colour_tower"] == 0
