@@ -105,8 +105,9 @@ def cmd_check_placement(args):
 def cmd_figure3(args):
     from . import figure3
 
-    if not Path(args.results_dir).is_dir():
-        raise SystemExit(f"figure3: {args.results_dir} is not a folder")
+    for folder in args.results_dir:
+        if not Path(folder).is_dir():
+            raise SystemExit(f"figure3: {folder} is not a folder")
     if args.permutations < 100:
         raise SystemExit(f"figure3: --permutations {args.permutations} is too few for a p-value; use 100 or more")
     try:
@@ -327,7 +328,8 @@ def main(argv=None):
     p.set_defaults(func=cmd_check_placement)
     p = sub.add_parser("figure3", help="the paper's Figure 3 from saved conv1 kernels: grids, colour scores, "
                                        "the towers' split against random splits, the verdict")
-    p.add_argument("results_dir", metavar="RESULTS_DIR", help="a folder holding finished runs with conv1.npz")
+    p.add_argument("results_dir", metavar="RESULTS_DIR", nargs="+",
+                   help="folders holding finished runs with conv1.npz (at any depth)")
     p.add_argument("--out", default="results/figure3")
     p.add_argument("--permutations", type=int, default=10_000, help="random 48/48 relabellings per run")
     p.set_defaults(func=cmd_figure3)

@@ -74,10 +74,22 @@ def untrained(n=96, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).normal(0.0, 0.01, size=(11, 11, 3, n))
 
 
-def load_runs(results_dir) -> tuple[list[dict], list[str]]:
-    """Finished runs under `results_dir` (any depth) that kept conv1.npz, and why others were left out."""
+def load_runs(*results_dirs) -> tuple[list[dict], list[str]]:
+    """Finished runs under the `results_dirs` (any depth) that kept conv1.npz, and why others
+    were left out. With several folders a run's name starts with its folder's."""
     runs, skipped = [], []
-    results_dir = Path(results_dir)
+    for results_dir in map(Path, results_dirs):
+        found, left = _load_runs(results_dir, prefix=f"{results_dir.name}-" if len(results_dirs) > 1 else "")
+        runs += found
+        skipped += left
+    if not runs:
+        raise ValueError(f"{', '.join(map(str, results_dirs))}: no finished run with conv1.npz under it"
+                         + (f" ({len(skipped)} left out: {'; '.join(skipped)})" if skipped else ""))
+    return runs, skipped
+
+
+def _load_runs(results_dir: Path, prefix: str):
+    runs, skipped = [], []
     for f in sorted(results_dir.rglob("conv1.npz")):
         run_dir = f.parent
         if not (run_dir / "final.json").is_file():
@@ -90,13 +102,10 @@ def load_runs(results_dir) -> tuple[list[dict], list[str]]:
         with np.load(f) as z:
             towers = [z[k].astype(np.float32) for k in sorted(z.files)]
         rel = run_dir.relative_to(results_dir).parts
-        name = "-".join(p for p in rel if p != "runs") or run_dir.name
+        name = prefix + "-".join(p for p in rel if p != "runs")
         runs.append({"name": name, "dir": run_dir, "mode": cfg["mode"], "seed": cfg["seed"],
                      "layout": cfg["layout"], "steps": int(final["steps"]), "test_top1": final.get("test_top1"),
                      "towers": towers})
-    if not runs:
-        raise ValueError(f"{results_dir}: no finished run with conv1.npz under it"
-                         + (f" ({len(skipped)} unfinished)" if skipped else ""))
     return runs, skipped
 
 
@@ -133,6 +142,10 @@ def analyse(runs, n_permutations=N_PERMUTATIONS, seed=0) -> dict:
                              "q95": float(np.quantile(null, 0.95))})
         rows.append(row)
     towers = [row for row in rows if "p" in row]
+    if controls:  # each towers run's |d| against the pooled random splits of the merged runs' kernels
+        pooled = np.concatenate([c["null"] for c in controls])
+        for row in towers:
+            row["p_merged"] = float((1 + (pooled >= abs(row["d"]) - 1e-12).sum()) / (pooled.size + 1))
     n_split = sum(row["p"] < ALPHA for row in towers)
     # how surprising n_split of len(towers) would be if no run's towers differed (each p < ALPHA w.p. ALPHA)
     tail = sum(math.comb(len(towers), i) * ALPHA ** i * (1 - ALPHA) ** (len(towers) - i)
@@ -196,6 +209,9 @@ def _table(a: dict, skipped) -> str:
     if a["controls"]:
         lines += ["", "Control, random 48/48 splits of a merged run's 96 kernels (|difference of means|):", ""]
         lines += [f"- {c['run']} ({c['steps']:,} steps): 95th percentile {c['q95']:.3f}" for c in a["controls"]]
+        lines += ["", "Each towers run's |d| against those splits (pooled): "
+                  + ", ".join(f"{row['run']} |d| = {abs(row['d']):.3f}, p = {row['p_merged']:.4f}"
+                              for row in a["towers"]) + "."]
     else:
         lines += ["", "Control, random 48/48 splits of a merged run's kernels: **no finished merged run with "
                   "conv1.npz is in this folder**, so the only chance control is each run's own permutation null "
@@ -298,11 +314,14 @@ def _save(fig, path):
     tmp.replace(path)
 
 
-def figure3(results_dir, out="results/figure3", n_permutations=N_PERMUTATIONS, log=print) -> str:
-    """Scores, tests, grids and the verdict for every finished run under `results_dir`, written
-    to `out` (figure3.md, scores.csv, scores.png, one grid per run); returns figure3.md."""
-    runs, skipped = load_runs(results_dir)
-    log(f"{len(runs)} finished runs with conv1 kernels under {results_dir}"
+def figure3(results_dirs, out="results/figure3", n_permutations=N_PERMUTATIONS, log=print) -> str:
+    """Scores, tests, grids and the verdict for every finished run under `results_dirs` (a folder
+    or a list of them), written to `out` (figure3.md, scores.csv, scores.png, one grid per run);
+    returns figure3.md."""
+    results_dirs = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
+    runs, skipped = load_runs(*results_dirs)
+    folders = " ".join(Path(d).as_posix() for d in results_dirs)
+    log(f"{len(runs)} finished runs with conv1 kernels under {folders}"
         + (f"; {len(skipped)} unfinished left out" if skipped else ""))
     a = analyse(runs, n_permutations)
     out = Path(out)
@@ -311,8 +330,8 @@ def figure3(results_dir, out="results/figure3", n_permutations=N_PERMUTATIONS, l
     draw_scores(a, out / "scores.png")
     atomic_write(out / "scores.csv", _csv(a))
     md = "\n".join([
-        f"# Figure 3: colour specialisation of conv1, `{Path(results_dir).as_posix()}`", "",
-        f"Generated by `alexnet-split figure3 {Path(results_dir).as_posix()} --out {out.as_posix()}` "
+        f"# Figure 3: colour specialisation of conv1, `{folders}`", "",
+        f"Generated by `alexnet-split figure3 {folders} --out {out.as_posix()}` "
         f"({n_permutations:,} random relabellings per run). Score: share of a kernel's energy, after removing "
         "its mean, outside the grey direction (0 grey, 1 pure colour, 2/3 for noise; formula in "
         f"`alexnet_split/figure3.py`). Agnostic kernel: score < {AGNOSTIC:.3f}.", "",
