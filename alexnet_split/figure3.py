@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -316,7 +317,7 @@ def _save(fig, path):
 
 def figure3(results_dirs, out="results/figure3", n_permutations=N_PERMUTATIONS, log=print) -> str:
     """Scores, tests, grids and the verdict for every finished run under `results_dirs` (a folder
-    or a list of them), written to `out` (figure3.md, scores.csv, scores.png, one grid per run);
+    or a list of them), written to `out` (figure3.md, scores.csv, scores.png, grids/<run>.png);
     returns figure3.md."""
     results_dirs = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
     runs, skipped = load_runs(*results_dirs)
@@ -325,8 +326,13 @@ def figure3(results_dirs, out="results/figure3", n_permutations=N_PERMUTATIONS, 
         + (f"; {len(skipped)} unfinished left out" if skipped else ""))
     a = analyse(runs, n_permutations)
     out = Path(out)
+    # the grids folder is replaced as a whole, so no grid of a run that is no longer in the study stays
+    staging = out / ".grids.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
     for run, row in zip(runs, a["rows"]):
-        draw_grid(run, out / f"{run['name']}.png", row["scores"])
+        draw_grid(run, staging / f"{run['name']}.png", row["scores"])
+    shutil.rmtree(out / "grids", ignore_errors=True)
+    staging.rename(out / "grids")
     draw_scores(a, out / "scores.png")
     atomic_write(out / "scores.csv", _csv(a))
     md = "\n".join([

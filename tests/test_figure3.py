@@ -102,8 +102,8 @@ def test_merged_runs_give_the_random_split_control(tmp_path):
     assert 0.05 < control["q95"] < 0.4
     assert a["towers"][0]["p_merged"] == 1 / 501  # a grey tower beside a colour one is far beyond those splits
     assert "paper_merged_s0 (500 steps): 95th percentile" in md and "holds here at 500 steps" in md
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "figure3.md", "paper_merged_s0.png", "paper_towers_s0.png", "scores.csv", "scores.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["figure3.md", "grids", "scores.csv", "scores.png"]
+    assert sorted(p.name for p in (tmp_path / "out/grids").iterdir()) == ["paper_merged_s0.png", "paper_towers_s0.png"]
     assert (tmp_path / "out/scores.csv").read_text().count("\n") == 1 + 96 + 96
 
 
