@@ -258,7 +258,10 @@ def draw_grid(run: dict, path, scores=None):
     fig, ax = plt.subplots(figsize=(8, 8 * canvas.shape[0] / canvas.shape[1] + 0.6))
     ax.imshow(canvas, interpolation="nearest")
     ax.axis("off")
-    label = ", ".join(f"tower {t}: mean score {s.mean():.2f}" for t, s in enumerate(scores)) if scores else ""
+    label = ""
+    if scores:
+        label = (", ".join(f"tower {t}: mean score {s.mean():.2f}" for t, s in enumerate(scores)) if len(scores) > 1
+                 else f"one block of {scores[0].size}: mean score {scores[0].mean():.2f}")
     ax.set_title(f"{run['name']}: conv1 after {run['steps']:,} steps"
                  + (" (tower 0 top, tower 1 bottom)" if len(blocks) > 1 else "") + (f"\n{label}" if label else ""),
                  fontsize=9)
@@ -281,12 +284,14 @@ def draw_scores(a: dict, path):
             x = 2.5 * i + t
             left.scatter(x + rng.uniform(-0.25, 0.25, s.size), s, s=8, alpha=0.6, color=f"C{t}")
             left.hlines(np.median(s), x - 0.35, x + 0.35, color="black")
-            ticks.append((x, f"{row['run']}\n{'t%d' % t if len(row['scores']) > 1 else 'all'}"))
+            ticks.append((x, f"t{t}" if len(row["scores"]) > 1 else "all"))
+        left.text(2.5 * i + (len(row["scores"]) - 1) / 2, -0.1, "\n".join(row["run"].rsplit("-", 1)), ha="center",
+                  va="top", fontsize=6.5, transform=left.get_xaxis_transform())
     left.axhline(2 / 3, color="grey", ls=":", lw=1)
     left.axhline(AGNOSTIC, color="red", ls="--", lw=1)
     left.text(left.get_xlim()[1], 2 / 3, " noise (2/3)", va="center", fontsize=7, color="grey")
     left.text(left.get_xlim()[1], AGNOSTIC, " agnostic below", va="center", fontsize=7, color="red")
-    left.set_xticks([x for x, _ in ticks], [t for _, t in ticks], fontsize=6.5, rotation=0)
+    left.set_xticks([x for x, _ in ticks], [t for _, t in ticks], fontsize=8)
     left.set_ylabel("colour-specificity score")
     left.set_ylim(0, 1)
     left.set_title("conv1 kernels by run and tower (bar = median)", fontsize=10)
