@@ -103,7 +103,7 @@ def _load_runs(results_dir: Path, prefix: str):
         with np.load(f) as z:
             towers = [z[k].astype(np.float32) for k in sorted(z.files)]
         rel = run_dir.relative_to(results_dir).parts
-        name = prefix + "-".join(p for p in rel if p != "runs")
+        name = prefix + ("-".join(p for p in rel if p != "runs") or run_dir.name)  # RESULTS_DIR may be a run
         runs.append({"name": name, "dir": run_dir, "mode": cfg["mode"], "seed": cfg["seed"],
                      "layout": cfg["layout"], "steps": int(final["steps"]), "test_top1": final.get("test_top1"),
                      "towers": towers})
