@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import collections
 import re
-from pathlib import Path
 
 from .placement_check import BACKWARD, FORWARD, UPDATE, Report, short_device, tower_of
+from .runlog import write_figure
 
 COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52")  # device 0, 1, ... as the runtime named them
 OPTIMIZER = "optimizer"  # the pseudo-block that sends the shared scalars (iteration, learning rate)
@@ -150,10 +150,5 @@ def draw(report: Report, path, title: str | None = None) -> list[str]:
     ax.set_ylim(-(rows - 1) * dy - 1.2 - 0.45 * (rows + 2), 1.0)
     ax.set_aspect("equal")
     ax.axis("off")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp" + path.suffix)
-    fig.savefig(tmp, bbox_inches="tight", dpi=130, metadata={"Date": None} if path.suffix == ".svg" else None)
-    plt.close(fig)
-    tmp.replace(path)  # nothing half-written
+    write_figure(fig, path, bbox_inches="tight", dpi=130)
     return drawn

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runlog import atomic_write, read_json
+from .runlog import atomic_write, read_json, write_figure
 
 AGNOSTIC = 1 / 3  # a kernel with under half as much colour energy as grey energy counts as colour-agnostic
 N_PERMUTATIONS = 10_000
@@ -152,9 +152,10 @@ def analyse(runs, n_permutations=N_PERMUTATIONS, seed=0) -> dict:
     tail = sum(math.comb(len(towers), i) * ALPHA ** i * (1 - ALPHA) ** (len(towers) - i)
                for i in range(n_split, len(towers) + 1)) if towers else None
     init = untrained()
-    reference = {"median": float(np.median(colour_specificity(init))),
+    init_scores = colour_specificity(init)
+    reference = {"median": float(np.median(init_scores)),
                  "median_smooth": float(np.median(colour_specificity(init, smooth=True))),
-                 "range": [float(q) for q in np.quantile(colour_specificity(init), [0.1, 0.9])]}
+                 "range": [float(q) for q in np.quantile(init_scores, [0.1, 0.9])]}
     return {"rows": rows, "controls": controls, "towers": towers, "n_split": n_split, "binomial_p": tail,
             "untrained": reference}
 
@@ -265,7 +266,7 @@ def draw_grid(run: dict, path, scores=None):
     ax.set_title(f"{run['name']}: conv1 after {run['steps']:,} steps"
                  + (" (tower 0 top, tower 1 bottom)" if len(blocks) > 1 else "") + (f"\n{label}" if label else ""),
                  fontsize=9)
-    _save(fig, path)
+    write_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def draw_scores(a: dict, path):
@@ -306,18 +307,7 @@ def draw_scores(a: dict, path):
     right.set_title("real tower split against random 48/48 splits", fontsize=10)
     right.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
-
-
-def _save(fig, path):
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    write_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def figure3(results_dirs, out="results/figure3", n_permutations=N_PERMUTATIONS, log=print) -> str:

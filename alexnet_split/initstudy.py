@@ -10,11 +10,10 @@ that directly, from one batch, for every mode and init.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 from .models import build_model
+from .runlog import write_figure
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
@@ -106,6 +105,7 @@ def markdown(rows, source: str) -> str:
 
 
 def plot(rows, path):
+    """The activation std per layer at step 0, one panel per init, written to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,7 +126,4 @@ def plot(rows, path):
     axes[0][0].set_ylabel("activation std at step 0")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    write_figure(fig, path, dpi=100)

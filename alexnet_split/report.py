@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import NUM_CLASSES
-from .runlog import atomic_write, read_json, replacing, write_json
+from .runlog import atomic_write, read_json, replacing, write_figure, write_json
 from .schedule import CHANCE_FACTOR
 
 MANIFEST = "compare.json"
@@ -428,7 +428,4 @@ def _plot(runs, path: Path, manifest, by_steps=False):
         ax.legend(fontsize=8)
     fig.suptitle(f"{manifest['layout']} layout, recipe {manifest['recipe']}")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    write_figure(fig, path, dpi=100)

@@ -37,6 +37,20 @@ def atomic_write(path, content: str | bytes):
             tmp.write_text(content)
 
 
+def write_figure(fig, path, **savefig):
+    """Save a Matplotlib figure whole (format from the suffix) and close it. No software or date
+    stamp, so a figure regenerates byte for byte."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, metadata={"Date": None} if fmt == "svg" else {"Software": None}, **savefig)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
 def write_json(path, obj):
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

@@ -70,7 +70,7 @@ def main():
     w.writeheader()
     w.writerows(rows)
     runlog.atomic_write(out / "step0.csv", buf.getvalue())
-    (out / "step0.png").write_bytes(initstudy.plot(rows, out / "step0.png"))
+    initstudy.plot(rows, out / "step0.png")
     print(initstudy.markdown(rows, source))
     power = power_table(out.parent)
     runlog.atomic_write(out / "power.md", power)
