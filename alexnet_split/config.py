@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from .spec import INITS
+
 # How a run trains (alexnet_split.train.resolve_engine): Keras fit, or the JAX device loop.
 ENGINES = ("auto", "fit", "device")
 PRECISIONS = ("float32", "mixed_bfloat16")  # Keras mixed-precision policies a recipe may use
+OPTIMIZERS = ("sgd", "adam")  # sgd: PaperSGD, the paper's momentum update (Section 5); adam: Keras's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +42,10 @@ class Recipe:
     init: str = "paper"  # "paper" | "caffe" (biases 0.1) | "fan_in" (He-normal, biases 0); see build_model
 
     def __post_init__(self):
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.init not in ("paper", "caffe", "fan_in"):
-            raise ValueError(f"init must be 'paper', 'caffe' or 'fan_in', got {self.init!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if (self.steps is None) == (self.epochs is None):

@@ -13,13 +13,13 @@ Labels are ``(image number - 1) // 80``: the images come in 17 consecutive block
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import io
 import os
 import pickle
 import re
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -226,15 +226,13 @@ def _resize_array(im: np.ndarray, size: int) -> np.ndarray:
 
 
 def download(url: str, dest: Path, retries: int = 3, timeout: float = 60.0) -> Path:
-    """Download `url` to `dest` atomically (``dest.part`` renamed on success), with a progress
-    bar. A failed attempt deletes its partial file and retries from scratch."""
+    """Download `url` to `dest` atomically (:func:`alexnet_split.runlog.replacing`), with a
+    progress bar. A failed attempt deletes its partial file and retries from scratch."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     last_error = None
     for attempt in range(1, retries + 1):
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
+            with replacing(dest) as part, urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
                 total = int(r.headers.get("Content-Length") or 0)
                 got = 0
                 while chunk := r.read(1 << 20):
@@ -247,12 +245,9 @@ def download(url: str, dest: Path, retries: int = 3, timeout: float = 60.0) -> P
                     raise DatasetError(f"{url}: connection closed after {got} of {total} bytes")
             if sys.stderr.isatty():
                 print(file=sys.stderr)
-            os.replace(part, dest)
             return dest
         except (OSError, DatasetError) as e:
             last_error = e
-            with contextlib.suppress(FileNotFoundError):
-                part.unlink()
             if attempt < retries:
                 time.sleep(min(2 ** attempt, 10) * float(os.environ.get("ALEXNET_SPLIT_RETRY_DELAY", "1")))
     raise DatasetError(f"download of {url} to {dest} failed after {retries} attempts: {last_error}")
@@ -367,8 +362,6 @@ def export_folder(ds: Flowers17, out, quality: int = 90) -> Path:
             f"{ds.images.shape[1]} px (bilinear), centre square, JPEG quality {quality}.\n")
         os.replace(tmp, out)
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out

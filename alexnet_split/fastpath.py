@@ -36,6 +36,7 @@ import keras
 import numpy as np
 
 from . import pipeline
+from .data import NUM_CLASSES
 
 # (model structure, loop settings) -> compiled (train_interval, evaluate); see DeviceLoop.
 _COMPILED: dict = {}
@@ -45,7 +46,7 @@ class DeviceLoop:
     """Training and validation of `model` (compiled with its optimizer) on device-resident data."""
 
     def __init__(self, model, images, labels, val_images, val_labels, batch_size, crop, seed, augment=True,
-                 pca_sigma=0.0, interval_steps=1, num_classes=17, eval_batch=128):
+                 pca_sigma=0.0, interval_steps=1, num_classes=NUM_CLASSES, eval_batch=128):
         self.model, self.optimizer = model, model.optimizer
         self.optimizer.build(model.trainable_variables)
         n, size = len(labels), images.shape[1]

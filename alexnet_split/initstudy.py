@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .data import NUM_CLASSES
 from .models import build_model
 from .runlog import write_figure
 
@@ -25,7 +26,7 @@ def _blocks(model, layer):
 
 
 def step0_stats(images, labels, layout="paper", mode="towers", init="paper", bias_fill=None, seed=0,
-                num_classes=17) -> list[dict]:
+                num_classes=NUM_CLASSES) -> list[dict]:
     """One row per layer: the std of the block's output (pre-softmax logits for fc8, averaged over
     towers) and of its kernel's gradient of the mean cross-entropy, at the initial weights, on
     `images` (float32 pixels in [0, 255]) in training mode (dropout on, seeded)."""

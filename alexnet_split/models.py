@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from . import placement, spec
+from .data import NUM_CLASSES
 from .devices import check_devices
 from .layers import ConvBlock, DenseBlock, Preprocess
 
@@ -16,7 +17,7 @@ _PREPROCESS = {
 }
 
 
-def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_shape=None, devices=None,
+def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=None, input_shape=None, devices=None,
                 n_towers=2, name=None, bias_fill=None, init="paper"):
     """Build AlexNet as an uncompiled Keras Functional model.
 
@@ -39,7 +40,7 @@ def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_
       name: model name; default ``alexnet_<layout>_<mode>``.
       bias_fill: under the paper's init, the value for the biases the paper sets to 1 (Caffe
         found 1 can stall training and used 0.1); ``None`` keeps 1.
-      init: for the ``paper`` layout, one of :data:`INITS`: ``"paper"`` (Section 5: N(0, 0.01)
+      init: for the ``paper`` layout, one of :data:`alexnet_split.spec.INITS`: ``"paper"`` (Section 5: N(0, 0.01)
         weights, biases 1 in conv2, conv4, conv5, fc6, fc7, else 0), ``"caffe"`` (the same with
         those biases 0.1, as Caffe's bvlc_alexnet) or ``"fan_in"`` (He-normal weights, std
         sqrt(2 / fan_in) from each kernel's real fan-in, in conv2-conv5, fc6 and fc7: in towers
@@ -52,8 +53,8 @@ def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_
     """
     arch = spec.get_layout(layout)
     norm = arch.norm if norm is None else norm
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init not in spec.INITS:
+        raise ValueError(f"init must be one of {spec.INITS}, got {init!r}")
     if norm not in spec.NORMS:
         raise ValueError(f"norm must be one of {spec.NORMS} or None, got {norm!r}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
@@ -94,7 +95,6 @@ def build_model(layout="paper", mode="towers", num_classes=17, norm=None, input_
     return model_cls(inputs, probs, name=name or f"alexnet_{arch.name}_{mode}")
 
 
-INITS = ("paper", "caffe", "fan_in")
 CAFFE_BIAS = 0.1  # bvlc_alexnet's value for the biases the paper sets to 1
 
 
@@ -125,7 +125,7 @@ def tower_layer_names(model) -> dict[int, list[str]]:
     return towers
 
 
-def build_grouped_model(layout="paper", num_classes=17, norm=None, input_shape=None, n_groups=2, name=None):
+def build_grouped_model(layout="paper", num_classes=NUM_CLASSES, norm=None, input_shape=None, n_groups=2, name=None):
     """The towers network as a one-device grouped-convolution network (Caffe's ``group: 2``).
 
     Same-tower layers are ``Conv2D(groups=n_groups)``; layers where the towers cross (the first

@@ -8,25 +8,37 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+TMP_MARK = ".tmp"  # in the name of every temporary file `replacing` makes
+
 
 @contextlib.contextmanager
 def replacing(path):
     """Yield a temporary path beside `path`, renamed over it when the block ends without an
-    error and removed otherwise: a reader (or a kill) never sees a half-written file."""
+    error and removed otherwise: a reader (or a kill) never sees a half-written file. The
+    temporary name keeps the suffix (``.foo.tmp123.keras``): Keras's save requires it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def remove_partial_files(*folders):
+    """Delete the temporary files :func:`replacing` left in `folders` when a kill cut it short."""
+    for folder in folders:
+        for f in Path(folder).glob(f".*{TMP_MARK}*"):
+            if re.fullmatch(rf"\..+{re.escape(TMP_MARK)}\d+(\.\w+)?", f.name) and f.is_file():
+                f.unlink()
 
 
 def atomic_write(path, content: str | bytes):

@@ -17,6 +17,9 @@ import math
 
 NORMS = ("lrn", "batchnorm")
 MODES = ("towers", "merged", "half")
+# Weight initialisations (alexnet_split.models.build_model): the paper's (Section 5), Caffe's
+# bvlc_alexnet biases, or He-normal fan-in scaling
+INITS = ("paper", "caffe", "fan_in")
 
 
 @dataclasses.dataclass(frozen=True)

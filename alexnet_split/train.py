@@ -21,7 +21,6 @@ import csv
 import importlib.util
 import io
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 from . import config, data, pipeline, spec
 from .models import build_model, init_summary
 from .optimizers import PaperSGD
-from .runlog import atomic_write, git_commit, machine, read_json, versions, write_json
+from .runlog import atomic_write, git_commit, machine, read_json, remove_partial_files, replacing, versions, write_json
 from .schedule import Plateau
 
 HISTORY_FIELDS = ["step", "epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5", "lr", "seconds"]
@@ -114,9 +113,8 @@ class _Run:
             ckpt_dir = self.out / "ckpt"
             ckpt_dir.mkdir(exist_ok=True)
             name = f"step_{s['step']:06d}.keras"
-            tmp = ckpt_dir / f".{name}.tmp.keras"
-            model.save(tmp)
-            os.replace(tmp, ckpt_dir / name)
+            with replacing(ckpt_dir / name) as tmp:
+                model.save(tmp)
             s["checkpoint"], s["seed_states"] = f"ckpt/{name}", seed_states(model)
         else:
             s["checkpoint"], s["seed_states"] = None, []
@@ -239,8 +237,7 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
         raise ValueError(f"{out} was placed on {old.get('devices') or 'one device'}; this process has "
                          f"{list(devices or []) or 'one device'}. Resume it with the same devices (the same "
                          "--cluster), or start a new --out")
-    for stale in (out / "ckpt").glob(".*.tmp.keras"):  # a save cut short by a kill
-        stale.unlink()
+    remove_partial_files(out, out / "ckpt")  # writes cut short by a kill
 
     if deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf

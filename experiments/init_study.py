@@ -19,7 +19,7 @@ import csv
 import io
 from pathlib import Path
 
-from alexnet_split import data, initstudy, models, pipeline, report, runlog
+from alexnet_split import data, initstudy, pipeline, report, runlog, spec
 
 
 def power_table(results: Path) -> str:
@@ -56,7 +56,7 @@ def main():
     idx = data.stratified_split(ds.labels, 0)["train"][:args.batch]
     (x,) = pipeline.crops(ds.images[idx], 227)
     rows = []
-    for init in models.INITS:
+    for init in spec.INITS:
         for mode in ("towers", "merged", "half"):
             rows += initstudy.step0_stats(x.astype("float32"), ds.labels[idx], "paper", mode, init)
             print(init, mode, " ".join(f"{r['layer']}:{r['activation_std']:.3g}" for r in rows[-8:]), flush=True)
