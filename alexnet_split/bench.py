@@ -151,7 +151,7 @@ def runner_speed(layout, precision, batch, devices, input_shape=None, interval_s
         val_x, val_y = images[:n_val, 14:14 + crop, 14:14 + crop], labels[:n_val]
         tf = is_tensorflow()
         model = build_model(layout, "towers", NUM_CLASSES, input_shape=shape, devices=devices if tf else None)
-        model.compile(PaperSGD(0.01, momentum=0.9, l2=5e-4), "categorical_crossentropy",
+        model.compile(PaperSGD(), "categorical_crossentropy",
                       metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
         if tf:
             batches = TrainBatches(images, labels, batch, crop, NUM_CLASSES, 0, pca_sigma=0.1,

@@ -1,5 +1,10 @@
-"""Command line: ``alexnet-split devices | summary | check-placement | figure3 | train | compare | report |
-worker | bench | bench-cluster | profile | pipeline-speed | export-data``."""
+"""Command line: ``alexnet-split devices | summary | check-placement | figure3 | train | worker | compare |
+report | pipeline-speed | bench | bench-cluster | export-data | profile``.
+
+Each command is a pair: ``_add_<command>`` declares its arguments and ``cmd_<command>`` checks
+them, calls one library function and prints what it returns. The library is imported inside
+the commands, so ``--help`` answers without starting TensorFlow.
+"""
 
 from __future__ import annotations
 
@@ -11,31 +16,44 @@ import tempfile
 from pathlib import Path
 
 from . import bench, config, devices, spec
+from .data import NUM_CLASSES
+
+# --------------------------------------------------------------------------- shared arguments
 
 
-def _device_args(p):
-    p.add_argument("--towers", type=int, default=2, help="number of towers (default 2)")
+def _prefer_arg(p):
     p.add_argument("--prefer", choices=devices.PREFER, default="auto",
                    help="device kind for the towers (default: GPUs if there are any)")
 
 
-def _model_args(p):
+def _device_args(p):
+    p.add_argument("--towers", type=int, default=2, help="number of towers (default 2)")
+    _prefer_arg(p)
+
+
+def _layout_arg(p):
     p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
+
+
+def _recipe_arg(p):
+    p.add_argument("--recipe", choices=sorted(config.PRESETS), default="paper", help="recipe preset")
+
+
+def _data_arg(p, help="Flowers 17: a folder, or the archive or tflearn pickle itself "
+                      "(default $FLOWERS17_DIR or ~/.cache/alexnet_split/17flowers, downloading there)"):
+    p.add_argument("--data", default=None, help=help)
+
+
+def _model_args(p):
+    _layout_arg(p)
     p.add_argument("--mode", choices=spec.MODES, default="towers")
     p.add_argument("--norm", choices=spec.NORMS, default=None, help="default: the layout's own")
-    p.add_argument("--classes", type=int, default=17)
+    p.add_argument("--classes", type=int, default=NUM_CLASSES)
     p.add_argument("--input-size", type=int, default=None, help="square input side (default 227 / 224)")
 
 
-def _sync_readme(written):
-    from . import report
-
-    readme = report.sync_readme_for(written)
-    if readme:
-        print(f"updated the generated blocks in {readme}")
-
-
 def _run_args(p):
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=5")
     p.add_argument("--engine", choices=config.ENGINES, default="auto",
                    help="fit: Keras fit fed by the NumPy pipeline (TensorFlow places the towers); device: the "
                         "jitted JAX loop with the data on the accelerator; auto (default): device under "
@@ -46,6 +64,48 @@ def _run_args(p):
                         "under a second, use ~30)")
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="write TensorBoard curves (loss, accuracy, top-5, lr per validation interval) here")
+    _prefer_arg(p)
+
+
+def _overrides(items):
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _csv_list(text, cast=str):
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"expected a comma-separated list, got {text!r}")
+    return [cast(t) for t in items]
+
+
+def _sync_readme(written):
+    from . import report
+
+    readme = report.sync_readme_for(written)
+    if readme:
+        print(f"updated the generated blocks in {readme}")
+
+
+def _print_line(line):
+    print(line, flush=True)
+
+
+# --------------------------------------------------------------------------- devices, summary
+
+
+def _add_devices(sub):
+    p = sub.add_parser("devices", help="show the devices found and which tower goes where")
+    _device_args(p)
+    p.set_defaults(func=cmd_devices)
 
 
 def cmd_devices(args):
@@ -56,18 +116,43 @@ def cmd_devices(args):
     return 0
 
 
+def _add_summary(sub):
+    p = sub.add_parser("summary", help="per layer: output shape, parameters, FLOPs and device")
+    _model_args(p)
+    _device_args(p)
+    p.set_defaults(func=cmd_summary)
+
+
 def cmd_summary(args):
     import alexnet_split as A
 
     from . import models
 
-    devices = A.configure_devices(args.towers if args.mode == "towers" else 1, prefer=args.prefer)
+    placed = A.configure_devices(args.towers if args.mode == "towers" else 1, prefer=args.prefer)
     shape = (args.input_size, args.input_size, 3) if args.input_size else None
     model = A.build_model(args.layout, args.mode, args.classes, norm=args.norm, input_shape=shape,
-                          devices=devices or None, n_towers=args.towers)
+                          devices=placed or None, n_towers=args.towers)
     flops = spec.layer_flops(spec.get_layout(args.layout), args.mode, args.towers, shape, args.classes)
     print(models.format_summary(model, flops))
     return 0
+
+
+# --------------------------------------------------------------------------- placement proofs, figures
+
+
+def _add_check_placement(sub):
+    p = sub.add_parser("check-placement", help="train a few steps and prove placement from TF's runtime log")
+    _model_args(p)
+    p.add_argument("--optimizer", choices=config.OPTIMIZERS, default="sgd")
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--naive", action="store_true", help="show the stock Keras path instead (misplaced on purpose)")
+    p.add_argument("--loopback-cluster", action="store_true",
+                   help="towers on two worker processes over 127.0.0.1 gRPC: what each worker ran, and the "
+                        "weights against one process")
+    p.add_argument("--out", default=None, help="also write the report here (results/placement/...)")
+    p.add_argument("--figure", default=None, metavar="FILE.svg|.png",
+                   help="also draw the paper's Figure 2 from the same runtime evidence (results/placement/towers.svg)")
+    p.set_defaults(func=cmd_check_placement)
 
 
 def cmd_check_placement(args):
@@ -98,8 +183,31 @@ def cmd_check_placement(args):
             f"Figure 2 from TensorFlow's runtime: {args.layout} layout, {args.mode}, {args.optimizer}, "
             f"{args.steps} training steps on {' and '.join(placement_check.short_device(d) for d in report.devices)}"))
         print(f"wrote {args.figure}: {len(arrows)} cross-device arrows, one per tensor edge above")
-    ok = not report.misplaced_ops() and all(s["device"] == s["reference_device"] for s in report.slots)
-    return 0 if ok or args.naive else 1
+    return 0 if report.passed() or args.naive else 1
+
+
+def _check_cluster(args):
+    from . import placement_check as pc
+
+    print("Starting two loopback workers and training 3 steps with tower k on worker task k ...", flush=True)
+    folder = Path(tempfile.mkdtemp(prefix="alexnet_split_cluster_"))
+    report = pc.check_cluster(folder, args.layout, input_size=args.input_size or 67, steps=3)
+    text = pc.format_cluster(report)
+    print(text)
+    if args.out:
+        pc.write_proof(args.out, "alexnet-split check-placement --loopback-cluster", text)
+        _sync_readme(args.out)
+    return 0 if report.passed() else 1
+
+
+def _add_figure3(sub):
+    p = sub.add_parser("figure3", help="the paper's Figure 3 from saved conv1 kernels: grids, colour scores, "
+                                       "the towers' split against random splits, the verdict")
+    p.add_argument("results_dir", metavar="RESULTS_DIR", nargs="+",
+                   help="folders holding finished runs with conv1.npz (at any depth)")
+    p.add_argument("--out", default="results/figure3")
+    p.add_argument("--permutations", type=int, default=10_000, help="random 48/48 relabellings per run")
+    p.set_defaults(func=cmd_figure3)
 
 
 def cmd_figure3(args):
@@ -119,92 +227,79 @@ def cmd_figure3(args):
     return 0
 
 
-def _check_cluster(args):
-    from . import placement_check as pc
-
-    print("Starting two loopback workers and training 3 steps with tower k on worker task k ...", flush=True)
-    folder = Path(tempfile.mkdtemp(prefix="alexnet_split_cluster_"))
-    report = pc.check_cluster(folder, args.layout, input_size=args.input_size or 67, steps=3)
-    text = pc.format_cluster(report)
-    print(text)
-    if args.out:
-        pc.write_proof(args.out, "alexnet-split check-placement --loopback-cluster", text)
-        _sync_readme(args.out)
-    ok = not report.misplaced() and report.weights["max_rel"] <= 1e-5
-    return 0 if ok else 1
+# --------------------------------------------------------------------------- training
 
 
-def _overrides(items):
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+def _cluster_arg(p, help):
+    p.add_argument("--cluster", default=None, metavar="SPEC.json", help=help)
 
 
 def _cluster_source(args):
     """--cluster FILE, else $TF_CONFIG when set, else None (no cluster)."""
-
     if args.cluster:
         return args.cluster
     return "TF_CONFIG" if os.environ.get("TF_CONFIG") else None
 
 
+def _add_train(sub):
+    p = sub.add_parser("train", help="train (or resume) one run into a run folder")
+    _model_args(p)
+    _recipe_arg(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
+    _data_arg(p)
+    p.add_argument("--splits", default=None, help="official datasplits.mat (split 1) instead of a seeded split")
+    p.add_argument("--deterministic", action="store_true", help="TensorFlow deterministic ops")
+    _run_args(p)
+    _cluster_arg(p, "train with tower k on worker task k of this cluster (default: $TF_CONFIG if set)")
+    p.set_defaults(func=cmd_train)
+
+
 def cmd_train(args):
     import alexnet_split as A
+
+    from . import train
+
+    def run(placed):
+        return train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=args.data,
+                           devices=placed or None, overrides=_overrides(args.set), deterministic=args.deterministic,
+                           splits_mat=args.splits, checkpoint_seconds=args.checkpoint_seconds, engine=args.engine,
+                           tensorboard=args.tensorboard)
 
     n = 2 if args.mode == "towers" else 1
     source = _cluster_source(args)
     if source is None:
-        devices = A.configure_devices(n, prefer=args.prefer)
-        final = _train(args, devices)
+        final = run(A.configure_devices(n, prefer=args.prefer))
     else:
-        final = _train_on_cluster(args, source, n)
-    print(f"{args.out}: test top-1 {final['test_top1']:.4f}, top-5 {final['test_top5']:.4f}, best val "
-          f"{final['best_val_accuracy']:.4f} at step {final['best_step']} of {final['steps']}, "
-          f"{final['train_images_per_second']:.1f} train images/s")
+        from . import cluster as cl
+
+        cluster, placed, where = cl.configure_cluster(source, n, args.prefer)
+        print(f"connected to {where}; " + ", ".join(f"tower {k} on {d}" for k, d in enumerate(placed)), flush=True)
+        with cl.guard_workers(cluster, lambda message: train.resume_hint(args.out, message),
+                              prefix="alexnet-split train: error"):
+            final = run(placed)
+    print(train.format_final(args.out, final))
     return 0
 
 
-def _train(args, devices):
-    from . import train
-
-    return train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=args.data,
-                       devices=devices or None, overrides=_overrides(args.set), deterministic=args.deterministic,
-                       splits_mat=args.splits, checkpoint_seconds=args.checkpoint_seconds, engine=args.engine,
-                       tensorboard=args.tensorboard)
-
-
-def _train_on_cluster(args, source, n_towers):
-    from . import cluster as cl
-    from . import train
-
-    cluster, devices, where = cl.configure_cluster(source, n_towers, args.prefer)
-    print(f"connected to {where}; " + ", ".join(f"tower {k} on {d}" for k, d in enumerate(devices)), flush=True)
-    with cl.guard_workers(cluster, lambda message: train.resume_hint(args.out, message),
-                          prefix="alexnet-split train: error"):
-        return _train(args, devices)
+def _add_worker(sub):
+    p = sub.add_parser("worker", help="run one TensorFlow worker of a cluster until SIGTERM")
+    _cluster_arg(p, "cluster spec (default: $TF_CONFIG)")
+    p.add_argument("--task", type=int, default=None, help="this worker's index in the spec's worker list")
+    p.set_defaults(func=cmd_worker)
 
 
 def cmd_worker(args):
     from . import cluster as cl
 
-    source = _cluster_source(args)
-    cluster, task, where = cl.load_cluster(source)
+    cluster, task, where = cl.load_cluster(_cluster_source(args))
     task = args.task if args.task is not None else task
     if task is None:
         raise cl.ClusterError(f"{where}: which worker is this? pass --task N")
-    return cl.serve_worker(cluster, task, where, log=lambda line: print(line, flush=True))
-def _csv_list(text, cast=str):
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise ValueError(f"expected a comma-separated list, got {text!r}")
-    return [cast(t) for t in items]
+    return cl.serve_worker(cluster, task, where, log=_print_line)
+
+
+# --------------------------------------------------------------------------- tables
 
 
 def _reference(text):
@@ -213,6 +308,21 @@ def _reference(text):
         raise ValueError(f"--reference expects RESULTS_DIR:LAYOUT:MODE:LABEL, got {text!r}")
     results, layout, mode, label = parts
     return {"results": results, "layout": layout, "mode": mode, "label": label}
+
+
+def _add_compare(sub):
+    p = sub.add_parser("compare", help="run or resume towers/merged/half over seeds, then write the table")
+    _recipe_arg(p)
+    _layout_arg(p)
+    p.add_argument("--modes", default="towers,merged,half")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--name", default=None, help="results folder name (default: the recipe's)")
+    p.add_argument("--results", default="results")
+    p.add_argument("--reference", nargs="*", metavar="DIR:LAYOUT:MODE:LABEL",
+                   help="extra rows from another comparison, e.g. ../seed_cpu:seed:merged:'seed as written'")
+    _data_arg(p)
+    _run_args(p)
+    p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args):
@@ -225,14 +335,19 @@ def cmd_compare(args):
         if m not in spec.MODES:
             raise ValueError(f"unknown mode {m!r} in --modes; expected {list(spec.MODES)}")
     seeds = _csv_list(args.seeds, int)
-    devices = A.configure_devices(2, prefer=args.prefer)
-    results_dir = f"{args.results}/{args.name or args.recipe}"
     references = [_reference(r) for r in args.reference or []]
-    print(report.compare(results_dir, args.recipe, args.layout, modes, seeds, references=references,
-                         data_root=args.data, devices=devices or None, overrides=_overrides(args.set),
-                         checkpoint_seconds=args.checkpoint_seconds, engine=args.engine,
-                         tensorboard=args.tensorboard))
+    placed = A.configure_devices(2, prefer=args.prefer)
+    print(report.compare(f"{args.results}/{args.name or args.recipe}", args.recipe, args.layout, modes, seeds,
+                         references=references, data_root=args.data, devices=placed or None,
+                         overrides=_overrides(args.set), checkpoint_seconds=args.checkpoint_seconds,
+                         engine=args.engine, tensorboard=args.tensorboard))
     return 0
+
+
+def _add_report(sub):
+    p = sub.add_parser("report", help="rebuild table.md, table.csv and curves.png from a comparison's run logs")
+    p.add_argument("results_dir")
+    p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args):
@@ -241,6 +356,18 @@ def cmd_report(args):
     print(report.report(args.results_dir))
     _sync_readme(args.results_dir)
     return 0
+
+
+# --------------------------------------------------------------------------- speed
+
+
+def _add_pipeline_speed(sub):
+    p = sub.add_parser("pipeline-speed", help="images/s the input pipeline produces, vs the training speed")
+    _recipe_arg(p)
+    _layout_arg(p)
+    _data_arg(p)
+    p.add_argument("--against", default=None, help="a results folder whose table.csv has training images/s")
+    p.set_defaults(func=cmd_pipeline_speed)
 
 
 def cmd_pipeline_speed(args):
@@ -255,28 +382,59 @@ def cmd_pipeline_speed(args):
     return 0
 
 
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="training/inference images/s of every variant, FLOPs, peak, bytes crossing")
+    p.add_argument("--quick", action="store_true", help="batch 64 only, 3 repeats (under 5 minutes on 2 cores)")
+    _layout_arg(p)
+    p.add_argument("--batches", default=None, help="default 32,64,128 (64 with --quick)")
+    p.add_argument("--precisions", default=None, help="default " + ",".join(bench.PRECISIONS))
+    p.add_argument("--variants", default=None, help="default " + ",".join(bench.VARIANTS))
+    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--out", default="results/bench")
+    _prefer_arg(p)
+    p.set_defaults(func=cmd_bench)
+
+
 def cmd_bench(args):
     import alexnet_split as A
 
-    from . import bench
-
-    devices = A.configure_devices(2, prefer=args.prefer)
+    placed = A.configure_devices(2, prefer=args.prefer)
     bench.run(args.layout, quick=args.quick, batches=_csv_list(args.batches, int) if args.batches else None,
               precisions=_csv_list(args.precisions) if args.precisions else bench.PRECISIONS,
               variants=_csv_list(args.variants) if args.variants else None, out_dir=args.out,
-              input_size=args.input_size, devices=devices or None,
-              log=lambda line: print(line, flush=True))
+              input_size=args.input_size, devices=placed or None, log=_print_line)
     _sync_readme(args.out)
     return 0
+
+
+def _add_bench_cluster(sub):
+    p = sub.add_parser("bench-cluster", help="training step time: towers on two loopback workers vs in-process")
+    _layout_arg(p)
+    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--out", default="results/bench")
+    p.set_defaults(func=cmd_bench_cluster)
 
 
 def cmd_bench_cluster(args):
-    from . import bench
-
     print(bench.cluster_step_ratio(args.layout, args.input_size, args.batch, args.steps, args.rounds, args.out,
-                                   log=lambda line: print(line, flush=True)))
+                                   log=_print_line))
     _sync_readme(args.out)
     return 0
+
+
+def _add_profile(sub):
+    p = sub.add_parser("profile", help="where a training step's time goes (TF profiler trace)")
+    _layout_arg(p)
+    p.add_argument("--variant", choices=bench.VARIANTS, default="towers_2dev")
+    p.add_argument("--precision", choices=config.PRECISIONS, default="float32")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--out", default=None, help="also write the markdown here")
+    _prefer_arg(p)
+    p.set_defaults(func=cmd_profile)
 
 
 def cmd_profile(args):
@@ -284,12 +442,24 @@ def cmd_profile(args):
 
     from . import profile
 
-    devices = A.configure_devices(2, prefer=args.prefer)
-    print(profile.run(args.layout, args.variant, args.precision, args.batch, devices=devices or None, out=args.out,
+    placed = A.configure_devices(2, prefer=args.prefer)
+    print(profile.run(args.layout, args.variant, args.precision, args.batch, devices=placed or None, out=args.out,
                       input_size=args.input_size))
     if args.out:
         _sync_readme(args.out)
     return 0
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _add_export_data(sub):
+    p = sub.add_parser("export-data", help="write a compact official-layout copy of Flowers 17 (JPEGs at --size)")
+    _data_arg(p, help="the source (default $FLOWERS17_DIR or a download)")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--quality", type=int, default=90)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export_data)
 
 
 def cmd_export_data(args):
@@ -302,113 +472,24 @@ def cmd_export_data(args):
     return 0
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="alexnet-split", description=__doc__)
+# --------------------------------------------------------------------------- main
+
+COMMANDS = (_add_devices, _add_summary, _add_check_placement, _add_figure3, _add_train, _add_worker, _add_compare,
+            _add_report, _add_pipeline_speed, _add_bench, _add_bench_cluster, _add_export_data, _add_profile)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alexnet-split", description=__doc__.split("\n\n")[0])
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's C++ log (off by default; its start-up banner reads like errors)")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("devices", help="show the devices found and which tower goes where")
-    _device_args(p)
-    p.set_defaults(func=cmd_devices)
-    p = sub.add_parser("summary", help="per layer: output shape, parameters, FLOPs and device")
-    _model_args(p)
-    _device_args(p)
-    p.set_defaults(func=cmd_summary)
-    p = sub.add_parser("check-placement", help="train a few steps and prove placement from TF's runtime log")
-    _model_args(p)
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--naive", action="store_true", help="show the stock Keras path instead (misplaced on purpose)")
-    p.add_argument("--loopback-cluster", action="store_true",
-                   help="towers on two worker processes over 127.0.0.1 gRPC: what each worker ran, and the "
-                        "weights against one process")
-    p.add_argument("--out", default=None, help="also write the report here (results/placement/...)")
-    p.add_argument("--figure", default=None, metavar="FILE.svg|.png",
-                   help="also draw the paper's Figure 2 from the same runtime evidence (results/placement/towers.svg)")
-    p.set_defaults(func=cmd_check_placement)
-    p = sub.add_parser("figure3", help="the paper's Figure 3 from saved conv1 kernels: grids, colour scores, "
-                                       "the towers' split against random splits, the verdict")
-    p.add_argument("results_dir", metavar="RESULTS_DIR", nargs="+",
-                   help="folders holding finished runs with conv1.npz (at any depth)")
-    p.add_argument("--out", default="results/figure3")
-    p.add_argument("--permutations", type=int, default=10_000, help="random 48/48 relabellings per run")
-    p.set_defaults(func=cmd_figure3)
-    p = sub.add_parser("train", help="train (or resume) one run into a run folder")
-    _model_args(p)
-    p.add_argument("--recipe", choices=sorted(config.PRESETS), default="paper", help="recipe preset")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
-    p.add_argument("--data", default=None, help="Flowers 17: a folder, or the archive or tflearn pickle itself "
-                   "(default $FLOWERS17_DIR or ~/.cache/alexnet_split/17flowers, downloading there)")
-    p.add_argument("--splits", default=None, help="official datasplits.mat (split 1) instead of a seeded split")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=5")
-    p.add_argument("--deterministic", action="store_true", help="TensorFlow deterministic ops")
-    _run_args(p)
-    p.add_argument("--cluster", default=None, metavar="SPEC.json",
-                   help="train with tower k on worker task k of this cluster (default: $TF_CONFIG if set)")
-    p.add_argument("--prefer", choices=devices.PREFER, default="auto")
-    p.set_defaults(func=cmd_train)
-    p = sub.add_parser("worker", help="run one TensorFlow worker of a cluster until SIGTERM")
-    p.add_argument("--cluster", default=None, metavar="SPEC.json", help="cluster spec (default: $TF_CONFIG)")
-    p.add_argument("--task", type=int, default=None, help="this worker's index in the spec's worker list")
-    p.set_defaults(func=cmd_worker)
-    p = sub.add_parser("compare", help="run or resume towers/merged/half over seeds, then write the table")
-    p.add_argument("--recipe", choices=sorted(config.PRESETS), default="paper")
-    p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
-    p.add_argument("--modes", default="towers,merged,half")
-    p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--name", default=None, help="results folder name (default: the recipe's)")
-    p.add_argument("--results", default="results")
-    p.add_argument("--reference", nargs="*", metavar="DIR:LAYOUT:MODE:LABEL",
-                   help="extra rows from another comparison, e.g. ../seed_cpu:seed:merged:'seed as written'")
-    p.add_argument("--data", default=None)
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE")
-    _run_args(p)
-    p.add_argument("--prefer", choices=devices.PREFER, default="auto")
-    p.set_defaults(func=cmd_compare)
-    p = sub.add_parser("report", help="rebuild table.md, table.csv and curves.png from a comparison's run logs")
-    p.add_argument("results_dir")
-    p.set_defaults(func=cmd_report)
-    p = sub.add_parser("pipeline-speed", help="images/s the input pipeline produces, vs the training speed")
-    p.add_argument("--recipe", choices=sorted(config.PRESETS), default="paper")
-    p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
-    p.add_argument("--data", default=None)
-    p.add_argument("--against", default=None, help="a results folder whose table.csv has training images/s")
-    p.set_defaults(func=cmd_pipeline_speed)
-    p = sub.add_parser("bench", help="training/inference images/s of every variant, FLOPs, peak, bytes crossing")
-    p.add_argument("--quick", action="store_true", help="batch 64 only, 3 repeats (under 5 minutes on 2 cores)")
-    p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
-    p.add_argument("--batches", default=None, help="default 32,64,128 (64 with --quick)")
-    p.add_argument("--precisions", default=None, help="default float32,mixed_bfloat16")
-    p.add_argument("--variants", default=None, help="default towers_2dev,towers_1dev,grouped,merged,half")
-    p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--out", default="results/bench")
-    p.add_argument("--prefer", choices=devices.PREFER, default="auto")
-    p.set_defaults(func=cmd_bench)
-    p = sub.add_parser("bench-cluster", help="training step time: towers on two loopback workers vs in-process")
-    p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
-    p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--out", default="results/bench")
-    p.set_defaults(func=cmd_bench_cluster)
-    p = sub.add_parser("export-data", help="write a compact official-layout copy of Flowers 17 (JPEGs at --size)")
-    p.add_argument("--data", default=None, help="source folder (default $FLOWERS17_DIR or a download)")
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--quality", type=int, default=90)
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_export_data)
-    p = sub.add_parser("profile", help="where a training step's time goes (TF profiler trace)")
-    p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
-    p.add_argument("--variant", choices=bench.VARIANTS, default="towers_2dev")
-    p.add_argument("--precision", choices=config.PRECISIONS, default="float32")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--out", default=None, help="also write the markdown here")
-    p.add_argument("--prefer", choices=devices.PREFER, default="auto")
-    p.set_defaults(func=cmd_profile)
-    args = parser.parse_args(argv)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     if args.verbose and os.environ.get("ALEXNET_SPLIT_VERBOSE") != "1":
         # TensorFlow was imported quietly with the package: start again with its log on
         env = {k: v for k, v in os.environ.items() if k != "_ALEXNET_SPLIT_QUIET"}

@@ -75,6 +75,10 @@ class Report:
                 out.append(op)
         return out
 
+    def passed(self) -> bool:
+        """Every tower op on its tower's device and every optimizer slot on its weight's."""
+        return not self.misplaced_ops() and all(s["device"] == s["reference_device"] for s in self.slots)
+
     def is_shared_scalar_read(self, op) -> bool:
         return _shared_read(op, on_device_0=_same(op["device"], self.devices[0]))
 
@@ -148,14 +152,24 @@ def check(layout="paper", mode="towers", optimizer="sgd", input_size=67, batch=4
     args = [sys.executable, "-m", "alexnet_split.placement_check", json.dumps(dict(
         layout=layout, mode=mode, optimizer=optimizer, input_size=input_size, batch=batch, steps=steps,
         n_towers=n_towers, norm=norm, naive=naive))]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
+    data, log = _run_process(args, "placement check child", tf_log_level="0", timeout=timeout)
+    data["ops"] = parse_placer_log(log, data["blocks"])
+    return Report(**data)
+
+
+def _run_process(args, what, tf_log_level, timeout):
+    """Run this module in a fresh process on CPUs (TensorFlow's C++ log at `tf_log_level`);
+    return the JSON its last stdout line holds, and its stderr."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=tf_log_level, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.splitlines()[-30:])
-        raise RuntimeError(f"placement check child failed (exit {proc.returncode}):\n{tail}")
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
-    data["ops"] = parse_placer_log(proc.stderr, data["blocks"])
-    return Report(**data)
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def _placed_blocks(model) -> list[str]:
+    return [layer.name for layer in model.layers if getattr(layer, "device", None) is not None]
 
 
 # --------------------------------------------------------------------------- child process
@@ -177,7 +191,7 @@ def _child(params: dict) -> dict:
     if params.get("naive"):
         model = keras.Model(model.inputs, model.outputs, name=model.name)
     # "sgd" is the paper recipe's optimizer: momentum with the decay through it (Section 5)
-    opt = {"sgd": lambda: A.PaperSGD(0.01, momentum=0.9, l2=5e-4),
+    opt = {"sgd": A.PaperSGD,  # its defaults are Section 5's lr 0.01, momentum 0.9, decay 5e-4
            "adam": lambda: keras.optimizers.Adam(1e-4)}[params["optimizer"]]()
     model.compile(opt, "categorical_crossentropy", metrics=["accuracy"], jit_compile=False)
     x, y = _synthetic(params["batch"] * params["steps"], s)
@@ -188,7 +202,7 @@ def _child(params: dict) -> dict:
     context.disable_run_metadata()
     seconds = time.perf_counter() - t0
 
-    blocks = [layer.name for layer in model.layers if getattr(layer, "device", None) is not None]
+    blocks = _placed_blocks(model)
     variables = [{"path": v.path, "block": layer.name, "device": v.value.device}
                  for layer in model.layers if layer.name in blocks for v in layer.variables]
     return {"devices": devices, "blocks": blocks, "variables": variables, "slots": _slot_records(model),
@@ -325,6 +339,11 @@ class ClusterReport:
         return out
 
 
+    def passed(self, rtol=1e-5) -> bool:
+        """No tower op run by the other tower's worker, and the weights equal to one process's."""
+        return not self.misplaced() and self.weights["max_rel"] <= rtol
+
+
 def check_cluster(folder, layout="paper", input_size=67, batch=4, steps=3, timeout=900) -> ClusterReport:
     """Start two loopback workers with executor logging, train `steps` steps from a chief
     process with tower k on worker task k, and read back what each worker ran; then train the
@@ -412,12 +431,7 @@ def format_cluster(r: ClusterReport) -> str:
 
 def run_chief(params: dict, timeout=900) -> dict:
     args = [sys.executable, "-m", "alexnet_split.placement_check", "--chief", json.dumps(params)]
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.splitlines()[-30:])
-        raise RuntimeError(f"chief process failed (exit {proc.returncode}):\n{tail}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return _run_process(args, "chief process", tf_log_level="2", timeout=timeout)[0]
 
 
 def _chief(params: dict) -> dict:
@@ -438,7 +452,7 @@ def _chief(params: dict) -> dict:
     s, b, steps = params["input_size"], params["batch"], params["steps"]
     keras.utils.set_random_seed(0)
     model = A.build_model(params["layout"], "towers", NUM_CLASSES, input_shape=(s, s, 3), devices=devices)
-    model.compile(A.PaperSGD(0.01, momentum=0.9, l2=5e-4), "categorical_crossentropy",
+    model.compile(A.PaperSGD(), "categorical_crossentropy",
                   jit_compile=False)
     x, y = _synthetic(b * steps, s)
     before = [w.copy() for w in model.get_weights()]
@@ -450,7 +464,7 @@ def _chief(params: dict) -> dict:
     if params.get("weights"):
         np.savez(params["weights"], **{f"before_{i}": w for i, w in enumerate(before)},
                  **{f"after_{i}": w for i, w in enumerate(model.get_weights())})
-    blocks = [layer.name for layer in model.layers if getattr(layer, "device", None) is not None]
+    blocks = _placed_blocks(model)
     return {"devices": devices, "blocks": blocks, "step_seconds": times, "slots": _slot_records(model),
             "variables": [{"path": v.path, "device": v.value.device} for v in model.variables]}
 

@@ -333,6 +333,13 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
     return final
 
 
+def format_final(out, final: dict) -> str:
+    """One line from a run's final.json, as `alexnet-split train` prints it."""
+    return (f"{out}: test top-1 {final['test_top1']:.4f}, top-5 {final['test_top5']:.4f}, best val "
+            f"{final['best_val_accuracy']:.4f} at step {final['best_step']} of {final['steps']}, "
+            f"{final['train_images_per_second']:.1f} train images/s")
+
+
 def resume_hint(out, message: str) -> str:
     """`message` (what stopped the run) and what is kept in run folder `out` for a resume."""
     state = read_json(Path(out) / "state.json") if (Path(out) / "state.json").is_file() else None

@@ -79,7 +79,7 @@ def decay_rows():
         v = 0.9 * v - 0.0005 * 0.01 * w - 0.01 * g
         w = w + v
     results = {}
-    for name, opt in (("paper", PaperSGD(0.01, momentum=0.9, l2=5e-4)),
+    for name, opt in (("paper", PaperSGD()),
                       ("keras", keras.optimizers.SGD(0.01, momentum=0.9, weight_decay=5e-4))):
         kernel = keras.Variable(w0.astype("float32"))
         opt.build([kernel])
@@ -87,7 +87,7 @@ def decay_rows():
             opt.apply([keras.ops.convert_to_tensor(g.astype("float32"))], [kernel])
         results[name] = np.abs(keras.ops.convert_to_numpy(kernel) - w).max()
     shrink = {}
-    for name, opt in (("paper", PaperSGD(0.01, momentum=0.9, l2=5e-4)),
+    for name, opt in (("paper", PaperSGD()),
                       ("keras", keras.optimizers.SGD(0.01, momentum=0.9, weight_decay=5e-4))):
         kernel = keras.Variable(np.ones((2, 2), "float32"))
         opt.build([kernel])

@@ -87,6 +87,14 @@ def jpg_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def data_root(jpg_dir, tmp_path_factory):
+    """A data folder as users give it (``--data DIR`` holding ``jpg/``) with the synthetic images."""
+    root = tmp_path_factory.mktemp("flowers_root")
+    (root / "jpg").symlink_to(jpg_dir, target_is_directory=True)
+    return root
+
+
+@pytest.fixture(scope="session")
 def real_flowers(tmp_path_factory):
     """The real Flowers 17 at 64x64 (decoded once per session)."""
     if not REAL_ARCHIVE.is_file():

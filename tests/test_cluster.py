@@ -56,13 +56,6 @@ def test_weights_after_training_equal_one_process(loopback):
 # --------------------------------------------------------------------------- kill and resume
 
 
-@pytest.fixture(scope="module")
-def data_root(jpg_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("flowers_root")
-    (root / "jpg").symlink_to(jpg_dir, target_is_directory=True)
-    return root
-
-
 def _wait(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while not predicate():

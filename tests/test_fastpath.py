@@ -117,13 +117,11 @@ print("OK")
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
 
 
-def test_kill_9_and_resume_equals_an_uninterrupted_run_on_the_device_engine(tmp_path, jpg_dir):
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "jpg").symlink_to(jpg_dir, target_is_directory=True)
+def test_kill_9_and_resume_equals_an_uninterrupted_run_on_the_device_engine(tmp_path, data_root):
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
 
     def cmd(out):
-        return [sys.executable, "-m", "alexnet_split.cli", "train", "--data", str(tmp_path / "data"), "--out",
+        return [sys.executable, "-m", "alexnet_split.cli", "train", "--data", str(data_root), "--out",
                 str(out), "--recipe", "quick", "--set", "epochs=4", "batch_size=64"]
 
     straight = tmp_path / "straight"

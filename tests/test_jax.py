@@ -56,16 +56,14 @@ assert np.isfinite(h.history["loss"][0])
 
 
 @pytest.mark.parametrize("engine, expected", [("auto", "device"), ("fit", "fit")])
-def test_runner_trains_under_jax(tmp_path, jpg_dir, engine, expected):
+def test_runner_trains_under_jax(tmp_path, data_root, engine, expected):
     """auto picks the device loop under JAX; Keras fit with the NumPy pipeline still works there."""
     import json
 
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "jpg").symlink_to(jpg_dir, target_is_directory=True)
     code = f"""
 import sys
 from alexnet_split import cli
-sys.exit(cli.main(["train", "--recipe", "quick", "--set", "epochs=1", "--data", "{tmp_path / 'data'}",
+sys.exit(cli.main(["train", "--recipe", "quick", "--set", "epochs=1", "--data", "{data_root}",
                    "--out", "{tmp_path / 'run'}", "--engine", "{engine}"]))
 """
     proc = run_python(code, backend="jax")

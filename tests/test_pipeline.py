@@ -76,3 +76,12 @@ def test_ten_crops_are_corners_centre_and_mirrors():
     np.testing.assert_array_equal(views[5], images[:, 1:5, 1:5][:, :, ::-1])
     probs = np.array([[0.1, 0.5, 0.4], [0.7, 0.2, 0.1]])
     assert pipeline.topk_accuracy(probs, [2, 0], 1) == 0.5 and pipeline.topk_accuracy(probs, [2, 0], 2) == 1.0
+
+
+def test_pipeline_speed_command(data_root, capsys):
+    from alexnet_split import cli
+
+    assert cli.main(["pipeline-speed", "--recipe", "quick", "--data", str(data_root)]) == 0
+    out = capsys.readouterr().out
+    speed = float(out.split("):")[1].split("images/s")[0].replace(",", ""))
+    assert speed > 100, out  # NumPy crops of 67x67 uint8 images: thousands per second

@@ -144,15 +144,13 @@ def test_sync_readme_replaces_only_the_marked_block(comparison, tmp_path):
     assert not report.sync_readme(readme)  # idempotent
 
 
-def test_compare_runs_resumes_and_reports(tmp_path, jpg_dir):
+def test_compare_runs_resumes_and_reports(tmp_path, data_root):
     """End to end on the synthetic data: 2 modes x 1 seed x 1 epoch, then a no-op rerun."""
     import subprocess
     import sys
 
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "jpg").symlink_to(jpg_dir, target_is_directory=True)
     cmd = [sys.executable, "-m", "alexnet_split.cli", "compare", "--recipe", "quick", "--modes", "towers,merged",
-           "--seeds", "0", "--results", str(tmp_path / "results"), "--data", str(tmp_path / "data"),
+           "--seeds", "0", "--results", str(tmp_path / "results"), "--data", str(data_root),
            "--set", "epochs=1"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]

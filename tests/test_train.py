@@ -1,4 +1,4 @@
-"""The runner: run-folder contents, kill -9 and resume, NaN stop, recipes, the pipeline."""
+"""The runner: run-folder contents, kill -9 and resume, NaN stop, the plateau schedule in a real run."""
 
 import csv
 import json
@@ -21,13 +21,6 @@ def train_cmd(data_root, out, *extra):
 
 def env():
     return dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-
-
-@pytest.fixture(scope="module")
-def data_root(jpg_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("flowers_root")
-    (root / "jpg").symlink_to(jpg_dir, target_is_directory=True)
-    return root
 
 
 def history(run):
@@ -129,15 +122,6 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, data_root):
     assert "the training loss became nan at step" in proc.stderr
     assert "Lower the learning rate" in proc.stderr
     assert not (out / "final.json").exists()
-
-
-def test_pipeline_speed_command(data_root, capsys):
-    from alexnet_split import cli
-
-    assert cli.main(["pipeline-speed", "--recipe", "quick", "--data", str(data_root)]) == 0
-    out = capsys.readouterr().out
-    speed = float(out.split("):")[1].split("images/s")[0].replace(",", ""))
-    assert speed > 100, out  # NumPy crops of 67x67 uint8 images: thousands per second
 
 
 def test_runner_drops_the_lr_on_a_plateau_and_then_stops(tmp_path, data_root):
