@@ -17,6 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import alexnet_split  # noqa: E402, F401 (first: TensorFlow imported without its C++ banner)
+
+# isort: split
+
 import keras  # noqa: E402
 
 from alexnet_split import report, train  # noqa: E402

@@ -20,6 +20,10 @@ import csv
 import math
 from pathlib import Path
 
+import alexnet_split  # noqa: F401 (first: TensorFlow imported without its C++ banner)
+
+# isort: split
+
 import keras
 import numpy as np
 
