@@ -338,7 +338,6 @@ class ClusterReport:
                     out.append({**op, "task": int(task)})
         return out
 
-
     def passed(self, rtol=1e-5) -> bool:
         """No tower op run by the other tower's worker, and the weights equal to one process's."""
         return not self.misplaced() and self.weights["max_rel"] <= rtol

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from .data import NUM_CLASSES
+
 NORMS = ("lrn", "batchnorm")
 MODES = ("towers", "merged", "half")
 # Weight initialisations (alexnet_split.models.build_model): the paper's (Section 5), Caffe's
@@ -164,7 +166,7 @@ def _conv_out(n: int, r: Row) -> int:
 
 
 def layer_flops(arch: Arch, mode: str = "towers", n_towers: int = 2, input_shape=None,
-                num_classes: int = 17) -> dict[str, int]:
+                num_classes: int = NUM_CLASSES) -> dict[str, int]:
     """Forward FLOPs per image of each block (a multiply-add counts 2; ReLU, LRN, pooling and
     bias adds are not counted, as is usual for AlexNet's "0.7 GMAC")."""
     n, widths = tower_widths(arch, mode, n_towers)
@@ -190,7 +192,7 @@ def layer_flops(arch: Arch, mode: str = "towers", n_towers: int = 2, input_shape
 
 
 def training_flops(arch: Arch, mode: str = "towers", n_towers: int = 2, input_shape=None,
-                   num_classes: int = 17) -> int:
+                   num_classes: int = NUM_CLASSES) -> int:
     """FLOPs of one training step per image: the forward pass, the weight gradients (each as
     costly as its layer's forward) and the input gradients (likewise, except for conv1, whose
     input is the image and needs none)."""
@@ -199,7 +201,7 @@ def training_flops(arch: Arch, mode: str = "towers", n_towers: int = 2, input_sh
     return 3 * sum(fwd.values()) - sum(v for k, v in fwd.items() if k.endswith(f"_{first}"))
 
 
-def cross_device_bytes(arch: Arch, n_towers: int = 2, input_shape=None, num_classes: int = 17,
+def cross_device_bytes(arch: Arch, n_towers: int = 2, input_shape=None, num_classes: int = NUM_CLASSES,
                        batch: int = 1, bytes_per_value: int = 4) -> list[tuple[str, int, int]]:
     """(connection, forward bytes, backward bytes) that cross devices in one training step with
     tower k on device k and the shared layers on device 0: every cross row receives each other
