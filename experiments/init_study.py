@@ -37,7 +37,8 @@ def power_table(results: Path) -> str:
                 for mode in ("towers", "half")}
         n = len(set(top1["towers"]) & set(top1["half"]))
         if n < 2:
-            lines.append(f"| {manifest.parent.name} | {n} | - | - | needs 2+ seeds | - |")
+            why = "needs 2+ seeds" if n else "no finished towers and half run of one seed"
+            lines.append(f"| {manifest.parent.name} | {n} | - | - | {why} | - |")
             continue
         d = report.paired(top1["towers"], top1["half"])
         need = report.pairs_for_power(d["std"], 0.017)
@@ -75,6 +76,8 @@ def main():
     power = power_table(out.parent)
     runlog.atomic_write(out / "power.md", power)
     print(power)
+    if report.sync_readme_for(out):
+        print("updated the README's generated blocks")
 
 
 if __name__ == "__main__":
