@@ -122,7 +122,7 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run_on_the_device_engine(tmp_
 
     def cmd(out):
         return [sys.executable, "-m", "alexnet_split.cli", "train", "--data", str(data_root), "--out",
-                str(out), "--recipe", "quick", "--set", "epochs=4", "batch_size=64"]
+                str(out), "--recipe", "quick", "--set", "epochs=null", "steps=15", "eval_every=5", "batch_size=64"]
 
     straight = tmp_path / "straight"
     proc = subprocess.run(cmd(straight) + ["--tensorboard", str(tmp_path / "tb")], capture_output=True, text=True,
@@ -133,14 +133,14 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run_on_the_device_engine(tmp_
     state = killed / "state.json"
     deadline = time.time() + 600
     while time.time() < deadline and child.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["interval"] >= 2:
+        if state.is_file() and json.loads(state.read_text())["interval"] >= 1:
             break
         time.sleep(0.05)
     assert child.poll() is None, "the run finished before it could be killed"
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     done = json.loads(state.read_text())
-    assert 2 <= done["interval"] < 4 and not (killed / "final.json").exists()
+    assert 1 <= done["interval"] < 3 and not (killed / "final.json").exists()
     proc = subprocess.run(cmd(killed), capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resuming {killed} after step {done['step']}" in proc.stderr
@@ -148,8 +148,8 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run_on_the_device_engine(tmp_
     def rows(run):
         return [line.rsplit(",", 1)[0] for line in (run / "history.csv").read_text().splitlines()]  # no seconds
 
-    assert rows(killed) == rows(straight) and len(rows(straight)) == 5  # header + 4 intervals of 10 steps
-    assert rows(straight)[-1].startswith("40,4.0,")
+    assert rows(killed) == rows(straight) and len(rows(straight)) == 4  # header + 3 intervals of 5 steps
+    assert rows(straight)[-1].startswith("15,1.5,")  # the resumed run crosses an epoch's reshuffle too
     a, b = (json.loads((r / "final.json").read_text()) for r in (straight, killed))
     for key in ("test_top1", "test_top5", "best_val_accuracy", "best_step", "steps"):
         assert a[key] == b[key], key
@@ -159,4 +159,6 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run_on_the_device_engine(tmp_
     assert {p.parent.name for p in (tmp_path / "tb").rglob("events.out.tfevents.*")} == {"train", "validation"}
     cfg = json.loads((straight / "config.json").read_text())
     assert cfg["engine"] == "device" and cfg["steps_per_epoch"] == 10  # 680 // 64: full batches only
-    assert a["test_top1"] > 0.2  # the colours are learnable: it really trained
+    first, last = (dict(zip(rows(straight)[0].split(","), rows(straight)[k].split(","))) for k in (1, -1))
+    for key in ("loss", "val_loss"):  # it really trained, so equal histories are not two idle runs
+        assert float(last[key]) < float(first[key]), key

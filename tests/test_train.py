@@ -129,7 +129,7 @@ def test_runner_drops_the_lr_on_a_plateau_and_then_stops(tmp_path, data_root):
     plateau, the lr drops once, and the next plateau ends the run before its step cap."""
     out = tmp_path / "plateau"
     proc = subprocess.run(train_cmd(data_root, out, "--set", "epochs=null", "steps=400", "eval_every=10",
-                                    "lr_drop_patience=30", "max_lr_drops=1", "learning_rate=0.001"),
+                                    "lr_drop_patience=20", "max_lr_drops=1", "learning_rate=0.001"),
                           capture_output=True, text=True, env=env(), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     final = json.loads((out / "final.json").read_text())
@@ -141,4 +141,4 @@ def test_runner_drops_the_lr_on_a_plateau_and_then_stops(tmp_path, data_root):
     lrs = {int(r["step"]): float(r["lr"]) for r in rows}  # the lr each interval trained with
     assert all(lr == pytest.approx(1e-3) for s, lr in lrs.items() if s <= drop)
     assert all(lr == pytest.approx(1e-4) for s, lr in lrs.items() if s > drop)
-    assert int(rows[-1]["step"]) == final["steps"] and final["steps"] - drop >= 30
+    assert int(rows[-1]["step"]) == final["steps"] and final["steps"] - drop >= 20
