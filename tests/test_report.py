@@ -152,8 +152,11 @@ def test_compare_runs_resumes_and_reports(tmp_path, data_root):
     cmd = [sys.executable, "-m", "alexnet_split.cli", "compare", "--recipe", "quick", "--modes", "towers,merged",
            "--seeds", "0", "--results", str(tmp_path / "results"), "--data", str(data_root),
            "--set", "epochs=1"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    tb = tmp_path / "tb"
+    first = subprocess.run(cmd + ["--tensorboard", str(tb)], capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
+    curves = {(p.parent.parent.name, p.parent.name) for p in tb.rglob("events.out.tfevents.*")}
+    assert curves == {(run, sub) for run in ("paper_towers_s0", "paper_merged_s0") for sub in ("train", "validation")}
     assert "[1/2] paper/towers seed 0: new" in first.stdout and "| towers - merged | 1 |" in first.stdout
     out = tmp_path / "results" / "quick"
     table = (out / "table.md").read_bytes()
