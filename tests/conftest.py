@@ -1,5 +1,6 @@
 """Test session set-up: two logical CPU devices, created before TensorFlow's runtime starts."""
 
+import csv
 import io
 import os
 import subprocess
@@ -38,6 +39,12 @@ def cli(*args, timeout=600, env=None, **kw):
         full.pop(k, None) if v is None else full.__setitem__(k, v)
     return subprocess.run([sys.executable, "-m", "alexnet_split.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=full, **kw)
+
+
+def history(run) -> list[dict]:
+    """A run folder's history.csv: one dict of strings per validation interval."""
+    with open(Path(run) / "history.csv") as f:
+        return list(csv.DictReader(f))
 
 
 # A test that starts processes or trains is `slow`: `pytest -m "not slow"` is the quick loop.

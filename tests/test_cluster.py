@@ -3,7 +3,6 @@
 Every test here starts real ``alexnet-split worker`` processes; each wait is bounded.
 """
 
-import csv
 import json
 import os
 import socket
@@ -13,7 +12,7 @@ import time
 import zipfile
 
 import pytest
-from conftest import cli
+from conftest import cli, history
 
 from alexnet_split import cluster as cl
 from alexnet_split import config, placement_check
@@ -95,8 +94,7 @@ def test_kill_worker_1_then_restart_and_resume(data_root, tmp_path):
         proc = cli(*train, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resuming {out} after step {kept['step']} (interval {kept['interval']} of 4)" in proc.stderr
-    with open(out / "history.csv") as f:
-        assert [float(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]  # no epoch lost or repeated
+    assert [float(r["epoch"]) for r in history(out)] == [1, 2, 3, 4]  # no epoch lost or repeated
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["devices"] == [cl.task_device(0), cl.task_device(1)]
 

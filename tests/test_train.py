@@ -1,6 +1,5 @@
 """The runner: run-folder contents, kill -9 and resume, NaN stop, the plateau schedule in a real run."""
 
-import csv
 import json
 import os
 import signal
@@ -10,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import history
 
 QUICK = ["--recipe", "quick", "--set", "epochs=4", "--deterministic"]
 
@@ -21,11 +21,6 @@ def train_cmd(data_root, out, *extra):
 
 def env():
     return dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-
-
-def history(run):
-    with open(run / "history.csv") as f:
-        return list(csv.DictReader(f))
 
 
 def without_timing(rows):
@@ -127,9 +122,9 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, data_root):
 def test_runner_drops_the_lr_on_a_plateau_and_then_stops(tmp_path, data_root):
     """The schedule's branches in a real run: the colour-coded data leave chance at once, reach a
     plateau, the lr drops once, and the next plateau ends the run before its step cap."""
-    out = tmp_path / "plateau"
+    out, patience = tmp_path / "plateau", 20
     proc = subprocess.run(train_cmd(data_root, out, "--set", "epochs=null", "steps=400", "eval_every=10",
-                                    "lr_drop_patience=20", "max_lr_drops=1", "learning_rate=0.001"),
+                                    f"lr_drop_patience={patience}", "max_lr_drops=1", "learning_rate=0.001"),
                           capture_output=True, text=True, env=env(), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     final = json.loads((out / "final.json").read_text())
@@ -141,4 +136,4 @@ def test_runner_drops_the_lr_on_a_plateau_and_then_stops(tmp_path, data_root):
     lrs = {int(r["step"]): float(r["lr"]) for r in rows}  # the lr each interval trained with
     assert all(lr == pytest.approx(1e-3) for s, lr in lrs.items() if s <= drop)
     assert all(lr == pytest.approx(1e-4) for s, lr in lrs.items() if s > drop)
-    assert int(rows[-1]["step"]) == final["steps"] and final["steps"] - drop >= 20
+    assert int(rows[-1]["step"]) == final["steps"] and final["steps"] - drop >= patience
