@@ -9,7 +9,7 @@ from .runlog import quiet_tensorflow_import
 quiet_tensorflow_import()  # before anything imports TensorFlow: its C++ banner reads like errors
 
 from .devices import configure_devices, describe_devices  # noqa: E402
-from .models import build_model, tower_layer_names  # noqa: E402
+from .models import build_model, tower_layer_names, with_softmax  # noqa: E402
 from .optimizers import PaperSGD  # noqa: E402
 from .placement import PlacedModel, place_optimizer  # noqa: E402
 from .spec import LAYOUTS, MODES, NORMS  # noqa: E402
@@ -25,5 +25,6 @@ __all__ = [
     "describe_devices",
     "place_optimizer",
     "tower_layer_names",
+    "with_softmax",
 ]
 __version__ = "0.1.0"

@@ -133,10 +133,10 @@ def runner_speed(layout, precision, batch, devices, input_shape=None, interval_s
     """End-to-end training images/s of the run engine that `train` uses on this backend, on
     synthetic uint8 images 29 px larger than the input (256 for 227): augmentation (crops, flips,
     PCA lighting), the steps, and a validation after every `interval_steps` steps, after one
-    warm-up interval. TensorFlow: Keras ``fit`` on the NumPy pipeline with the towers placed on
-    `devices`; JAX: the device loop (:mod:`alexnet_split.fastpath`)."""
-    from .models import build_model
-    from .optimizers import PaperSGD
+    warm-up interval. The model, loss and optimizer are ``train.new_model``'s; TensorFlow: the
+    ``fit`` engine's call (``train.fit_intervals``) with the towers placed on `devices`; JAX: the
+    device engine's interval and validation (:mod:`alexnet_split.fastpath`)."""
+    from . import config, train
     from .pipeline import TrainBatches, one_hot
 
     keras.backend.clear_session()
@@ -150,16 +150,15 @@ def runner_speed(layout, precision, batch, devices, input_shape=None, interval_s
         labels = rng.integers(0, NUM_CLASSES, n)
         val_x, val_y = images[:n_val, 14:14 + crop, 14:14 + crop], labels[:n_val]
         tf = is_tensorflow()
-        model = build_model(layout, "towers", NUM_CLASSES, input_shape=shape, devices=devices if tf else None)
-        model.compile(PaperSGD(), "categorical_crossentropy",
-                      metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
+        recipe = config.get_recipe("paper", batch_size=batch, precision=precision)
+        model = train.new_model(layout, "towers", crop, devices if tf else None, recipe)
         if tf:
             batches = TrainBatches(images, labels, batch, crop, NUM_CLASSES, 0, pca_sigma=0.1,
                                    interval_steps=interval_steps)
             val = (val_x.astype("float32"), one_hot(val_y, NUM_CLASSES))
-            model.fit(batches, epochs=1, validation_data=val, shuffle=False, verbose=0)
+            train.fit_intervals(model, batches, val, 1, 0)
             t0 = time.perf_counter()
-            model.fit(batches, epochs=1 + intervals, initial_epoch=1, validation_data=val, shuffle=False, verbose=0)
+            train.fit_intervals(model, batches, val, 1 + intervals, 1)
             img_s = intervals * interval_steps * batch / (time.perf_counter() - t0)
             engine = "fit (NumPy pipeline)"
         else:

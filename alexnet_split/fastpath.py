@@ -1,27 +1,18 @@
 """The accelerator engine: a jitted JAX training loop with the data on the device.
 
-Why not ``model.fit``: on the H200 the runner fed by the NumPy pipeline trained at 1,500-1,800
-img/s against 9,400-34,000 img/s of compute-only steps (results/bench/nvidia-h200.md), and even a
-``keras.ops`` augmentation layer at the model's input under plain ``fit`` reached only 0.86x of
-the compute-only rate, while a jitted loop over ``model.stateless_call`` reached 0.92-0.96x. So
-under ``KERAS_BACKEND=jax`` the runner trains here (``engine="device"``); the TensorFlow engine
-(``fit``) keeps the per-device placement of the towers, which JAX has no equivalent of.
-
-What it does:
+Under ``KERAS_BACKEND=jax`` a run trains here (``engine="device"``): ``model.fit`` fed from the
+host leaves most of an accelerator idle (results/bench/). The TensorFlow engine (``fit``) keeps
+the per-device placement of the towers, which JAX has no equivalent of.
 
 * The uint8 training images and the validation centre crops are put on the device once.
-* One call runs a whole validation interval (``eval_every`` steps) as one ``lax.scan``: per step
-  it draws the batch (a fresh permutation per data epoch), random crops, flips and the PCA
-  lighting shift (Section 4.1, see :func:`alexnet_split.pipeline.pca_shifts` for the
-  convention), then ``stateless_call`` + the optimizer's ``stateless_apply``. Every draw is a
-  ``jax.random`` function of (seed, step), so a resumed run replays an interrupted one exactly.
-* Validation runs on the device too; only the interval's metric means come back to the host.
-  So does the final test (:meth:`DeviceLoop.predict`, the centre or 10 crops): Keras's
-  ``predict`` would compile once more for every run's model object.
-* Batches have one size (XLA compiles one shape): a data epoch is the ``N // B`` full batches of
-  its permutation, and the ``N mod B`` images it leaves out change from epoch to epoch.
-* The compiled interval is cached per model structure, so the runs of one mode (seeds, or a
-  resumed run) compile once per process.
+* One call runs a validation interval as one ``lax.scan``. The host draws the interval's batches
+  (:class:`alexnet_split.pipeline.BatchPlan`, the contract the ``fit`` engine trains on too);
+  the device gathers, crops, flips and shifts them, then ``stateless_call`` + the optimizer's
+  ``stateless_apply``.
+* The loss is the cross-entropy of fc8's logits (a stable log-softmax), as on ``fit``.
+* Validation and the final test (centre or 10 crops, :func:`alexnet_split.pipeline.test_views`)
+  run on the device; only sums come back.
+* The compiled programs are cached per model structure, so the runs of one mode compile once.
 """
 
 from __future__ import annotations
@@ -38,28 +29,42 @@ import numpy as np
 from . import pipeline
 from .data import NUM_CLASSES
 
-# (model structure, loop settings) -> compiled (train_interval, evaluate); see DeviceLoop.
+# (model structure, loop settings) -> compiled (train_interval, evaluate, predict); see DeviceLoop.
 _COMPILED: dict = {}
 
 
+def gather(images, draws, crop):
+    """The float32 batch `draws` describe, cut from the device-resident uint8 `images`: the same
+    arithmetic as :func:`alexnet_split.pipeline.assemble` (crop, flip, + shift)."""
+    idx, ys, xs, flips, shifts = draws
+
+    def cut(j, y, x):
+        return jax.lax.dynamic_slice(images, (j, y, x, 0), (1, crop, crop, 3))[0]
+
+    crops = jax.vmap(cut)(idx, ys, xs)
+    crops = jnp.where(flips[:, None, None, None], crops[:, :, ::-1], crops)
+    return crops.astype(jnp.float32) + shifts[:, None, None, :]
+
+
+def cross_entropy(logits, labels):
+    """Per-example cross-entropy from logits (stable log-softmax, float32): unlike the clipped
+    loss on probabilities, it grows without bound and keeps a gradient when the softmax saturates."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+
+
 class DeviceLoop:
-    """Training and validation of `model` (compiled with its optimizer) on device-resident data."""
+    """Training and validation of `model` (fc8's logits as output, compiled with its optimizer)
+    on device-resident data."""
 
     def __init__(self, model, images, labels, val_images, val_labels, batch_size, crop, seed, augment=True,
                  pca_sigma=0.0, interval_steps=1, num_classes=NUM_CLASSES, eval_batch=128):
         self.model, self.optimizer = model, model.optimizer
         self.optimizer.build(model.trainable_variables)
-        n, size = len(labels), images.shape[1]
-        if n < batch_size:
-            raise ValueError(f"batch_size={batch_size} is larger than the {n} training images")
-        if size < crop:
-            raise ValueError(f"crop={crop} is larger than the images ({size} px)")
-        self.batch_size, self.crop, self.size, self.n = batch_size, crop, size, n
-        self.steps_per_epoch = n // batch_size
+        self.plan = pipeline.BatchPlan(images, batch_size, crop, seed, augment, pca_sigma)
+        self.batch_size, self.crop, self.size = batch_size, crop, images.shape[1]
+        self.steps_per_epoch = self.plan.steps_per_epoch
         self.interval_steps, self.num_classes = interval_steps, num_classes
-        self.augment, self.pca_sigma = augment, float(pca_sigma)
-        basis = pipeline.pca_basis(images, seed=seed) if pca_sigma > 0 else (np.zeros(3), np.eye(3))
-        self.pca = tuple(jnp.asarray(b, jnp.float32) for b in basis)
         self.images, self.labels = jnp.asarray(images), jnp.asarray(labels, jnp.int32)
         self.eval_batch = min(eval_batch, len(val_labels))
         pad = -len(val_labels) % self.eval_batch
@@ -67,14 +72,11 @@ class DeviceLoop:
         self.val_images = jnp.asarray(np.concatenate([val_images, np.zeros((pad,) + val_images.shape[1:],
                                                                            val_images.dtype)]))
         self.val_labels = jnp.asarray(np.concatenate([val_labels, np.full(pad, -1)]), jnp.int32)
-        self.data_key, self.aug_key = jax.random.split(jax.random.PRNGKey(seed))
         self.lr_index = next(i for i, v in enumerate(self.optimizer.variables) if v.name == "learning_rate")
         # every Python value the traced code reads from `self` (the compiled code keeps the first loop's)
-        self.key = (_structure(model), batch_size, crop, size, n, augment, self.pca_sigma, interval_steps,
-                    self.eval_batch, len(self.val_labels), num_classes)
+        self.key = (_structure(model), crop, interval_steps, self.eval_batch, num_classes)
         if self.key not in _COMPILED:
-            _COMPILED[self.key] = (jax.jit(self._train_interval), jax.jit(self._evaluate),
-                                   jax.jit(self._predict, static_argnums=(3,)))
+            _COMPILED[self.key] = (jax.jit(self._train_interval), jax.jit(self._evaluate), jax.jit(self._predict))
         self._train_fn, self._eval_fn, self._predict_fn = _COMPILED[self.key]
 
     # ---------------------------------------------------------------- state <-> Keras objects
@@ -102,54 +104,36 @@ class DeviceLoop:
 
     # ---------------------------------------------------------------- compiled code
 
-    def batch(self, step, data_key, aug_key, images, labels, pca):
-        """Step `step`'s augmented batch: float32 pixels in [0, 255] plus the lighting shift."""
-        b, c, size = self.batch_size, self.crop, self.size
-        epoch, i = step // self.steps_per_epoch, step % self.steps_per_epoch
-        order = jax.random.permutation(jax.random.fold_in(data_key, epoch), self.n)
-        idx = jax.lax.dynamic_slice(order, (i * b,), (b,))
-        k_y, k_x, k_flip, k_pca = jax.random.split(jax.random.fold_in(aug_key, step), 4)
-        if self.augment:
-            ys = jax.random.randint(k_y, (b,), 0, size - c + 1)
-            xs = jax.random.randint(k_x, (b,), 0, size - c + 1)
-            flips = jax.random.bernoulli(k_flip, 0.5, (b,))
-        else:
-            ys = xs = jnp.full((b,), (size - c) // 2)
-            flips = jnp.zeros((b,), bool)
-        crops = jax.vmap(lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (c, c, 3)))(images[idx], ys, xs)
-        x = jnp.where(flips[:, None, None, None], crops[:, :, ::-1], crops).astype(jnp.float32)
-        if self.pca_sigma > 0:
-            magnitudes, eigvec = pca
-            alpha = self.pca_sigma * jax.random.normal(k_pca, (b, 3))
-            x = x + ((alpha * magnitudes) @ eigvec.T)[:, None, None, :]
-        return x, labels[idx]
+    def batch(self, step: int):
+        """Training step `step`'s (float32 images, labels), as the device assembles them."""
+        d = self.plan.draws(step)
+        draws = (d.idx, d.ys, d.xs, d.flips, d.shifts)
+        return gather(self.images, draws, self.crop), self.labels[d.idx]
 
-    def _metrics(self, probs, labels):
-        probs = probs.astype(jnp.float32)
-        onehot = jax.nn.one_hot(labels, self.num_classes)
-        loss = keras.losses.categorical_crossentropy(onehot, probs)
-        correct = (jnp.argmax(probs, -1) == labels).astype(jnp.float32)
-        top5 = jnp.any(jax.lax.top_k(probs, 5)[1] == labels[:, None], axis=-1).astype(jnp.float32)
-        return loss, correct, top5
+    def _metrics(self, logits, labels):
+        logits = logits.astype(jnp.float32)
+        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+        top5 = jnp.any(jax.lax.top_k(logits, 5)[1] == labels[:, None], axis=-1).astype(jnp.float32)
+        return cross_entropy(logits, labels), correct, top5
 
-    def _train_interval(self, state, start, data_key, aug_key, images, labels, pca):
+    def _train_interval(self, state, draws, images, labels):
         model, optimizer = self.model, self.optimizer
 
         def loss_fn(trainable, non_trainable, x, y):
-            probs, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-            loss, correct, top5 = self._metrics(probs, y)
+            logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+            loss, correct, top5 = self._metrics(logits, y)
             return jnp.mean(loss), (non_trainable, jnp.mean(correct), jnp.mean(top5))
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-        def step_fn(carry, step):
+        def step_fn(carry, step_draws):
             trainable, non_trainable, opt_vars = carry
-            x, y = self.batch(step, data_key, aug_key, images, labels, pca)
+            x, y = gather(images, step_draws, self.crop), labels[step_draws[0]]
             (loss, (non_trainable, acc, top5)), grads = grad_fn(trainable, non_trainable, x, y)
             trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
             return (trainable, non_trainable, opt_vars), jnp.stack([loss, acc, top5])
 
-        state, per_step = jax.lax.scan(step_fn, state, start + jnp.arange(self.interval_steps))
+        state, per_step = jax.lax.scan(step_fn, state, draws)
         return state, per_step.mean(0), per_step[:, 0]
 
     def _evaluate(self, trainable, non_trainable, val_images, val_labels):
@@ -158,31 +142,32 @@ class DeviceLoop:
         def body(_, i):
             x = jax.lax.dynamic_slice_in_dim(val_images, i * eb, eb).astype(jnp.float32)
             y = jax.lax.dynamic_slice_in_dim(val_labels, i * eb, eb)
-            probs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-            loss, correct, top5 = self._metrics(probs, jnp.maximum(y, 0))
+            logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+            loss, correct, top5 = self._metrics(logits, jnp.maximum(y, 0))
             real = (y >= 0).astype(jnp.float32)  # padding rows carry label -1
             return None, jnp.stack([jnp.sum(loss * real), jnp.sum(correct * real), jnp.sum(top5 * real)])
 
         _, sums = jax.lax.scan(body, None, jnp.arange(len(val_labels) // eb))
         return sums.sum(0)
 
-    def _predict(self, trainable, non_trainable, images, ten):
+    def _predict(self, trainable, non_trainable, images, views):
         """Class probabilities of `images` (uint8, full size, a multiple of eval_batch) averaged
-        over the centre crop or the 10 test crops, as :func:`alexnet_split.pipeline.crops`."""
-        model, eb, c, size = self.model, self.eval_batch, self.crop, self.size
-        o, e = (size - c) // 2, size - c
-        views = [(o, o)] + ([(0, 0), (0, e), (e, 0), (e, e)] if ten else [])
+        over `views` (rows, columns, flips of :func:`alexnet_split.pipeline.test_views`), one view
+        at a time in a loop."""
+        model, eb, c = self.model, self.eval_batch, self.crop
+        ys, xs, flips = views
 
         def body(_, i):
             batch = jax.lax.dynamic_slice_in_dim(images, i * eb, eb)
-            total = 0.0
-            for flip in (False, True) if ten else (False,):
-                for y, x in views:
-                    v = batch[:, y:y + c, x:x + c]
-                    v = v[:, :, ::-1] if flip else v
-                    probs, _ = model.stateless_call(trainable, non_trainable, v.astype(jnp.float32), training=False)
-                    total = total + probs.astype(jnp.float32)
-            return None, total / (2 * len(views) if ten else 1)
+
+            def view(total, v):
+                crop = jax.lax.dynamic_slice(batch, (0, ys[v], xs[v], 0), (eb, c, c, 3))
+                crop = jnp.where(flips[v], crop[:, :, ::-1], crop)
+                logits, _ = model.stateless_call(trainable, non_trainable, crop.astype(jnp.float32), training=False)
+                return total + jax.nn.softmax(logits.astype(jnp.float32), axis=-1), None
+
+            total, _ = jax.lax.scan(view, jnp.zeros((eb, self.num_classes), jnp.float32), jnp.arange(len(ys)))
+            return None, total / len(ys)
 
         _, probs = jax.lax.scan(body, None, jnp.arange(len(images) // eb))
         return probs.reshape(-1, probs.shape[-1])
@@ -193,14 +178,15 @@ class DeviceLoop:
         """Test-time class probabilities of uint8 `images` on the device (float64 on the host)."""
         pad = -len(images) % self.eval_batch
         padded = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-        probs = self._predict_fn(state[0], state[1], jnp.asarray(padded), bool(ten))
+        views = tuple(np.asarray(v) for v in zip(*pipeline.test_views(self.size, self.crop, ten)))
+        probs = self._predict_fn(state[0], state[1], jnp.asarray(padded), views)
         return np.asarray(probs, np.float64)[:len(images)]
 
     def train_interval(self, state, start: int):
         """Run steps start .. start + interval_steps - 1; returns the new state, the interval's
         mean (loss, accuracy, top5) and each step's loss."""
-        return self._train_fn(state, jnp.int32(start), self.data_key, self.aug_key, self.images, self.labels,
-                              self.pca)
+        d = self.plan.interval(start, self.interval_steps)
+        return self._train_fn(state, (d.idx, d.ys, d.xs, d.flips, d.shifts), self.images, self.labels)
 
     def evaluate(self, state) -> dict:
         sums = np.asarray(self._eval_fn(state[0], state[1], self.val_images, self.val_labels)) / self.n_val
@@ -208,28 +194,28 @@ class DeviceLoop:
 
 
 def _structure(model) -> tuple:
-    """What the compiled code depends on: the layers' configs and the variables' shapes."""
+    """What the compiled code depends on: the layers' configs, the variables' shapes, the policy
+    and the optimizer's settings."""
     # Not the variables' paths (Dropout's seed generators are numbered per process), nor the
-    # initializers (the init study's three inits share one compiled loop per mode).
+    # initializers (the init study's three inits share one compiled loop per mode), nor the
+    # optimizer's auto-numbered name ("adam_1" for the second in a process).
     def strip(node):
         if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if not k.endswith("_initializer")}
+            return {k: strip(v) for k, v in node.items() if not k.endswith("_initializer") and k != "compile_config"}
         return [strip(v) for v in node] if isinstance(node, list) else node
 
     config = json.dumps(strip(json.loads(model.to_json())), sort_keys=True)
+    optimizer = {k: v for k, v in model.optimizer.get_config().items() if k != "name"}
     return (config, tuple((tuple(v.shape), str(v.dtype)) for v in model.variables),
             keras.mixed_precision.global_policy().name, model.optimizer.__class__.__name__,
-            repr(sorted(model.optimizer.get_config().items())))
+            repr(sorted(optimizer.items())))
 
 
-def train(model, run, images, labels, val_images, val_labels, recipe, crop, seed, verbose=1):
+def train(model, run, split, recipe, crop, seed, verbose=1):
     """The device engine behind :func:`alexnet_split.train.train`: trains `run`'s remaining
     intervals, committing through `run`. Returns ((step, loss) if the loss became NaN, else
-    None; and `predict(images, ten)`, the test-time probabilities of the trained model computed
-    on the device, or None if there was nothing to train)."""
-    if run.done:
-        return None, None
-    loop = DeviceLoop(model, images, labels, val_images, val_labels, recipe.batch_size, crop, seed,
+    None; and `predict(images, ten)`, the test-time probabilities computed on the device)."""
+    loop = DeviceLoop(model, split.train_x, split.train_y, split.val_x, split.val_y, recipe.batch_size, crop, seed,
                       augment=recipe.augment, pca_sigma=recipe.pca_lighting, interval_steps=run.interval_steps)
     state = loop.state()
     while not run.done:

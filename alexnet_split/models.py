@@ -18,7 +18,7 @@ _PREPROCESS = {
 
 
 def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=None, input_shape=None, devices=None,
-                n_towers=2, name=None, bias_fill=None, init="paper"):
+                n_towers=2, name=None, bias_fill=None, init="paper", logits=False):
     """Build AlexNet as an uncompiled Keras Functional model.
 
     Args:
@@ -47,6 +47,8 @@ def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=Non
         mode the same-tower layers conv2, conv4 and conv5 have half the merged fan-in; conv1,
         which reads pixels rather than unit-variance inputs, and the classifier fc8 keep
         N(0, 0.01); all biases 0). The ``seed`` layout keeps Keras's defaults.
+      logits: end at fc8's logits instead of its softmax: the model the runner trains, so that
+        the loss is computed from logits on every backend (see :func:`with_softmax`).
 
     Layers are named ``preprocess``, ``t{k}_conv1`` ... ``t{k}_conv5``, ``t{k}_fc6``,
     ``t{k}_fc7`` (and the seed's ``t{k}_fc7b``) and ``fc8``. Inputs are pixel values in [0, 255].
@@ -89,10 +91,17 @@ def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=Non
             outputs.append(block(source))
         towers = outputs
     kernel_init, _ = _initializers(arch, None, bias_fill, init)
-    probs = DenseBlock(num_classes, activation="softmax", kernel_initializer=kernel_init,
-                       device=device(0), name="fc8")(towers if n > 1 else towers[0])
+    outputs = DenseBlock(num_classes, activation=None if logits else "softmax", kernel_initializer=kernel_init,
+                         device=device(0), name="fc8")(towers if n > 1 else towers[0])
     model_cls = placement.model_class(devices)
-    return model_cls(inputs, probs, name=name or f"alexnet_{arch.name}_{mode}")
+    return model_cls(inputs, outputs, name=name or f"alexnet_{arch.name}_{mode}")
+
+
+def with_softmax(model):
+    """`model` (built with ``logits=True``) with a float32 softmax on its output: the same layers
+    and weights, class probabilities out, as users load and call it."""
+    probs = keras.layers.Activation("softmax", dtype="float32", name="softmax")(model.output)
+    return keras.Model(model.input, probs, name=model.name)
 
 
 CAFFE_BIAS = 0.1  # bvlc_alexnet's value for the biases the paper sets to 1

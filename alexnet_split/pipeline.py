@@ -4,13 +4,13 @@ In-graph Keras crop layers have two traps (``RandomCrop`` passes the uncropped i
 inference; an in-graph crop/flip model stalled on JAX/GPU in an early measurement), so crops and
 flips happen here, on uint8 arrays, before the batch reaches the model.
 
-Every random draw is a function of (seed, epoch, batch index): a resumed run sees exactly the
-batches an uninterrupted run would have seen.
+Every random draw is a function of (seed, step) (:class:`BatchPlan`): a resumed run sees exactly
+the batches an uninterrupted run would have seen, on either engine.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
 
 import keras
@@ -52,27 +52,93 @@ def pca_shifts(rng: np.random.Generator, n: int, basis, sigma: float) -> np.ndar
     return (alpha * magnitudes) @ eigvec.T
 
 
-class TrainBatches(keras.utils.PyDataset):
-    """Random `crop` x `crop` crops, flipped half the time, PCA lighting, one-hot labels.
+@dataclasses.dataclass(frozen=True)
+class Draws:
+    """Every random choice behind one training batch: rows of the training set, crop corners,
+    flips and the per-image RGB lighting shift (float32, pixel values). Leading axes: (batch,) for
+    one step, (steps, batch) for an interval."""
 
-    Batches are numbered by training step: step s is batch ``s % batches_per_epoch`` of data
-    epoch ``s // batches_per_epoch`` (a shuffled pass over the images; the last batch of an
-    epoch is short). Keras sees one "epoch" per validation interval of ``interval_steps`` steps
-    (default: one data epoch), so a run can validate every N steps whatever the dataset's size.
+    idx: np.ndarray
+    ys: np.ndarray
+    xs: np.ndarray
+    flips: np.ndarray
+    shifts: np.ndarray
+
+
+def epoch_steps(n: int, batch_size: int) -> int:
+    """Steps in a data epoch: the full batches of `n` images (see :class:`BatchPlan`)."""
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} is larger than the {n} training images")
+    return n // batch_size
+
+
+class BatchPlan:
+    """The batch contract both engines train on: step ``s`` is batch ``s % steps_per_epoch`` of
+    data epoch ``s // steps_per_epoch``, and every draw is a NumPy function of (seed, step).
+
+    An epoch is ``n // batch_size`` full batches of a fresh permutation (one shape for XLA; the
+    ``n mod batch_size`` images left out change every epoch). The host draws, a few KB per step;
+    the engines only gather, crop, flip and shift (:func:`assemble` here, the device engine on the
+    accelerator), so the same seed trains on the same pixels under ``fit`` and ``device``.
+    """
+
+    def __init__(self, images, batch_size: int, crop: int, seed: int, augment: bool = True, pca_sigma: float = 0.0):
+        n, size = len(images), images.shape[1]
+        self.steps_per_epoch = epoch_steps(n, batch_size)
+        if size < crop:
+            raise ValueError(f"crop={crop} is larger than the images ({size} px)")
+        self.n, self.size, self.batch_size, self.crop, self.seed = n, size, batch_size, crop, seed
+        self.augment, self.pca_sigma = augment, float(pca_sigma)
+        self.pca = pca_basis(images, seed=seed) if pca_sigma > 0 else None
+
+    def draws(self, step: int) -> Draws:
+        epoch, i = divmod(int(step), self.steps_per_epoch)
+        b, room = self.batch_size, self.size - self.crop + 1
+        idx = np.random.default_rng([self.seed, epoch]).permutation(self.n)[i * b:(i + 1) * b]
+        rng = np.random.default_rng([self.seed, epoch, i])
+        if self.augment:  # Section 4.1: random crops and their horizontal reflections
+            ys, xs = rng.integers(0, room, b), rng.integers(0, room, b)
+            flips = rng.random(b) < 0.5
+        else:
+            ys = xs = np.full(b, (self.size - self.crop) // 2)
+            flips = np.zeros(b, bool)
+        shifts = (pca_shifts(rng, b, self.pca, self.pca_sigma) if self.pca is not None
+                  else np.zeros((b, 3), np.float32))
+        return Draws(idx.astype(np.int32), ys.astype(np.int32), xs.astype(np.int32), flips, shifts)
+
+    def interval(self, start: int, steps: int) -> Draws:
+        """The draws of steps ``start .. start + steps - 1``, stacked (what one device call needs)."""
+        per_step = [self.draws(s) for s in range(start, start + steps)]
+        return Draws(*(np.stack([getattr(d, f.name) for d in per_step]) for f in dataclasses.fields(Draws)))
+
+
+def assemble(images: np.ndarray, draws: Draws, crop: int) -> np.ndarray:
+    """The float32 batch that `draws` describe: crop, flip, then add the lighting shift."""
+    # One image at a time: a whole batch in float32 outgrows the caches (128 crops are 79 MB),
+    # so separate passes over it would run from memory.
+    batch = np.empty((len(draws.idx), crop, crop, 3), np.float32)
+    for k, (j, y, x) in enumerate(zip(draws.idx, draws.ys, draws.xs)):
+        src = images[j, y:y + crop, x:x + crop]
+        batch[k] = src[:, ::-1] if draws.flips[k] else src
+        batch[k] += draws.shifts[k]
+    return batch
+
+
+class TrainBatches(keras.utils.PyDataset):
+    """The ``fit`` engine's input: :class:`BatchPlan`'s batches with one-hot labels.
+
+    Keras sees one "epoch" per validation interval of ``interval_steps`` steps (default: one data
+    epoch), so a run can validate every N steps whatever the dataset's size.
     """
 
     def __init__(self, images, labels, batch_size, crop, num_classes, seed, augment=True, pca_sigma=0.0,
                  interval_steps=None, interval=0, **kwargs):
         super().__init__(**kwargs)
-        self.images, self.labels = images, np.asarray(labels)
-        self.batch_size, self.crop, self.num_classes = batch_size, crop, num_classes
-        self.seed, self.augment, self.pca_sigma = seed, augment, pca_sigma
-        self.batches_per_epoch = math.ceil(len(self.labels) / batch_size)
+        self.images, self.labels, self.num_classes = images, np.asarray(labels), num_classes
+        self.plan = BatchPlan(images, batch_size, crop, seed, augment, pca_sigma)
+        self.batches_per_epoch = self.plan.steps_per_epoch
         self.interval_steps = interval_steps or self.batches_per_epoch
         self.interval = interval  # the interval the next batches belong to; a resumed run starts later
-        self.pca = pca_basis(images, seed=seed) if pca_sigma > 0 else None
-        if images.shape[1] < crop:
-            raise ValueError(f"crop={crop} is larger than the images ({images.shape[1]} px)")
 
     def __len__(self):
         return self.interval_steps
@@ -81,48 +147,34 @@ class TrainBatches(keras.utils.PyDataset):
         self.interval = interval
 
     def __getitem__(self, i):
-        epoch, b = divmod(self.interval * self.interval_steps + i, self.batches_per_epoch)
-        return self.batch(epoch, b)
+        return self.step(self.interval * self.interval_steps + i)
+
+    def step(self, step: int):
+        """Training step `step`'s (images, one-hot labels): a function of (seed, step) only."""
+        draws = self.plan.draws(step)
+        return assemble(self.images, draws, self.plan.crop), one_hot(self.labels[draws.idx], self.num_classes)
 
     def batch(self, epoch: int, i: int):
-        """Batch `i` of data epoch `epoch`: a function of (seed, epoch, i) only."""
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
-        idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-        rng = np.random.default_rng([self.seed, epoch, i])
-        size, c = self.images.shape[1], self.crop
-        if self.augment:
-            ys = rng.integers(0, size - c + 1, len(idx))
-            xs = rng.integers(0, size - c + 1, len(idx))
-            flips = rng.random(len(idx)) < 0.5
-        else:
-            ys = xs = np.full(len(idx), (size - c) // 2)
-            flips = np.zeros(len(idx), bool)
-        shifts = pca_shifts(rng, len(idx), self.pca, self.pca_sigma) if self.pca is not None else None
-        # One image at a time, crop -> flip -> float32 + shift into the batch: a whole batch in
-        # float32 outgrows the caches (128 crops are 79 MB), so separate passes over it ran from
-        # memory and the pipeline fell below 5x the fastest training step (results/bench/).
-        batch = np.empty((len(idx), c, c, 3), np.float32)
-        for k, (j, y, x) in enumerate(zip(idx, ys, xs)):
-            src = self.images[j, y:y + c, x:x + c]
-            batch[k] = src[:, ::-1] if flips[k] else src
-            if shifts is not None:
-                batch[k] += shifts[k]
-        return batch, one_hot(self.labels[idx], self.num_classes)
+        """Batch `i` of data epoch `epoch`."""
+        return self.step(epoch * self.batches_per_epoch + i)
 
 
 def one_hot(labels, num_classes):
     return np.eye(num_classes, dtype=np.float32)[np.asarray(labels)]
 
 
-def crops(images: np.ndarray, crop: int, ten: bool = False) -> list[np.ndarray]:
-    """The centre crop, or the 10 test crops (4 corners + centre, and their mirror images)."""
-    size = images.shape[1]
+def test_views(size: int, crop: int, ten: bool = False) -> list[tuple[int, int, bool]]:
+    """(row, column, flipped) of the centre crop, or of the 10 test crops (Section 4.1: the four
+    corners and the centre, and their horizontal reflections). Both engines read this list."""
     o, e = (size - crop) // 2, size - crop
-    offsets = [(o, o)] if not ten else [(o, o), (0, 0), (0, e), (e, 0), (e, e)]
-    views = [images[:, y:y + crop, x:x + crop] for y, x in offsets]
-    if ten:
-        views += [v[:, :, ::-1] for v in views]
-    return views
+    corners = [(o, o)] + ([(0, 0), (0, e), (e, 0), (e, e)] if ten else [])
+    return [(y, x, False) for y, x in corners] + ([(y, x, True) for y, x in corners] if ten else [])
+
+
+def crops(images: np.ndarray, crop: int, ten: bool = False) -> list[np.ndarray]:
+    """The views of :func:`test_views` cut from `images`."""
+    views = [images[:, y:y + crop, x:x + crop] for y, x, _ in test_views(images.shape[1], crop, ten)]
+    return [v[:, :, ::-1] if flip else v for v, (_, _, flip) in zip(views, test_views(images.shape[1], crop, ten))]
 
 
 def predict_crops(model, images, crop, ten=False, batch_size=128) -> np.ndarray:

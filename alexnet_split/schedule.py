@@ -2,19 +2,17 @@
 
 "The heuristic which we followed was to divide the learning rate by 10 when the validation error
 rate stopped improving with the current learning rate. [...] reduced three times prior to
-termination." On Flowers 17 an epoch is 5.3 steps at batch 128, and under the paper's
-initialisation a net can sit at chance for hundreds to thousands of steps before it learns (on
-an H200 the towers net took about 2,000; see the README's initialisation section). A patience
-counted in such epochs fired three times during that initial plateau, so the learning rate
-reached 1e-5 before the net could leave chance (the README's paper-recipe section). Here:
+termination." Under the paper's initialisation a net can sit at chance for a long time before it
+learns, so:
 
 * patience is counted in steps, whatever the validation interval;
 * the clock runs only once validation has left chance (accuracy above ``CHANCE_FACTOR`` times
   chance), so a flat start is never read as a plateau;
-* after ``max_drops`` drops, one more plateau ends the run ("prior to termination").
+* after ``max_drops`` drops, one more plateau ends the run ("prior to termination");
+* a run still at chance after ``give_up`` steps ends as dead, so it costs at most that many steps.
 
 :class:`Plateau` is plain data (``to_dict`` / ``from_dict``) so that a resumed run continues the
-schedule exactly where the killed one left it.
+schedule exactly where the killed one left it. docs/training.md tells how the rule came about.
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ class Plateau:
         before acting; ``None``: a fixed learning rate, never stop early.
       max_drops: learning-rate drops before the next plateau ends the run (the paper: 3).
       num_classes: sets chance, ``1 / num_classes``.
+      give_up: steps after which a run whose validation never left chance stops (``None``: never).
     """
 
     patience: int | None
@@ -44,6 +43,7 @@ class Plateau:
     left_chance_step: int | None = None
     drop_steps: list[int] = dataclasses.field(default_factory=list)
     stop_step: int | None = None
+    give_up: int | None = None
 
     @property
     def threshold(self) -> float:
@@ -58,6 +58,9 @@ class Plateau:
             self.best, self.best_step = val_accuracy, step
         if self.left_chance_step is None and val_accuracy > self.threshold:
             self.left_chance_step = step
+        if self.dead_at(step):
+            self.stop_step = step
+            return "stop"
         if self.patience is None or self.left_chance_step is None:
             return None
         since = max([self.best_step, *self.drop_steps])  # "with the current learning rate"
@@ -68,6 +71,16 @@ class Plateau:
             return "drop"
         self.stop_step = step
         return "stop"
+
+    def dead_at(self, step: int) -> bool:
+        """Whether a run still at chance after `step` steps is given up."""
+        return self.left_chance_step is None and self.give_up is not None and step >= self.give_up
+
+    def stop_reason(self) -> str:
+        """Why :meth:`update` said ``"stop"``, as final.json's ``stopped_by`` records it."""
+        if self.left_chance_step is None:
+            return f"dead: validation never above {CHANCE_FACTOR:g}x chance in {self.stop_step} steps"
+        return f"plateau after {len(self.drop_steps)} lr drops"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -24,12 +24,13 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
 
 from . import config, data, pipeline, spec
-from .models import build_model, init_summary
+from .models import build_model, init_summary, with_softmax
 from .optimizers import PaperSGD
 from .runlog import atomic_write, git_commit, machine, read_json, remove_partial_files, replacing, versions, write_json
 from .schedule import Plateau
@@ -92,7 +93,7 @@ class _Run:
                                                          "learning_rate": row["lr"]})
         action = self.schedule.update(step, row["val_accuracy"])
         if action == "stop":
-            s["stopped"] = f"plateau after {len(self.schedule.drop_steps)} lr drops"
+            s["stopped"] = self.schedule.stop_reason()
         s["schedule"] = self.schedule.to_dict()
         return action
 
@@ -167,7 +168,7 @@ class _FitCallback(keras.callbacks.Callback):
         elif action == "stop":
             self.model.stop_training = True
         if self.run.commit_due():
-            self.run.commit(self.model)
+            self.run.commit(self.model, checkpoint=not self.run.done)
 
 
 def _seed_variables(model):
@@ -203,20 +204,76 @@ def resolve_engine(engine: str) -> str:
 
 def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=None, devices=None,
           overrides=None, deterministic=False, splits_mat=None, verbose=None, checkpoint_seconds=0.0,
-          engine="auto", tensorboard=None) -> dict:
+          engine="auto", tensorboard=None, save_model=False) -> dict:
     """Run (or resume, or return the result of) one training run in folder `out`.
 
     The run commits (checkpoint + state.json) after a validation interval once
-    `checkpoint_seconds` have passed since its last commit, and after the last one; 0 commits
-    after every interval. `engine`: see :func:`resolve_engine`. `tensorboard`: a folder for
-    TensorBoard's training and validation curves of this run.
+    `checkpoint_seconds` have passed since its last commit; the last interval commits the logs
+    only. `engine`: see :func:`resolve_engine`. `tensorboard`: a folder for TensorBoard's
+    training and validation curves of this run. `save_model`: also write ``model.keras``, the
+    trained network with its softmax output.
     """
     out = Path(out)
     recipe = config.get_recipe(recipe, **(overrides or {})) if isinstance(recipe, str) else recipe
     engine = resolve_engine(engine)
-    arch = spec.get_layout(layout)
-    crop = recipe.input_size or arch.input_shape[0]
+    crop = recipe.input_size or spec.get_layout(layout).input_shape[0]
     identity = {"layout": layout, "mode": mode, "seed": seed, "recipe": recipe.to_dict(), "engine": engine}
+    state, final = _open_run_folder(out, identity, devices)
+    if final is not None:
+        return final
+
+    _seed_everything(seed, recipe.precision, deterministic)
+    split = _load_split(data_root, recipe, crop, seed, splits_mat)
+    steps_per_epoch = pipeline.epoch_steps(len(split.train_y), recipe.batch_size)
+    interval_steps = recipe.eval_every or steps_per_epoch
+    n_intervals = recipe.steps // recipe.eval_every if recipe.steps else recipe.epochs
+    if state is None:
+        model = new_model(layout, mode, crop, devices, recipe)
+        state = _new_state(recipe)
+        _write_config(out, identity, devices, recipe, split, crop, steps_per_epoch, model)
+    else:
+        model = _resume_model(out, state, n_intervals)
+    run = _Run(out, state, n_intervals, interval_steps, steps_per_epoch, checkpoint_seconds)
+    run.tensorboard = _tensorboard(tensorboard, model)
+
+    if verbose is None:  # a live bar on a terminal, one line per interval in a log file
+        verbose = 1 if sys.stdout.isatty() else 2
+    if engine == "fit":
+        diverged, predict = _fit(model, run, split, recipe, crop, seed, verbose)
+    else:
+        from . import fastpath
+
+        diverged, predict = fastpath.train(model, run, split, recipe, crop, seed, verbose)
+    if run.tensorboard is not None:
+        run.tensorboard.on_train_end()
+    if diverged:
+        _raise_diverged(out, diverged, state, recipe)
+
+    save_conv1(model, out / "conv1.npz")
+    if save_model:
+        with replacing(out / "model.keras") as tmp:
+            with_softmax(model).save(tmp)
+    final = {**_test(predict, split, recipe.ten_crop), **_summary(run, recipe, split, steps_per_epoch)}
+    write_json(out / "final.json", final)
+    return final
+
+
+class Split(NamedTuple):
+    """The run's data: uint8 training images, validation centre crops, full-size test images."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    source: str
+    description: str
+    sizes: dict
+
+
+def _open_run_folder(out: Path, identity: dict, devices):
+    """(state to resume or None, final.json if the run is finished); refuses another run's folder."""
     out.mkdir(parents=True, exist_ok=True)
     state = read_json(out / "state.json") if (out / "state.json").is_file() else None
     if state is not None and not state.get("checkpoint"):  # logs without a checkpoint: start again
@@ -225,12 +282,13 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
     # A finished run of the same layout, mode, seed and recipe name is its result, whatever code
     # version wrote it (committed runs predate fields added since); an unfinished one resumes
     # only with everything equal.
-    same_run = {k: old.get(k) for k in ("layout", "mode", "seed")} == {"layout": layout, "mode": mode, "seed": seed} \
-        and old.get("recipe", {}).get("name") == recipe.name
+    who = ("layout", "mode", "seed")
+    same_run = ({k: old.get(k) for k in who} == {k: identity[k] for k in who}
+                and old.get("recipe", {}).get("name") == identity["recipe"]["name"])
     if same_run and (out / "final.json").is_file():
-        return read_json(out / "final.json")
+        return None, read_json(out / "final.json")
     if old and {k: old.get(k) for k in identity} != identity:
-        raise ValueError(f"{out} holds a different run ({ {k: old.get(k) for k in ('layout', 'mode', 'seed')} }, "
+        raise ValueError(f"{out} holds a different run ({ {k: old.get(k) for k in who} }, "
                          f"recipe {old.get('recipe', {}).get('name')!r}, engine {old.get('engine')!r}); "
                          "choose another --out")
     if state is not None and list(old.get("devices") or []) != list(devices or []):
@@ -238,99 +296,95 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
                          f"{list(devices or []) or 'one device'}. Resume it with the same devices (the same "
                          "--cluster), or start a new --out")
     remove_partial_files(out, out / "ckpt")  # writes cut short by a kill
+    return state, None
 
+
+def _seed_everything(seed: int, precision: str, deterministic: bool):
     if deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(seed)
-    keras.mixed_precision.set_global_policy(recipe.precision)
+    keras.mixed_precision.set_global_policy(precision)
 
+
+def _load_split(data_root, recipe, crop, seed, splits_mat) -> Split:
     ds = data.load(data_root, size=recipe.image_size)
     split = data.official_split(ds, splits_mat) if splits_mat else data.stratified_split(ds.labels, seed)
-    train_x, train_y = ds.images[split["train"]], ds.labels[split["train"]]
     (val_x,) = pipeline.crops(ds.images[split["val"]], crop)
-    val_y = ds.labels[split["val"]]
-    if engine == "fit":
-        batches = pipeline.TrainBatches(train_x, train_y, recipe.batch_size, crop, data.NUM_CLASSES, seed,
-                                        augment=recipe.augment, pca_sigma=recipe.pca_lighting,
-                                        interval_steps=recipe.eval_every, interval=state["interval"] if state else 0)
-        steps_per_epoch, interval_steps = batches.batches_per_epoch, batches.interval_steps
-    else:  # fixed-size batches: an epoch is the full batches of a fresh permutation
-        steps_per_epoch = len(train_y) // recipe.batch_size
-        if steps_per_epoch < 1:
-            raise ValueError(f"batch_size={recipe.batch_size} is larger than the {len(train_y)} training images")
-        interval_steps = recipe.eval_every or steps_per_epoch
-    n_intervals = recipe.steps // recipe.eval_every if recipe.steps else recipe.epochs
+    return Split(ds.images[split["train"]], ds.labels[split["train"]], val_x, ds.labels[split["val"]],
+                 ds.images[split["test"]], ds.labels[split["test"]], ds.source,
+                 "official " + str(splits_mat) if splits_mat else f"stratified 40/20/20 per class, seed {seed}",
+                 {k: int(len(v)) for k, v in split.items()})
 
-    if state is None:
-        model = _new_model(layout, mode, crop, devices, recipe)
-        schedule = Plateau(recipe.lr_drop_patience, recipe.max_lr_drops, data.NUM_CLASSES)
-        state = {"interval": 0, "step": 0, "checkpoint": None, "history": [], "train_seconds": 0.0,
-                 "schedule": schedule.to_dict(), "stopped": None}
-        write_json(out / "config.json", {
-            **identity, "devices": list(devices or []), "backend": keras.backend.backend(), "versions": versions(),
-            "git_commit": git_commit(), "machine": machine(), "data_source": ds.source,
-            "split": "official " + str(splits_mat) if splits_mat else f"stratified 40/20/20 per class, seed {seed}",
-            "split_sizes": {k: int(len(v)) for k, v in split.items()}, "input_size": crop,
-            "steps_per_epoch": steps_per_epoch, "init": init_summary(layout, recipe.bias_fill, recipe.init),
-            "parameters": int(model.count_params()),
-            "flops_per_image": int(sum(spec.layer_flops(arch, mode, 2, (crop, crop, 3), data.NUM_CLASSES).values())),
-        })
-    else:
-        model = keras.models.load_model(out / state["checkpoint"])
-        restore_seed_states(model, state["seed_states"])
-        print(f"resuming {out} after step {state['step']} (interval {state['interval']} of {n_intervals})",
-              file=sys.stderr)
 
-    run = _Run(out, state, n_intervals, interval_steps, steps_per_epoch, checkpoint_seconds)
-    if tensorboard:
+def _new_state(recipe) -> dict:
+    schedule = Plateau(recipe.lr_drop_patience, recipe.max_lr_drops, data.NUM_CLASSES, give_up=recipe.chance_patience)
+    return {"interval": 0, "step": 0, "checkpoint": None, "history": [], "train_seconds": 0.0,
+            "schedule": schedule.to_dict(), "stopped": None}
 
-        if importlib.util.find_spec("tensorboard") is None:
-            raise ValueError(f"--tensorboard {tensorboard}: the tensorboard package is not installed "
-                             "(pip install tensorboard)")
-        run.tensorboard = _TensorBoard(str(tensorboard))
-        run.tensorboard.set_model(model)
-    if verbose is None:  # a live bar on a terminal, one line per interval in a log file
-        verbose = 1 if sys.stdout.isatty() else 2
-    predict = None
-    if engine == "fit":
-        diverged = _fit(model, run, batches, (val_x, val_y), recipe, verbose)
-    else:
-        from . import fastpath
 
-        diverged, predict = fastpath.train(model, run, train_x, train_y, val_x, val_y, recipe, crop, seed, verbose)
-    if run.tensorboard is not None:
-        run.tensorboard.on_train_end()
-    if diverged:
-        step, loss = diverged
-        raise TrainingDiverged(
-            f"{out}: the training loss became {loss} at step {step}; stopped. The last complete interval "
-            f"(step {state['step']}) is checkpointed in {out / (state['checkpoint'] or 'ckpt')}. Lower the learning "
-            f"rate (recipe {recipe.name!r} uses {recipe.learning_rate}) or use float32.")
+def _write_config(out, identity, devices, recipe, split: Split, crop, steps_per_epoch, model):
+    layout, mode = identity["layout"], identity["mode"]
+    flops = spec.layer_flops(spec.get_layout(layout), mode, 2, (crop, crop, 3), data.NUM_CLASSES)
+    write_json(out / "config.json", {
+        **identity, "devices": list(devices or []), "backend": keras.backend.backend(), "versions": versions(),
+        "git_commit": git_commit(), "machine": machine(), "data_source": split.source, "split": split.description,
+        "split_sizes": split.sizes, "input_size": crop, "steps_per_epoch": steps_per_epoch,
+        "loss": "logits",  # cross-entropy from fc8's logits on both engines
+        "init": init_summary(layout, recipe.bias_fill, recipe.init), "parameters": int(model.count_params()),
+        "flops_per_image": int(sum(flops.values())),
+    })
 
-    save_conv1(model, out / "conv1.npz")
-    # The device engine predicts with its compiled code: Keras's predict compiles once per model object
-    test_images = ds.images[split["test"]]
-    test_probs = (predict(test_images, recipe.ten_crop) if predict else
-                  pipeline.predict_crops(model, test_images, crop, ten=recipe.ten_crop))
-    test_labels = ds.labels[split["test"]]
-    schedule = run.schedule
-    final = {
-        "test_top1": pipeline.topk_accuracy(test_probs, test_labels, 1),
-        "test_top5": pipeline.topk_accuracy(test_probs, test_labels, 5),
-        "test_crops": 10 if recipe.ten_crop else 1,
+
+def _resume_model(out: Path, state: dict, n_intervals: int):
+    model = keras.models.load_model(out / state["checkpoint"])
+    restore_seed_states(model, state["seed_states"])
+    print(f"resuming {out} after step {state['step']} (interval {state['interval']} of {n_intervals})",
+          file=sys.stderr)
+    return model
+
+
+def _tensorboard(folder, model):
+    if not folder:
+        return None
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ValueError(f"--tensorboard {folder}: the tensorboard package is not installed (pip install tensorboard)")
+    writer = _TensorBoard(str(folder))
+    writer.set_model(model)
+    return writer
+
+
+def _raise_diverged(out, diverged, state, recipe):
+    step, loss = diverged
+    raise TrainingDiverged(
+        f"{out}: the training loss became {loss} at step {step}; stopped. The last complete interval "
+        f"(step {state['step']}) is checkpointed in {out / (state['checkpoint'] or 'ckpt')}. Lower the learning "
+        f"rate (recipe {recipe.name!r} uses {recipe.learning_rate}) or use float32.")
+
+
+def _test(predict, split: Split, ten_crop: bool) -> dict:
+    """Test top-1/top-5 of the centre crop, and of the recipe's protocol (10 crops or the centre)."""
+    centre = predict(split.test_x, False)
+    probs = predict(split.test_x, True) if ten_crop else centre
+    return {"test_top1": pipeline.topk_accuracy(probs, split.test_y, 1),
+            "test_top5": pipeline.topk_accuracy(probs, split.test_y, 5),
+            "test_crops": 10 if ten_crop else 1,
+            "test_top1_centre": pipeline.topk_accuracy(centre, split.test_y, 1),
+            "test_top5_centre": pipeline.topk_accuracy(centre, split.test_y, 5)}
+
+
+def _summary(run, recipe, split: Split, steps_per_epoch) -> dict:
+    schedule, state = run.schedule, run.state
+    return {
         "best_val_accuracy": schedule.best, "best_step": schedule.best_step,
         "best_epoch": round(schedule.best_step / steps_per_epoch, 3),
         "steps": state["step"], "epochs": round(state["step"] / steps_per_epoch, 3),
         "steps_to_leave_chance": schedule.left_chance_step, "lr_drop_steps": list(schedule.drop_steps),
         "stopped_by": state["stopped"] or ("step cap" if recipe.steps else "epochs"),
         "train_seconds": round(state["train_seconds"], 3),
-        "train_images_per_second": round(_images_seen(engine, state["step"], steps_per_epoch, len(split["train"]),
-                                                      recipe.batch_size) / max(state["train_seconds"], 1e-9), 3),
+        "train_images_per_second": round(state["step"] * recipe.batch_size / max(state["train_seconds"], 1e-9), 3),
     }
-    write_json(out / "final.json", final)
-    return final
 
 
 def format_final(out, final: dict) -> str:
@@ -348,17 +402,27 @@ def resume_hint(out, message: str) -> str:
     return f"{message}; {kept}. Restart the worker and rerun this command to resume."
 
 
-def _fit(model, run: _Run, batches, val, recipe, verbose):
-    """The Keras-fit engine; returns (step, loss) if the loss became NaN, else None."""
+def _fit(model, run: _Run, split: Split, recipe, crop, seed, verbose):
+    """The Keras-fit engine. Returns ((step, loss) if the loss became NaN, else None; and
+    `predict(images, ten)`, the test-time class probabilities)."""
+    batches = pipeline.TrainBatches(split.train_x, split.train_y, recipe.batch_size, crop, data.NUM_CLASSES, seed,
+                                    augment=recipe.augment, pca_sigma=recipe.pca_lighting,
+                                    interval_steps=run.interval_steps, interval=run.state["interval"])
     callback = _FitCallback(run, batches)
     if not run.done:
-        # shuffle=False: TrainBatches shuffles by (seed, epoch); Keras's own batch shuffle draws
-        # from the process-global RNG, which a resumed process does not share.
-        val = (val[0].astype(np.float32), pipeline.one_hot(val[1], data.NUM_CLASSES))
-        model.fit(batches, epochs=run.n_intervals, initial_epoch=run.state["interval"], validation_data=val,
-                  shuffle=False, validation_batch_size=max(recipe.batch_size, 64), callbacks=[callback],
-                  verbose=verbose)
-    return callback.diverged
+        val = (split.val_x.astype(np.float32), pipeline.one_hot(split.val_y, data.NUM_CLASSES))
+        fit_intervals(model, batches, val, run.n_intervals, run.state["interval"], [callback], verbose,
+                      max(recipe.batch_size, 64))
+    probs = with_softmax(model)
+    return callback.diverged, lambda images, ten: pipeline.predict_crops(probs, images, crop, ten=ten)
+
+
+def fit_intervals(model, batches, val, intervals, initial, callbacks=(), verbose=0, val_batch=64):
+    """The ``fit`` engine's call: Keras "epochs" are validation intervals of `batches`."""
+    # shuffle=False: TrainBatches draws the order from (seed, step); Keras's own batch shuffle
+    # draws from the process-global RNG, which a resumed process does not share.
+    model.fit(batches, epochs=intervals, initial_epoch=initial, validation_data=val, shuffle=False,
+              validation_batch_size=val_batch, callbacks=list(callbacks), verbose=verbose)
 
 
 def save_conv1(model, path: Path):
@@ -371,16 +435,12 @@ def save_conv1(model, path: Path):
     atomic_write(path, buf.getvalue())
 
 
-def _images_seen(engine, steps, per_epoch, n_train, batch_size) -> int:
-    if engine == "device":  # fixed-size batches
-        return steps * batch_size
-    epochs, rest = divmod(steps, per_epoch)
-    return epochs * n_train + min(rest * batch_size, n_train)
-
-
-def _new_model(layout, mode, crop, devices, recipe):
+def new_model(layout, mode, crop, devices, recipe):
+    """The network a run trains: fc8's logits out, the recipe's optimizer, and the cross-entropy
+    computed from the logits (a stable log-softmax on every backend; on probabilities, Keras
+    under JAX clips them and a saturated softmax gets no gradient)."""
     model = build_model(layout, mode, data.NUM_CLASSES, input_shape=(crop, crop, 3), devices=devices,
-                        bias_fill=recipe.bias_fill, init=recipe.init)
-    model.compile(_make_optimizer(recipe), "categorical_crossentropy",
+                        bias_fill=recipe.bias_fill, init=recipe.init, logits=True)
+    model.compile(_make_optimizer(recipe), keras.losses.CategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
     return model

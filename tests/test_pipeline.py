@@ -1,4 +1,4 @@
-"""The NumPy input pipeline: batches as a function of (seed, epoch, batch), validation intervals,
+"""The NumPy input pipeline: batches as a function of (seed, step), validation intervals,
 the 10 test crops, and the PCA lighting on the real images (Section 4.1; defect 1)."""
 
 import numpy as np
@@ -13,7 +13,7 @@ def test_pca_lighting_shifts_a_few_pixel_values_on_the_real_images(real_flowers)
     images, labels = real_flowers.images[:680], real_flowers.labels[:680]
     lit = pipeline.TrainBatches(images, labels, 128, 64, 17, seed=0, augment=False, pca_sigma=0.1)
     plain = pipeline.TrainBatches(images, labels, 128, 64, 17, seed=0, augment=False)
-    magnitudes, eigvec = lit.pca
+    magnitudes, eigvec = lit.plan.pca
     # the magnitudes are pixel standard deviations along the components (0..255 scale)
     px = images.reshape(-1, 3).astype(np.float64)
     np.testing.assert_allclose(np.sort(magnitudes), np.sort(np.std(px @ eigvec, axis=0)), rtol=0.05)
@@ -26,7 +26,7 @@ def test_pca_lighting_shifts_a_few_pixel_values_on_the_real_images(real_flowers)
             np.testing.assert_allclose(delta, np.broadcast_to(delta[:, :1, :1], delta.shape), atol=1e-3)
             shifts.append(delta[:, 0, 0])
     shifts = np.concatenate(shifts)
-    assert len(shifts) == 3 * 680
+    assert len(shifts) == 3 * 640  # 5 full batches of 128 per epoch
     along = shifts @ eigvec
     np.testing.assert_allclose(along.std(axis=0) / (0.1 * magnitudes), 1.0, rtol=0.10)
     p99 = np.percentile(np.linalg.norm(shifts, axis=1), 99)
@@ -36,7 +36,7 @@ def test_pca_lighting_shifts_a_few_pixel_values_on_the_real_images(real_flowers)
     assert np.percentile(np.linalg.norm(old, axis=1), 99) > 500
 
 
-def test_pipeline_is_a_function_of_seed_epoch_and_batch():
+def test_pipeline_is_a_function_of_seed_and_step():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (50, 40, 40, 3), dtype=np.uint8)
     labels = np.arange(50) % 17
@@ -47,23 +47,27 @@ def test_pipeline_is_a_function_of_seed_epoch_and_batch():
     assert xa.shape == (16, 32, 32, 3) and ya.shape == (16, 17)
     np.testing.assert_array_equal(xa, xb)
     assert not np.array_equal(b.batch(3, 1)[0], xa)
-    assert len(a) == 4 and a[3][0].shape[0] == 2  # default interval: one epoch; the last, short batch is kept
+    assert len(a) == 3 and {a[i][0].shape[0] for i in range(3)} == {16}  # default interval: an epoch of full batches
     a.set_interval(2)
     np.testing.assert_array_equal(a[1][0], xa)
-    # every image appears once per epoch
-    seen = np.concatenate([a[i][1].argmax(1) for i in range(len(a))])
-    assert np.bincount(seen, minlength=17).tolist() == np.bincount(labels, minlength=17).tolist()
+    # an epoch shows 48 distinct images; the 2 it leaves out change from epoch to epoch
+    out = []
+    for epoch in range(2):
+        seen = np.concatenate([a.plan.draws(epoch * 3 + i).idx for i in range(3)])
+        assert len(set(seen.tolist())) == 48
+        out.append(set(range(50)) - set(seen.tolist()))
+    assert out[0] != out[1]
 
 
 def test_validation_intervals_count_steps_across_epochs():
-    """Interval k of n steps holds steps k*n .. k*n+n-1, wherever the epochs (4 steps) begin."""
+    """Interval k of n steps holds steps k*n .. k*n+n-1, wherever the epochs (3 steps) begin."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (50, 40, 40, 3), dtype=np.uint8)
     labels = np.arange(50) % 17
-    by_step = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, interval_steps=3)
-    assert len(by_step) == 3 and by_step.batches_per_epoch == 4
-    by_step.set_interval(1)  # steps 3, 4, 5 = epoch 0 batch 3, epoch 1 batches 0 and 1
-    for i, (epoch, b) in enumerate([(0, 3), (1, 0), (1, 1)]):
+    by_step = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, interval_steps=4)
+    assert len(by_step) == 4 and by_step.batches_per_epoch == 3
+    by_step.set_interval(1)  # steps 4, 5, 6, 7 = epoch 1 batches 1 and 2, epoch 2 batches 0 and 1
+    for i, (epoch, b) in enumerate([(1, 1), (1, 2), (2, 0), (2, 1)]):
         np.testing.assert_array_equal(by_step[i][0], by_step.batch(epoch, b)[0])
 
 

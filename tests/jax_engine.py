@@ -1,0 +1,142 @@
+"""Checks of the device engine (alexnet_split.fastpath) that need KERAS_BACKEND=jax.
+
+The test process runs Keras on TensorFlow, so tests/test_fastpath.py runs each check here in a
+fresh interpreter: ``python tests/jax_engine.py CHECK``. A check raises on failure.
+"""
+
+import os
+import sys
+
+os.environ["KERAS_BACKEND"] = "jax"
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import alexnet_split as A  # noqa: E402
+from alexnet_split import config, fastpath, pipeline, train  # noqa: E402
+
+C = 67  # the smallest input the paper net accepts
+
+
+def _images(n=24, size=72, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), np.arange(n) % 17
+
+
+def _model(seed=0, **recipe):
+    keras.utils.set_random_seed(seed)
+    return train.new_model("paper", "towers", C, None, config.get_recipe("quick", **recipe))
+
+
+def batches_equal_the_numpy_pipeline():
+    """The batch contract: step s gives the same pixels and labels on both engines, across epochs."""
+    images, labels = _images(40)
+    loop = fastpath.DeviceLoop(_model(), images, labels, images[:8, :C, :C], labels[:8], 8, C, seed=3,
+                               pca_sigma=0.1, interval_steps=2)
+    numpy = pipeline.TrainBatches(images, labels, 8, C, 17, seed=3, pca_sigma=0.1)
+    assert loop.steps_per_epoch == numpy.batches_per_epoch == 5
+    for step in range(12):  # two epoch boundaries
+        x, y = (np.asarray(a) for a in loop.batch(step))
+        nx, ny = numpy.step(step)
+        np.testing.assert_array_equal(x, nx)
+        np.testing.assert_array_equal(y, ny.argmax(1))
+    # and the scanned interval trains on exactly those batches: its first loss is the loss of step 0's batch
+    state = loop.state()
+    _, _, losses = loop.train_interval(state, 0)
+    logits, _ = loop.model.stateless_call(state[0], state[1], numpy.step(0)[0], training=True)
+    ref = keras.losses.CategoricalCrossentropy(from_logits=True)(numpy.step(0)[1], logits)
+    np.testing.assert_allclose(float(losses[0]), float(ref), rtol=1e-5)
+
+
+def interval_equals_stepwise_updates():
+    """A scanned interval equals the same steps applied one at a time, with batches from the NumPy
+    pipeline and Keras's own cross-entropy from logits as the reference."""
+    images, labels = _images()
+    m = _model(optimizer="sgd", learning_rate=0.01, weight_decay=0.5)
+    loop = fastpath.DeviceLoop(m, images, labels, images[:6, :C, :C], labels[:6], 8, C, 0, pca_sigma=0.1,
+                               interval_steps=3)
+    numpy = pipeline.TrainBatches(images, labels, 8, C, 17, seed=0, pca_sigma=0.1)
+    ce = keras.losses.CategoricalCrossentropy(from_logits=True)
+    s0 = loop.state()
+    s3, means, losses = loop.train_interval(s0, 0)
+    tr, nt, opt = s0
+    for step in range(3):
+        x, y = numpy.step(step)
+
+        def loss_fn(tr, nt, x=x, y=y):
+            logits, nt = m.stateless_call(tr, nt, x, training=True)
+            return ce(y, logits), nt
+
+        (loss, nt), g = jax.value_and_grad(loss_fn, has_aux=True)(tr, nt)
+        np.testing.assert_allclose(float(loss), float(losses[step]), rtol=1e-4)
+        tr, opt = m.optimizer.stateless_apply(opt, g, tr)
+    worst = max(float(np.abs(np.asarray(a) - np.asarray(b)).max() / (np.abs(np.asarray(b)).max() + 1e-12))
+                for a, b in zip(s3[0], tr))
+    moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(s3[0], s0[0]))
+    assert worst < 1e-4 and moved > 1e-4, (worst, moved)
+    assert int(s3[2][0]) == 3  # the optimizer's iteration counter
+
+
+def validation_and_test_equal_predict():
+    """Validation on the device equals Keras predict of the softmax model on the same weights
+    (inference mode: no dropout), and the test prediction equals predict on pipeline.crops."""
+    images, labels = _images(30)
+    m = _model(init="fan_in")  # He-normal weights: logits far enough apart for exact top-k ties
+    val_x, val_y = pipeline.crops(images[:10], C)[0], np.arange(10) % 17
+    loop = fastpath.DeviceLoop(m, images, labels, val_x, val_y, 8, C, 0, interval_steps=2, eval_batch=4)
+    state, _, _ = loop.train_interval(loop.state(), 0)  # moved weights, dropout state advanced
+    val = loop.evaluate(state)
+    loop.write_back(state)
+    probs = np.asarray(A.with_softmax(m).predict(val_x.astype(np.float32), verbose=0), np.float64)
+    np.testing.assert_allclose(val["val_loss"], np.mean(-np.log(probs[np.arange(10), val_y])), rtol=1e-4)
+    np.testing.assert_allclose([val["val_accuracy"], val["val_top5"]],
+                               [pipeline.topk_accuracy(probs, val_y, 1), pipeline.topk_accuracy(probs, val_y, 5)],
+                               rtol=1e-6)
+    for ten in (False, True):  # 7 images pad to 8
+        np.testing.assert_allclose(loop.predict(loop.state(), images[:7], ten),
+                                   pipeline.predict_crops(A.with_softmax(m), images[:7], C, ten=ten), atol=1e-5)
+
+
+def a_saturated_start_has_a_loss_and_a_gradient():
+    """Biases of 30 saturate the softmax: the loss from logits is far above the clipped loss's
+    ceiling -ln(1e-7) = 16.12, and fc8 still gets a gradient."""
+    images, labels = _images(16)
+    m = _model(bias_fill=30.0)
+    loop = fastpath.DeviceLoop(m, images, labels, images[:4, :C, :C], labels[:4], 8, C, 0, interval_steps=1)
+    state = loop.state()
+    _, means, losses = loop.train_interval(state, 0)
+    assert float(losses[0]) > 16.2, float(losses[0])
+    x, y = (np.asarray(a) for a in loop.batch(0))
+    fc8 = [i for i, v in enumerate(m.trainable_variables) if v.path.startswith("fc8/")]
+
+    def loss(tr):
+        logits, _ = m.stateless_call(tr, state[1], x, training=True)
+        return fastpath.cross_entropy(logits, y).mean()
+
+    grads = jax.grad(loss)(state[0])
+    assert all(float(np.abs(np.asarray(grads[i])).max()) > 0 for i in fc8), "fc8 has no gradient"
+    # the control: the clipped loss on probabilities is stuck under its ceiling
+    probs = jax.nn.softmax(m.stateless_call(state[0], state[1], x, training=False)[0])
+    clipped = keras.losses.categorical_crossentropy(jax.nn.one_hot(y, 17), probs)
+    assert float(np.max(clipped)) <= 16.2
+
+
+def one_compile_per_structure():
+    """Loops of the same structure share their compiled code, whatever the seed or the init."""
+    images, labels = _images(40)
+    args = (images, labels, images[:4, :C, :C], labels[:4], 8, C)
+    first = fastpath.DeviceLoop(_model(), *args, 0)
+    assert fastpath.DeviceLoop(_model(seed=5), *args, 5)._train_fn is first._train_fn
+    assert fastpath.DeviceLoop(_model(init="fan_in"), *args, 5)._train_fn is first._train_fn
+
+
+CHECKS = {f.__name__: f for f in (batches_equal_the_numpy_pipeline, interval_equals_stepwise_updates,
+                                  validation_and_test_equal_predict, a_saturated_start_has_a_loss_and_a_gradient,
+                                  one_compile_per_structure)}
+
+if __name__ == "__main__":
+    for name in sys.argv[1:]:
+        CHECKS[name]()
+        print("OK", name, flush=True)
