@@ -21,3 +21,43 @@ def test_recipes_reject_unknown_keys_and_values():
     for name, make in config.PRESETS.items():
         assert "Command:" in make.__doc__, name
         assert config.Recipe.from_dict(make().to_dict()) == make()
+
+
+# The paper's recipe, every field pinned; § = a section of Krizhevsky et al. 2012 (summarised in
+# REFERENCE.md §1 and §5). Adding a Recipe field makes the pins fail on purpose, naming
+# the new key: decide its paper value and add it here.
+PAPER = {
+    "name": "paper",
+    "optimizer": "sgd",  # §5: stochastic gradient descent with momentum (PaperSGD)
+    "learning_rate": 0.01,  # §5: "initialized at 0.01"
+    "momentum": 0.9,  # §5: "momentum of 0.9"
+    "weight_decay": 5e-4,  # §5: "weight decay of 0.0005", inside the momentum update
+    "batch_size": 128,  # §5: "batch size of 128 examples"
+    "steps": 10_000,  # this project's cap (§5's 90 ImageNet epochs are ~450k steps; see config.paper)
+    "epochs": None,  # the run length is in steps
+    "eval_every": 50,  # this project's validation interval (steps)
+    "lr_drop_patience": 1_000,  # §5: lr /10 "when the validation error rate stopped improving"
+    "max_lr_drops": 3,  # §5: "reduced three times prior to termination"
+    "augment": True,  # §4.1: random crops + horizontal reflections
+    "pca_lighting": 0.1,  # §4.1: PCA lighting, Gaussian "standard deviation 0.1"
+    "image_size": 256,  # §2/§4.1: images rescaled to 256x256
+    "input_size": None,  # the layout's 227 (§1 of REFERENCE.md: 224 in the text, 227 fits conv1)
+    "ten_crop": True,  # §4.1: test on 4 corners + centre and their reflections (10 patches)
+    "precision": "float32",  # 2012 GPUs trained in float32
+    "bias_fill": None,  # §5: biases 1 in conv2, conv4, conv5, fc6, fc7 (the "paper" init), not replaced
+    "init": "paper",  # §5: weights N(0, 0.01), biases 1 / 0
+}
+# The reduced CPU protocol: the paper's recipe with exactly these differences (config.paper_cpu).
+PAPER_CPU = {**PAPER, "name": "paper_cpu", "precision": "mixed_bfloat16", "image_size": 148, "input_size": 131,
+             "batch_size": 32, "steps": 4_000}
+
+
+@pytest.mark.parametrize("name, pinned", [("paper", PAPER), ("paper_cpu", PAPER_CPU)])
+def test_paper_recipes_are_pinned_field_by_field(name, pinned):
+    """Guards the paper presets against a changed value (pca_lighting, lr_drop_patience, max_lr_drops,
+    ten_crop...) or an unpinned new field."""
+    recipe = config.get_recipe(name).to_dict()
+    assert recipe.keys() == pinned.keys(), (f"Recipe fields changed: new {sorted(recipe.keys() - pinned.keys())}, "
+                                            f"gone {sorted(pinned.keys() - recipe.keys())}; update the pin")
+    assert recipe == pinned
+
