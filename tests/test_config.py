@@ -1,8 +1,14 @@
 """Recipes: frozen presets, unknown keys and bad values are errors that repeat the value."""
 
+import dataclasses
+import json
+from pathlib import Path
+
 import pytest
 
 from alexnet_split import config
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def test_recipes_reject_unknown_keys_and_values():
@@ -61,3 +67,56 @@ def test_paper_recipes_are_pinned_field_by_field(name, pinned):
                                             f"gone {sorted(pinned.keys() - recipe.keys())}; update the pin")
     assert recipe == pinned
 
+
+# Run folders that no compare.json describes, with the overrides their experiment script passed:
+# experiments/dead_start_control.py trains preset "paper" with {"precision": <the arm's>, "steps": 300}
+# (its --steps default; control.md says 300 steps); lanes_bf16 came from the same script at commit 8ecb171,
+# whose lanes arm (code since removed) used the bf16 overrides.
+AD_HOC_OVERRIDES = {
+    "dead_start_control/single_bf16": {"precision": "mixed_bfloat16", "steps": 300},
+    "dead_start_control/single_f32": {"precision": "float32", "steps": 300},
+    "dead_start_control/lanes_bf16": {"precision": "mixed_bfloat16", "steps": 300},
+}
+# Recorded values that differ from today's preset without changing what those runs did, as
+# (preset, key): (recorded, preset today). Before commit b9aff4b the seed presets spelled "fixed lr"
+# lr_drop_patience=10**6 (epochs, and max_lr_drops=0 allowed no drop anyway); today it is None.
+LEGACY = {("seed", "lr_drop_patience"): (10**6, None), ("seed_cpu", "lr_drop_patience"): (10**6, None)}
+
+
+def _overrides(path: Path) -> dict:
+    """The overrides a committed run was trained with: its comparison's compare.json (beside runs/), or
+    AD_HOC_OVERRIDES for folders an experiment script wrote without one."""
+    folder = path.parent.parent.relative_to(RESULTS).as_posix()
+    if folder in AD_HOC_OVERRIDES:
+        return AD_HOC_OVERRIDES[folder]
+    manifest = path.parents[2] / "compare.json"
+    assert path.parent.parent.name == "runs" and manifest.is_file(), \
+        f"{path}: no compare.json beside runs/ and no AD_HOC_OVERRIDES entry: record where its overrides are"
+    manifest = json.loads(manifest.read_text())
+    assert manifest["recipe"] == json.loads(path.read_text())["recipe"]["name"], path
+    return manifest["overrides"]
+
+
+def test_committed_runs_recorded_their_presets_recipe():
+    """Guards the presets (paper's pca_lighting, lr_drop_patience, ten_crop...) against drifting from the
+    recipes the committed results were trained with."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config.Recipe)}
+    paths = sorted(RESULTS.rglob("config.json"))
+    assert len(paths) >= 34  # the committed runs today: a wrong RESULTS path must not pass vacuously
+    problems = []
+    for path in paths:
+        recorded = json.loads(path.read_text())["recipe"]
+        expected = config.get_recipe(recorded["name"], **_overrides(path)).to_dict()
+        problems += [f"{path.relative_to(RESULTS)}: unknown key {k}" for k in recorded.keys() - expected.keys()]
+        for key, value in expected.items():
+            if key not in recorded:
+                # A run written before `key` existed trained with what is now its default (fields are
+                # added with the default that keeps the old behaviour), so only a preset that sets
+                # another value contradicts it.
+                ok = value == defaults[key]
+            else:
+                ok = recorded[key] == value or LEGACY.get((recorded["name"], key)) == (recorded[key], value)
+            if not ok:
+                problems.append(f"{path.relative_to(RESULTS)}: {key} recorded {recorded.get(key, '<absent>')!r}, "
+                                f"preset {value!r}")
+    assert not problems, "\n".join(problems)
