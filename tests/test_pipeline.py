@@ -85,3 +85,45 @@ def test_pipeline_speed_command(data_root, capsys):
     out = capsys.readouterr().out
     speed = float(out.split("):")[1].split("images/s")[0].replace(",", ""))
     assert speed > 100, out  # NumPy crops of 67x67 uint8 images: thousands per second
+
+
+K = 8  # row and column codes step by 8: a 32-px image's codes 0..248 fit in uint8
+
+
+def coded_images(n, size=32):
+    """uint8 images whose pixel (r, c) of image i is (i, r * K, c * K): every crop says where it came from."""
+    images = np.empty((n, size, size, 3), np.uint8)
+    images[..., 0] = np.arange(n)[:, None, None]
+    images[..., 1] = (np.arange(size) * K)[None, :, None]
+    images[..., 2] = (np.arange(size) * K)[None, None, :]
+    return images
+
+
+def decode(crop):
+    """(image, top, left, flipped) of a crop of coded_images."""
+    cols = np.rint(crop[0, :, 2]).astype(int) // K
+    return int(np.rint(crop[0, 0, 0])), int(np.rint(crop[0, 0, 1])) // K, int(cols.min()), bool(cols[0] > cols[-1])
+
+
+def test_crops_are_random_windows_flipped_half_the_time():
+    """Guards the random crops and flips (crops always top-left, or never flipped, fail) and their labels."""
+    n, b, size, c = 128, 32, 32, 24
+    images, labels = coded_images(n, size), np.arange(n) % 17
+    batches = pipeline.TrainBatches(images, labels, b, c, 17, seed=0, interval_steps=3 * n // b)  # 3 epochs
+    draws = []
+    for i in range(len(batches)):
+        x, y = batches[i]
+        for crop, onehot in zip(x, y):
+            j, top, left, flipped = decode(crop)
+            window = images[j, top:top + c, left:left + c]
+            np.testing.assert_array_equal(crop, window[:, ::-1] if flipped else window)
+            assert onehot.argmax() == j % 17 and onehot.sum() == 1
+            draws.append((top, left, flipped))
+    tops, lefts, flips = map(np.array, zip(*draws))
+    assert len(draws) == 3 * n
+    assert len(set(zip(tops, lefts))) > 40 and tops.max() == lefts.max() == size - c  # of 9 x 9 offsets
+    assert 0.25 < flips.mean() < 0.75
+    centre = pipeline.TrainBatches(images, labels, b, c, 17, seed=0, augment=False)
+    for i in range(len(centre)):
+        assert {decode(crop)[1:] for crop in centre[i][0]} == {((size - c) // 2, (size - c) // 2, False)}
+
