@@ -127,3 +127,32 @@ def test_crops_are_random_windows_flipped_half_the_time():
     for i in range(len(centre)):
         assert {decode(crop)[1:] for crop in centre[i][0]} == {((size - c) // 2, (size - c) // 2, False)}
 
+
+def test_each_epoch_has_a_new_order_and_new_draws():
+    """Guards against the same image order, or the same crop/flip draws, in every data epoch."""
+    n, b = 64, 16
+    images, labels = coded_images(n), np.arange(n) % 17
+    batches = pipeline.TrainBatches(images, labels, b, 24, 17, seed=1, interval_steps=2 * n // b)  # 2 epochs
+    seen = [decode(crop) for i in range(len(batches)) for crop in batches[i][0]]
+    first, second = seen[:n], seen[n:]
+    for epoch in (first, second):
+        assert sorted(j for j, *_ in epoch) == list(range(n))  # every image exactly once
+    assert [j for j, *_ in first] != [j for j, *_ in second]
+    same = sum(a[1:] == b[1:] for a, b in zip(first, second))  # the draw at the same place in the epoch
+    assert same < n // 4, same  # 1 in 162 by chance
+
+
+def test_a_step_is_a_function_of_the_seed():
+    """Guards determinism: the same (seed, step) gives the same batch from a fresh object, another seed another."""
+    images, labels = coded_images(64), np.arange(64) % 17
+
+    def step(seed, s=6):
+        return pipeline.TrainBatches(images, labels, 16, 24, 17, seed=seed, pca_sigma=0.1, interval_steps=8)[s]
+
+    x, y = step(5)
+    again = step(5)
+    np.testing.assert_array_equal(x, again[0])
+    np.testing.assert_array_equal(y, again[1])
+    other = step(6)[0]
+    assert not np.array_equal(other, x)
+    assert sum(decode(a)[1:] == decode(b)[1:] for a, b in zip(x, other)) < 8  # new draws, not just a new order
