@@ -156,3 +156,24 @@ def test_a_step_is_a_function_of_the_seed():
     other = step(6)[0]
     assert not np.array_equal(other, x)
     assert sum(decode(a)[1:] == decode(b)[1:] for a, b in zip(x, other)) < 8  # new draws, not just a new order
+
+
+def test_pca_lighting_is_a_tenth_of_the_pixel_spread_on_known_covariance():
+    """Guards the lighting's size without the real archive: eigenvalues for magnitudes in pca_basis, or a
+    sigma other than the caller's 0.1 in TrainBatches, give shifts far from 0.1 x the pixel std."""
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))  # the principal directions, q[:, k] with pixel std stds[k]
+    stds = np.array([20.0, 8.0, 3.0])
+    images = np.rint(128 + (rng.normal(size=(200, 16, 16, 3)) * stds) @ q.T).clip(0, 255).astype(np.uint8)
+    shifts = pipeline.pca_shifts(np.random.default_rng(1), 20_000, pipeline.pca_basis(images), 0.1)
+    np.testing.assert_allclose(np.std(shifts @ q, axis=0), 0.1 * stds, rtol=0.10)
+    assert np.percentile(np.linalg.norm(shifts, axis=1), 99) < 40
+    # through TrainBatches: a lit batch minus the unlit batch of the same step is one RGB shift per image
+    labels = np.arange(200) % 17
+    lit = pipeline.TrainBatches(images, labels, 50, 12, 17, seed=0, augment=False, pca_sigma=0.1, interval_steps=40)
+    plain = pipeline.TrainBatches(images, labels, 50, 12, 17, seed=0, augment=False, interval_steps=40)
+    deltas = [lit[i][0] - plain[i][0] for i in range(len(lit))]  # 10 epochs: 2,000 shifts
+    for d in deltas:
+        np.testing.assert_allclose(d, np.broadcast_to(d[:, :1, :1], d.shape), atol=1e-3)
+    along = np.concatenate([d[:, 0, 0] for d in deltas]) @ q[:, 0]
+    np.testing.assert_allclose(np.std(along), 0.1 * stds[0], rtol=0.10)
