@@ -1,8 +1,14 @@
 """Recipes: frozen presets, unknown keys and bad values are errors that repeat the value."""
 
+import dataclasses
+import json
+from pathlib import Path
+
 import pytest
 
 from alexnet_split import config
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def test_recipes_reject_unknown_keys_and_values():
@@ -21,3 +27,96 @@ def test_recipes_reject_unknown_keys_and_values():
     for name, make in config.PRESETS.items():
         assert "Command:" in make.__doc__, name
         assert config.Recipe.from_dict(make().to_dict()) == make()
+
+
+# The paper's recipe, every field pinned; § = a section of Krizhevsky et al. 2012 (summarised in
+# REFERENCE.md §1 and §5). Adding a Recipe field makes the pins fail on purpose, naming
+# the new key: decide its paper value and add it here.
+PAPER = {
+    "name": "paper",
+    "optimizer": "sgd",  # §5: stochastic gradient descent with momentum (PaperSGD)
+    "learning_rate": 0.01,  # §5: "initialized at 0.01"
+    "momentum": 0.9,  # §5: "momentum of 0.9"
+    "weight_decay": 5e-4,  # §5: "weight decay of 0.0005", inside the momentum update
+    "batch_size": 128,  # §5: "batch size of 128 examples"
+    "steps": 10_000,  # this project's cap (§5's 90 ImageNet epochs are ~450k steps; see config.paper)
+    "epochs": None,  # the run length is in steps
+    "eval_every": 50,  # this project's validation interval (steps)
+    "lr_drop_patience": 1_000,  # §5: lr /10 "when the validation error rate stopped improving"
+    "max_lr_drops": 3,  # §5: "reduced three times prior to termination"
+    "augment": True,  # §4.1: random crops + horizontal reflections
+    "pca_lighting": 0.1,  # §4.1: PCA lighting, Gaussian "standard deviation 0.1"
+    "image_size": 256,  # §2/§4.1: images rescaled to 256x256
+    "input_size": None,  # the layout's 227 (§1 of REFERENCE.md: 224 in the text, 227 fits conv1)
+    "ten_crop": True,  # §4.1: test on 4 corners + centre and their reflections (10 patches)
+    "precision": "float32",  # 2012 GPUs trained in float32
+    "bias_fill": None,  # §5: biases 1 in conv2, conv4, conv5, fc6, fc7 (the "paper" init), not replaced
+    "init": "paper",  # §5: weights N(0, 0.01), biases 1 / 0
+}
+# The reduced CPU protocol: the paper's recipe with exactly these differences (config.paper_cpu).
+PAPER_CPU = {**PAPER, "name": "paper_cpu", "precision": "mixed_bfloat16", "image_size": 148, "input_size": 131,
+             "batch_size": 32, "steps": 4_000}
+
+
+@pytest.mark.parametrize("name, pinned", [("paper", PAPER), ("paper_cpu", PAPER_CPU)])
+def test_paper_recipes_are_pinned_field_by_field(name, pinned):
+    """Guards the paper presets against a changed value (pca_lighting, lr_drop_patience, max_lr_drops,
+    ten_crop...) or an unpinned new field."""
+    recipe = config.get_recipe(name).to_dict()
+    assert recipe.keys() == pinned.keys(), (f"Recipe fields changed: new {sorted(recipe.keys() - pinned.keys())}, "
+                                            f"gone {sorted(pinned.keys() - recipe.keys())}; update the pin")
+    assert recipe == pinned
+
+
+# Run folders that no compare.json describes, with the overrides their experiment script passed:
+# experiments/dead_start_control.py trains preset "paper" with {"precision": <the arm's>, "steps": 300}
+# (its --steps default; control.md says 300 steps); lanes_bf16 came from the same script at commit 8ecb171,
+# whose lanes arm (code since removed) used the bf16 overrides.
+AD_HOC_OVERRIDES = {
+    "dead_start_control/single_bf16": {"precision": "mixed_bfloat16", "steps": 300},
+    "dead_start_control/single_f32": {"precision": "float32", "steps": 300},
+    "dead_start_control/lanes_bf16": {"precision": "mixed_bfloat16", "steps": 300},
+}
+# Recorded values that differ from today's preset without changing what those runs did, as
+# (preset, key): (recorded, preset today). Before commit b9aff4b the seed presets spelled "fixed lr"
+# lr_drop_patience=10**6 (epochs, and max_lr_drops=0 allowed no drop anyway); today it is None.
+LEGACY = {("seed", "lr_drop_patience"): (10**6, None), ("seed_cpu", "lr_drop_patience"): (10**6, None)}
+
+
+def _overrides(path: Path) -> dict:
+    """The overrides a committed run was trained with: its comparison's compare.json (beside runs/), or
+    AD_HOC_OVERRIDES for folders an experiment script wrote without one."""
+    folder = path.parent.parent.relative_to(RESULTS).as_posix()
+    if folder in AD_HOC_OVERRIDES:
+        return AD_HOC_OVERRIDES[folder]
+    manifest = path.parents[2] / "compare.json"
+    assert path.parent.parent.name == "runs" and manifest.is_file(), \
+        f"{path}: no compare.json beside runs/ and no AD_HOC_OVERRIDES entry: record where its overrides are"
+    manifest = json.loads(manifest.read_text())
+    assert manifest["recipe"] == json.loads(path.read_text())["recipe"]["name"], path
+    return manifest["overrides"]
+
+
+def test_committed_runs_recorded_their_presets_recipe():
+    """Guards the presets (paper's pca_lighting, lr_drop_patience, ten_crop...) against drifting from the
+    recipes the committed results were trained with."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config.Recipe)}
+    paths = sorted(RESULTS.rglob("config.json"))
+    assert len(paths) >= 34  # the committed runs today: a wrong RESULTS path must not pass vacuously
+    problems = []
+    for path in paths:
+        recorded = json.loads(path.read_text())["recipe"]
+        expected = config.get_recipe(recorded["name"], **_overrides(path)).to_dict()
+        problems += [f"{path.relative_to(RESULTS)}: unknown key {k}" for k in recorded.keys() - expected.keys()]
+        for key, value in expected.items():
+            if key not in recorded:
+                # A run written before `key` existed trained with what is now its default (fields are
+                # added with the default that keeps the old behaviour), so only a preset that sets
+                # another value contradicts it.
+                ok = value == defaults[key]
+            else:
+                ok = recorded[key] == value or LEGACY.get((recorded["name"], key)) == (recorded[key], value)
+            if not ok:
+                problems.append(f"{path.relative_to(RESULTS)}: {key} recorded {recorded.get(key, '<absent>')!r}, "
+                                f"preset {value!r}")
+    assert not problems, "\n".join(problems)

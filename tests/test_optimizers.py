@@ -85,3 +85,18 @@ def test_the_paper_recipe_trains_with_paper_sgd():
     opt = train._make_optimizer(config.get_recipe("paper"))
     assert type(opt) is A.PaperSGD and opt.l2 == 5e-4 and opt.weight_decay is None and opt.momentum == 0.9
     assert type(train._make_optimizer(config.get_recipe("seed"))) is keras.optimizers.Adam
+
+
+def test_defaults_are_the_papers():
+    """Guards PaperSGD()'s defaults (lr 0.01, momentum 0.9, l2 5e-4, no Nesterov): two steps equal the
+    paper's rule."""
+    opt = A.PaperSGD()
+    lr = float(keras.ops.convert_to_numpy(opt.learning_rate))
+    assert (lr, opt.momentum, opt.l2, opt.nesterov) == (pytest.approx(0.01), 0.9, 5e-4, False)
+    w0, grads = np.array([[1.0, -2.0], [0.5, 3.0]]), [np.full((2, 2), 0.5), np.array([[1.0, 0.0], [-1.0, 2.0]])]
+    kernel = keras.Variable(w0.astype("float32"))
+    opt.build([kernel])
+    for g in grads:  # the second step carries 0.9 x the first step's velocity
+        opt.apply([keras.ops.convert_to_tensor(g.astype("float32"))], [kernel])
+    w, _ = paper_update(w0, np.zeros_like(w0), grads)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), w, rtol=0, atol=1e-6)

@@ -89,3 +89,95 @@ def test_pipeline_speed_command(data_root, capsys):
     out = capsys.readouterr().out
     speed = float(out.split("):")[1].split("images/s")[0].replace(",", ""))
     assert speed > 100, out  # NumPy crops of 67x67 uint8 images: thousands per second
+
+
+K = 8  # row and column codes step by 8: a 32-px image's codes 0..248 fit in uint8
+
+
+def coded_images(n, size=32):
+    """uint8 images whose pixel (r, c) of image i is (i, r * K, c * K): every crop says where it came from."""
+    images = np.empty((n, size, size, 3), np.uint8)
+    images[..., 0] = np.arange(n)[:, None, None]
+    images[..., 1] = (np.arange(size) * K)[None, :, None]
+    images[..., 2] = (np.arange(size) * K)[None, None, :]
+    return images
+
+
+def decode(crop):
+    """(image, top, left, flipped) of a crop of coded_images."""
+    cols = np.rint(crop[0, :, 2]).astype(int) // K
+    return int(np.rint(crop[0, 0, 0])), int(np.rint(crop[0, 0, 1])) // K, int(cols.min()), bool(cols[0] > cols[-1])
+
+
+def test_crops_are_random_windows_flipped_half_the_time():
+    """Guards the random crops and flips (crops always top-left, or never flipped, fail) and their labels."""
+    n, b, size, c = 128, 32, 32, 24
+    images, labels = coded_images(n, size), np.arange(n) % 17
+    batches = pipeline.TrainBatches(images, labels, b, c, 17, seed=0, interval_steps=3 * n // b)  # 3 epochs
+    draws = []
+    for i in range(len(batches)):
+        x, y = batches[i]
+        for crop, onehot in zip(x, y):
+            j, top, left, flipped = decode(crop)
+            window = images[j, top:top + c, left:left + c]
+            np.testing.assert_array_equal(crop, window[:, ::-1] if flipped else window)
+            assert onehot.argmax() == j % 17 and onehot.sum() == 1
+            draws.append((top, left, flipped))
+    tops, lefts, flips = map(np.array, zip(*draws))
+    assert len(draws) == 3 * n
+    assert len(set(zip(tops, lefts))) > 40 and tops.max() == lefts.max() == size - c  # of 9 x 9 offsets
+    assert 0.25 < flips.mean() < 0.75
+    centre = pipeline.TrainBatches(images, labels, b, c, 17, seed=0, augment=False)
+    for i in range(len(centre)):
+        assert {decode(crop)[1:] for crop in centre[i][0]} == {((size - c) // 2, (size - c) // 2, False)}
+
+
+def test_each_epoch_has_a_new_order_and_new_draws():
+    """Guards against the same image order, or the same crop/flip draws, in every data epoch."""
+    n, b = 64, 16
+    images, labels = coded_images(n), np.arange(n) % 17
+    batches = pipeline.TrainBatches(images, labels, b, 24, 17, seed=1, interval_steps=2 * n // b)  # 2 epochs
+    seen = [decode(crop) for i in range(len(batches)) for crop in batches[i][0]]
+    first, second = seen[:n], seen[n:]
+    for epoch in (first, second):
+        assert sorted(j for j, *_ in epoch) == list(range(n))  # every image exactly once
+    assert [j for j, *_ in first] != [j for j, *_ in second]
+    same = sum(a[1:] == b[1:] for a, b in zip(first, second))  # the draw at the same place in the epoch
+    assert same < n // 4, same  # 1 in 162 by chance
+
+
+def test_a_step_is_a_function_of_the_seed():
+    """Guards determinism: the same (seed, step) gives the same batch from a fresh object, another seed another."""
+    images, labels = coded_images(64), np.arange(64) % 17
+
+    def step(seed, sigma=0.1, s=6):
+        return pipeline.TrainBatches(images, labels, 16, 24, 17, seed=seed, pca_sigma=sigma, interval_steps=8)[s]
+
+    x, y = step(5)
+    again = step(5)
+    np.testing.assert_array_equal(x, again[0])
+    np.testing.assert_array_equal(y, again[1])
+    assert not np.array_equal(step(6)[0], x)
+    unlit, other = step(5, 0.0)[0], step(6, 0.0)[0]  # decode needs unshifted pixels
+    assert sum(decode(a)[1:] == decode(b)[1:] for a, b in zip(unlit, other)) < 8  # new draws, not just a new order
+
+
+def test_pca_lighting_is_a_tenth_of_the_pixel_spread_on_known_covariance():
+    """Guards the lighting's size without the real archive: eigenvalues for magnitudes in pca_basis, or a
+    sigma other than the caller's 0.1 in TrainBatches, give shifts far from 0.1 x the pixel std."""
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))  # the principal directions, q[:, k] with pixel std stds[k]
+    stds = np.array([20.0, 8.0, 3.0])
+    images = np.rint(128 + (rng.normal(size=(200, 16, 16, 3)) * stds) @ q.T).clip(0, 255).astype(np.uint8)
+    shifts = pipeline.pca_shifts(np.random.default_rng(1), 20_000, pipeline.pca_basis(images), 0.1)
+    np.testing.assert_allclose(np.std(shifts @ q, axis=0), 0.1 * stds, rtol=0.10)
+    assert np.percentile(np.linalg.norm(shifts, axis=1), 99) < 40
+    # through TrainBatches: a lit batch minus the unlit batch of the same step is one RGB shift per image
+    labels = np.arange(200) % 17
+    lit = pipeline.TrainBatches(images, labels, 50, 12, 17, seed=0, augment=False, pca_sigma=0.1, interval_steps=40)
+    plain = pipeline.TrainBatches(images, labels, 50, 12, 17, seed=0, augment=False, interval_steps=40)
+    deltas = [lit[i][0] - plain[i][0] for i in range(len(lit))]  # 10 epochs: 2,000 shifts
+    for d in deltas:
+        np.testing.assert_allclose(d, np.broadcast_to(d[:, :1, :1], d.shape), atol=1e-3)
+    along = np.concatenate([d[:, 0, 0] for d in deltas]) @ q[:, 0]
+    np.testing.assert_allclose(np.std(along), 0.1 * stds[0], rtol=0.10)
