@@ -43,20 +43,24 @@ def test_lr_drops_only_on_the_late_plateau_then_the_run_stops():
     assert schedule.update(stop[0] + 50, 0.9) == "stop"  # a stopped schedule stays stopped
 
 
-def test_the_epoch_patience_it_replaces_fired_during_the_chance_plateau():
-    """The control: the old rule (patience of 5 validations, clock running from the start)
-    dropped three times on the same curve before step 2,000, with validation at chance."""
-    best, since, drops = -1.0, 0, []
-    for step in range(5, 2000, 5):  # one validation per 5-step epoch, as the committed runs did
-        val = scripted_curve(step)
-        best, since = (val, 0) if val > best else (best, since + 1)
-        if since >= 5 and len(drops) < 3:
-            drops.append(step)
-            since = 0
-    assert len(drops) == 3 and max(drops) < 2000
+def test_a_dead_run_ends_after_give_up_steps_and_says_why():
+    schedule = Plateau(patience=1000, max_drops=3, num_classes=17, give_up=5000)
+    actions = {step: schedule.update(step, CHANCE) for step in range(50, 5001, 50)}
+    assert [s for s, a in actions.items() if a] == [5000] and actions[5000] == "stop"
+    assert schedule.stop_reason() == "dead: validation never above 2x chance in 5000 steps"
 
 
-def test_a_run_that_never_leaves_chance_never_drops_and_never_stops():
+def test_give_up_never_fires_once_validation_left_chance():
+    """The scripted run leaves chance at ~2,000 steps: a give-up at 1,000 would have killed it,
+    one at 2,500 does not, and its end is the paper's plateau rule."""
+    assert run(Plateau(patience=1000, max_drops=3, num_classes=17, give_up=1000)) == {1000: "stop"}
+    late = Plateau(patience=1000, max_drops=3, num_classes=17, give_up=2500)
+    actions = run(late)
+    assert list(actions.values()) == ["drop"] * 3 + ["stop"]
+    assert late.stop_reason() == "plateau after 3 lr drops"
+
+
+def test_without_give_up_a_run_that_never_leaves_chance_never_drops_and_never_stops():
     schedule = Plateau(patience=100, max_drops=3, num_classes=17)
     assert all(schedule.update(step, CHANCE) is None for step in range(50, 20_000, 50))
     assert schedule.left_chance_step is None and schedule.drop_steps == []

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 from conftest import history
@@ -54,13 +55,15 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path, data_root):
     assert f"resuming {killed} after step {done['step']} (interval {done['interval']} of 4)" in proc.stderr
 
     assert [float(r["epoch"]) for r in history(killed)] == [1, 2, 3, 4]  # none lost, none repeated
-    assert [int(r["step"]) for r in history(killed)] == [22, 44, 66, 88]  # 680 images, batch 32
+    assert [int(r["step"]) for r in history(killed)] == [21, 42, 63, 84]  # 680 // 32 full batches per epoch
     assert without_timing(history(killed)) == without_timing(history(straight))
     a, b = (json.loads((r / "final.json").read_text()) for r in (straight, killed))
     for key in ("test_top1", "test_top5", "best_val_accuracy", "best_step", "steps", "lr_drop_steps"):
         assert a[key] == b[key], key
     assert a["test_top1"] > 0.3  # the colours are learnable: the run really trained
-    assert sorted(p.name for p in (killed / "ckpt").iterdir()) == ["step_000088.keras"]
+    # the last commit writes logs only (final.json follows at once): no checkpoint is left behind
+    assert json.loads((killed / "state.json").read_text())["checkpoint"] is None
+    assert not list((killed / "ckpt").glob("*.keras"))
 
 
 def tensorboard_scalars(log_dir) -> dict:
@@ -137,3 +140,85 @@ def test_runner_drops_the_lr_on_a_plateau_and_then_stops(tmp_path, data_root):
     assert all(lr == pytest.approx(1e-3) for s, lr in lrs.items() if s <= drop)
     assert all(lr == pytest.approx(1e-4) for s, lr in lrs.items() if s > drop)
     assert int(rows[-1]["step"]) == final["steps"] and final["steps"] - drop >= patience
+
+
+# --- quick checks of the runner's steps, without training ----------------------------------
+
+
+def test_test_metrics_come_from_the_test_split_with_the_recipes_crops(monkeypatch):
+    """Images whose pixels say their own number: the split puts the stratified test images in
+    test_x (and centre crops of the val images in val_x), and the final record asks the engine's
+    predict for the centre and for the recipe's 10 crops of exactly those images."""
+    from alexnet_split import config, data, train
+
+    n = data.NUM_IMAGES
+    images = np.zeros((n, 10, 10, 3), np.uint8)
+    images[..., 0], images[..., 1] = (np.arange(n) // 256)[:, None, None], (np.arange(n) % 256)[:, None, None]
+    labels = np.arange(n) // 80
+    monkeypatch.setattr(data, "load", lambda root, size: data.Flowers17(images, labels, np.arange(1, n + 1), "fake"))
+
+    def ids(x):
+        return (x[:, 0, 0, 0].astype(int) * 256 + x[:, 0, 0, 1]).tolist()
+
+    split = train._load_split(None, config.get_recipe("quick"), 8, 0, None)
+    expected = data.stratified_split(labels, 0)
+    assert ids(split.test_x) == expected["test"].tolist() and split.test_x.shape[1:] == (10, 10, 3)
+    assert ids(split.val_x) == expected["val"].tolist() and split.val_x.shape[1:] == (8, 8, 3)
+    assert ids(split.train_x) == expected["train"].tolist()
+    calls = []
+
+    def predict(x, ten):  # right on the test images, wrong on any other
+        calls.append((ids(x), ten))
+        right = [i in set(expected["test"].tolist()) for i in ids(x)]
+        return np.eye(17)[np.where(right, labels[ids(x)], (labels[ids(x)] + 1) % 17)]
+
+    final = train._test(predict, split, ten_crop=True)
+    assert calls == [(expected["test"].tolist(), False), (expected["test"].tolist(), True)]
+    assert final["test_top1"] == final["test_top1_centre"] == 1.0 and final["test_crops"] == 10
+
+
+def test_the_fit_engines_test_prediction_averages_the_ten_crops(tmp_path):
+    """The fit engine's predict, checked against the 10 views cut by hand from random images."""
+    from alexnet_split import config, train
+
+    recipe = config.get_recipe("quick", ten_crop=True, batch_size=2)
+    model = train.new_model("paper", "towers", 67, None, recipe)
+    images = np.random.default_rng(0).integers(0, 256, (3, 76, 76, 3), dtype=np.uint8)
+    split = train.Split(images, np.arange(3), images[:, 4:71, 4:71], np.arange(3), images, np.arange(3), "", "", {})
+    done = train._Run(tmp_path, {**train._new_state(recipe), "interval": 2}, 2, 21, 21)
+    _, predict = train._fit(model, done, split, recipe, 67, 0, 0)
+    probs = keras.Model(model.input, keras.layers.Softmax()(model.output))
+    views = [images[:, y:y + 67, x:x + 67] for y, x in [(4, 4), (0, 0), (0, 9), (9, 0), (9, 9)]]
+    views += [v[:, :, ::-1] for v in views]
+    by_hand = np.mean([probs.predict(v.astype(np.float32), verbose=0) for v in views], axis=0)
+    np.testing.assert_allclose(predict(images, True), by_hand, atol=1e-5)
+    np.testing.assert_allclose(predict(images, False), probs.predict(views[0].astype(np.float32), verbose=0),
+                               atol=1e-5)
+
+
+def test_a_saturated_start_has_a_loss_and_a_gradient_on_tensorflow():
+    """Biases of 30 saturate the softmax; the runner's loss (from logits) is far above the clipped
+    loss's ceiling -ln(1e-7) = 16.12 and fc8 still gets a gradient."""
+    import tensorflow as tf
+
+    from alexnet_split import config, train
+
+    model = train.new_model("paper", "towers", 67, None, config.get_recipe("quick", bias_fill=30.0))
+    x = np.random.default_rng(0).uniform(0, 255, (8, 67, 67, 3)).astype(np.float32)
+    y = keras.utils.to_categorical(np.arange(8), 17)
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x, y, model(x, training=True), training=True)
+    fc8 = model.get_layer("fc8").dense
+    grads = tape.gradient(loss, [fc8.kernel.value, fc8.bias.value])
+    assert float(loss) > 16.2 and all(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+
+
+def test_a_run_still_at_chance_after_chance_patience_ends_as_dead(tmp_path):
+    from alexnet_split import config, train
+
+    recipe = config.get_recipe("paper", steps=6_000, chance_patience=100)
+    run = train._Run(tmp_path, train._new_state(recipe), 120, 50, 5)
+    chance = {"loss": 2.83, "accuracy": 0.06, "top5": 0.3, "val_loss": 2.83, "val_accuracy": 1 / 17, "val_top5": 0.3}
+    assert [run.record(chance, 0.01, 1.0) for _ in range(2)] == [None, "stop"]
+    assert run.done and run.state["stopped"] == "dead: validation never above 2x chance in 100 steps"
+    assert train._new_state(config.get_recipe("paper"))["schedule"]["give_up"] == 5_000
