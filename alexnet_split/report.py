@@ -4,6 +4,11 @@
 reference rows); ``results/<name>/runs/<layout>_<mode>_s<seed>/`` hold the run logs. The
 report reads only those files, so ``alexnet-split report results/<name>`` regenerates
 ``table.md``, ``table.csv`` and ``curves.png`` byte for byte: no number is typed by hand.
+
+Every declared run is a result: finished, unfinished or not started, each is in the table, and
+a run that never left chance counts in the all-seeds figures beside the figures over the runs
+that did. What the table says about the loss and the test crops is read from each run's
+config.json and final.json.
 """
 
 from __future__ import annotations
