@@ -20,9 +20,12 @@ N(0, 0.01) initialisation, and what an untrained kernel stays at.
 
 **The tests.** Per towers run, ``d`` = mean score of tower 1 - mean score of tower 0, against all
 random 48/48 relabellings of the same 96 kernels (a permutation test, two-sided because the paper
-allows the towers to swap). The chance control of the issue, random 48/48 splits of a merged run's
-96 kernels, is computed for every merged run found; it asks the same question of a net whose
-kernels had no towers at all.
+allows the towers to swap). Beside it, a rank test that does not lean on the means: the two-sided
+Wilcoxon rank-sum (Mann-Whitney U) test of tower 0's scores against tower 1's (rank-sum, not
+signed-rank: the kernels of two towers are two samples, not pairs). The chance control of the
+issue, random 48/48 splits of a merged run's 96 kernels, is computed for every merged run found; it
+asks the same question of a net whose kernels had no towers at all. Over runs, the binomial tail
+says how often as many runs would split at p < ALPHA if towers did not matter.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -106,7 +110,7 @@ def _load_runs(results_dir: Path, prefix: str):
         name = prefix + ("-".join(p for p in rel if p != "runs") or run_dir.name)  # RESULTS_DIR may be a run
         runs.append({"name": name, "dir": run_dir, "mode": cfg["mode"], "seed": cfg["seed"],
                      "layout": cfg["layout"], "steps": int(final["steps"]), "test_top1": final.get("test_top1"),
-                     "towers": towers})
+                     "recipe": cfg.get("recipe", {}).get("name"), "machine": cfg.get("machine"), "towers": towers})
     return runs, skipped
 
 
@@ -121,12 +125,14 @@ def split_differences(scores, n_first: int, n: int, rng) -> np.ndarray:
 
 def analyse(runs, n_permutations=N_PERMUTATIONS, seed=0) -> dict:
     """Per-run scores and tests, the merged-run control and the count over seeds."""
+    from scipy import stats
+
     rng = np.random.default_rng(seed)
     rows, controls = [], []
     for r in runs:
         scores = [colour_specificity(t) for t in r["towers"]]
         row = {"run": r["name"], "mode": r["mode"], "seed": r["seed"], "steps": r["steps"],
-               "test_top1": r["test_top1"], "scores": scores,
+               "test_top1": r["test_top1"], "recipe": r.get("recipe"), "machine": r.get("machine"), "scores": scores,
                "mean": [float(s.mean()) for s in scores], "median": [float(np.median(s)) for s in scores],
                "median_smooth": [float(np.median(colour_specificity(t, smooth=True))) for t in r["towers"]],
                "agnostic": [int((s < AGNOSTIC).sum()) for s in scores]}
@@ -135,7 +141,7 @@ def analyse(runs, n_permutations=N_PERMUTATIONS, seed=0) -> dict:
             d = row["mean"][1] - row["mean"][0]
             null = split_differences(both, scores[0].size, n_permutations, rng)
             row.update(d=d, p=float((1 + (null >= abs(d) - 1e-12).sum()) / (n_permutations + 1)), null=null,
-                       colour_tower=int(d > 0))
+                       colour_tower=int(d > 0), p_rank=float(stats.mannwhitneyu(scores[0], scores[1]).pvalue))
         elif r["mode"] == "merged":
             s = scores[0]
             null = split_differences(s, s.size // 2, n_permutations, rng)
@@ -149,8 +155,7 @@ def analyse(runs, n_permutations=N_PERMUTATIONS, seed=0) -> dict:
             row["p_merged"] = float((1 + (pooled >= abs(row["d"]) - 1e-12).sum()) / (pooled.size + 1))
     n_split = sum(row["p"] < ALPHA for row in towers)
     # how surprising n_split of len(towers) would be if no run's towers differed (each p < ALPHA w.p. ALPHA)
-    tail = sum(math.comb(len(towers), i) * ALPHA ** i * (1 - ALPHA) ** (len(towers) - i)
-               for i in range(n_split, len(towers) + 1)) if towers else None
+    tail = float(stats.binom.sf(n_split - 1, len(towers), ALPHA)) if towers else None
     init = untrained()
     init_scores = colour_specificity(init)
     reference = {"median": float(np.median(init_scores)),
@@ -160,41 +165,55 @@ def analyse(runs, n_permutations=N_PERMUTATIONS, seed=0) -> dict:
             "untrained": reference}
 
 
+def scope(towers) -> str:
+    """What the verdict rests on, read from the runs: how many towers runs, how long, which recipe,
+    on what hardware (config.json's machine, its accelerator part when it names one)."""
+    steps = sorted({row["steps"] for row in towers})
+    facts = [f"{steps[0]:,}" + (f"-{steps[-1]:,}" if len(steps) > 1 else "") + " steps"]
+    facts += [f"`{r}` recipe" for r in sorted({row["recipe"] for row in towers if row.get("recipe")})]
+    facts.append("Flowers 17")
+    facts += sorted({re.sub(r" \((gpu|tpu)\)$", "", row["machine"].split("; ")[-1])
+                     for row in towers if row.get("machine")})
+    return f"{len(towers)} towers run{'s' if len(towers) > 1 else ''} studied ({', '.join(facts)})"
+
+
 def verdict(a: dict) -> str:
     towers = a["towers"]
     if not towers:
         return "No towers run with conv1 kernels was found: nothing to test."
-    steps = sorted({row["steps"] for row in towers})
-    length = f"{steps[0]:,}" + (f"-{steps[-1]:,}" if len(steps) > 1 else "") + " steps"
+    where = scope(towers)
     medians = [m for row in towers for m in row["median"]]
     smooth = [m for row in towers for m in row["median_smooth"]]
     agnostic_towers = sum(m < AGNOSTIC for row in towers for m in row["median"])
     # the paper's picture in one run: the towers differ, and exactly one of them is colour-agnostic
     paper_like = sum(row["p"] < ALPHA and sum(m < AGNOSTIC for m in row["median"]) == 1 for row in towers)
+    n_rank = sum(row["p_rank"] < ALPHA for row in towers)
     split = (f"The towers' mean scores differ beyond random 48/48 relabelling (p < {ALPHA}) in {a['n_split']} of "
-             f"{len(towers)} runs (the chance of as many or more if towers did not matter: {a['binomial_p']:.3f}); "
+             f"{len(towers)} runs (the chance of as many or more if towers did not matter: {a['binomial_p']:.3f}; "
+             f"the rank-sum test, which does not use the means, finds {n_rank} of {len(towers)}); "
              "the tower with more colour is " + ", ".join(f"t{row['colour_tower']}" for row in towers) + ".")
     if agnostic_towers == 0:
         biggest = max(abs(row["d"]) for row in towers)
-        claim = (f"**The paper's claim does not hold here at {length}:** no tower is colour-agnostic. Every tower's "
+        claim = (f"**In the {where}, the paper's claim does not hold:** no tower is colour-agnostic. Every tower's "
                  f"median score is {min(medians):.2f}-{max(medians):.2f} (noise scores 2/3; a colour-agnostic tower "
                  f"would sit near 0), and the largest difference of tower means is {biggest:.2f}: a shift within "
                  "two colour-specific populations, not the paper's grey tower beside a colour one. Not an "
                  "artefact of pixel noise in the kernels: blurred before scoring, the towers' medians are "
                  f"{min(smooth):.2f}-{max(smooth):.2f}.")
     elif paper_like == len(towers):
-        claim = (f"**The paper's claim holds here at {length}:** in every run one tower is colour-agnostic and the "
+        claim = (f"**In the {where}, the paper's claim holds:** in every run one tower is colour-agnostic and the "
                  "other is not.")
     else:
-        claim = (f"**The paper's claim holds only in part at {length}:** {paper_like} of {len(towers)} runs show a "
+        claim = (f"**In the {where}, the paper's claim holds only in part:** {paper_like} of {len(towers)} runs show a "
                  "colour-agnostic tower beside a colour-specific one.")
-    return split + " " + claim
+    return (split + " " + claim + " Other data (the paper's ImageNet), other lengths or other hardware are not "
+            "tested here.")
 
 
 def _table(a: dict, skipped) -> str:
     lines = ["| run | mode | steps | test top-1 | mean score t0 / t1 | median t0 / t1 | median blurred t0 / t1 "
-             "| agnostic kernels t0 / t1 | d = t1 - t0 | permutation p |",
-             "|---|---|---:|---:|---|---|---|---|---:|---:|"]
+             "| agnostic kernels t0 / t1 | d = t1 - t0 | permutation p | rank-sum p |",
+             "|---|---|---:|---:|---|---|---|---|---:|---:|---:|"]
     for row in a["rows"]:
         pair = [f"{m:.3f}" for m in row["mean"]]
         med = [f"{m:.3f}" for m in row["median"]]
@@ -203,11 +222,12 @@ def _table(a: dict, skipped) -> str:
         top1 = f"{100 * row['test_top1']:.1f}%" if row["test_top1"] is not None else "-"
         d = f"{row['d']:+.3f}" if "d" in row else "-"
         p = f"{row['p']:.4f}" if "p" in row else "-"
+        p_rank = f"{row['p_rank']:.4f}" if "p_rank" in row else "-"
         lines.append(f"| {row['run']} | {row['mode']} | {row['steps']:,} | {top1} | {' / '.join(pair)} | "
-                     f"{' / '.join(med)} | {' / '.join(blurred)} | {' / '.join(ag)} | {d} | {p} |")
+                     f"{' / '.join(med)} | {' / '.join(blurred)} | {' / '.join(ag)} | {d} | {p} | {p_rank} |")
     u = a["untrained"]
     lines.append(f"| untrained: N(0, 0.01), 96 kernels | - | 0 | - | - | {u['median']:.3f} (10-90%: "
-                 f"{u['range'][0]:.2f}-{u['range'][1]:.2f}) | {u['median_smooth']:.3f} | - | - | - |")
+                 f"{u['range'][0]:.2f}-{u['range'][1]:.2f}) | {u['median_smooth']:.3f} | - | - | - | - |")
     if a["controls"]:
         lines += ["", "Control, random 48/48 splits of a merged run's 96 kernels (|difference of means|):", ""]
         lines += [f"- {c['run']} ({c['steps']:,} steps): 95th percentile {c['q95']:.3f}" for c in a["controls"]]
@@ -335,7 +355,9 @@ def figure3(results_dirs, out="results/figure3", n_permutations=N_PERMUTATIONS, 
         f"Generated by `alexnet-split figure3 {folders} --out {out.as_posix()}` "
         f"({n_permutations:,} random relabellings per run). Score: share of a kernel's energy, after removing "
         "its mean, outside the grey direction (0 grey, 1 pure colour, 2/3 for noise; formula in "
-        f"`alexnet_split/figure3.py`). Agnostic kernel: score < {AGNOSTIC:.3f}.", "",
+        f"`alexnet_split/figure3.py`). Agnostic kernel: score < {AGNOSTIC:.3f}. Permutation p: the towers' "
+        "difference of means against random 48/48 relabellings; rank-sum p: two-sided Wilcoxon rank-sum "
+        "(Mann-Whitney U) of tower 0's scores against tower 1's.", "",
         _table(a, skipped), "", verdict(a), ""])
     atomic_write(out / "figure3.md", md)
     return md

@@ -4,6 +4,11 @@
 reference rows); ``results/<name>/runs/<layout>_<mode>_s<seed>/`` hold the run logs. The
 report reads only those files, so ``alexnet-split report results/<name>`` regenerates
 ``table.md``, ``table.csv`` and ``curves.png`` byte for byte: no number is typed by hand.
+
+Every declared run is a result: finished, unfinished or not started, each is in the table, and
+a run that never left chance counts in the all-seeds figures beside the figures over the runs
+that did. What the table says about the loss and the test crops is read from each run's
+config.json and final.json.
 """
 
 from __future__ import annotations
@@ -94,19 +99,34 @@ def mean_std_ci(values) -> tuple[float, float, float]:
 
 
 def paired(a: dict, b: dict) -> dict:
-    """a - b over the seeds both have: mean difference, 95% CI half-width, paired t-test p."""
+    """a - b over the seeds both have: mean difference, 95% CI half-width, paired t-test p and the
+    Wilcoxon signed-rank p (:func:`signed_rank_p`)."""
     from scipy import stats
 
     seeds = sorted(set(a) & set(b))
     d = np.array([a[s] - b[s] for s in seeds])
-    mean, std, ci = mean_std_ci(d)
+    mean, std, ci = mean_std_ci(d) if len(d) else (float("nan"),) * 3
     if len(d) < 2:
         p = float("nan")
     elif std == 0:
         p = 1.0 if mean == 0 else 0.0
     else:
         p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
-    return {"n": len(seeds), "mean": mean, "std": std, "ci95": ci, "p": p, "seeds": seeds}
+    return {"n": len(seeds), "mean": mean, "std": std, "ci95": ci, "p": p, "p_rank": signed_rank_p(d), "seeds": seeds}
+
+
+def signed_rank_p(d) -> float:
+    """Two-sided Wilcoxon signed-rank p of paired differences `d`, exact (zero differences dropped,
+    scipy's "wilcox" rule); nan under 2 pairs, 1.0 when every difference is 0. It does not assume
+    normal differences, but it cannot go below 2 / 2^n (0.25 at 3 pairs, 0.0625 at 5)."""
+    from scipy import stats
+
+    d = np.asarray(d, dtype=np.float64)
+    if len(d) < 2:
+        return float("nan")
+    if not d.any():
+        return 1.0
+    return float(stats.wilcoxon(d, method="exact" if len(d) <= 50 else "auto").pvalue)
 
 
 def paired_power(n: int, std: float, delta: float, alpha: float = 0.05) -> float:
@@ -131,30 +151,71 @@ def pairs_for_power(std: float, delta: float, power: float = 0.8, alpha: float =
 
 # --------------------------------------------------------------------------- reading runs
 
+FINISHED, UNFINISHED, NOT_STARTED = "finished", "unfinished", "not started"
+CHANCE = CHANCE_FACTOR / NUM_CLASSES  # a validation top-1 above this has left chance (schedule.Plateau's rule)
 
-def load_runs(results_dir) -> list[dict]:
-    """Every finished run of the comparison and of its reference rows."""
+# How a run's loss was computed (table.csv's `loss`): config.json's "loss" when it names one (new
+# runs: "logits"). Older runs name none and used Keras's categorical_crossentropy on the softmax
+# probabilities: the TensorFlow backend computes it from the logits behind the softmax
+# ("keras-tf-logits"); JAX clips p to [CLIP, 1 - CLIP] ("clipped-probabilities"), so the loss is
+# at most -ln CLIP and a saturated output gets no gradient.
+CLIPPED, TF_LOGITS = "clipped-probabilities", "keras-tf-logits"
+CLIP = 1e-7  # Keras's epsilon
+_CLIP = f"1e{round(math.log10(CLIP))}"
+
+
+def loss_kind(config) -> str:
+    if "loss" in config:
+        return config["loss"]
+    return CLIPPED if config["backend"] == "jax" else TF_LOGITS
+
+
+def declared_runs(results_dir) -> list[dict]:
+    """Every run the comparison declares and every run of its reference rows, in manifest order:
+    finished (final.json), unfinished (logs but no final.json) or not started (no folder)."""
     results_dir = Path(results_dir)
     manifest = read_json(results_dir / MANIFEST)
-    runs = []
-    for mode in manifest["modes"]:
-        for seed in manifest["seeds"]:
-            runs.append(_read_run(results_dir / "runs" / run_name(manifest["layout"], mode, seed), mode))
+    runs = [_read_run(results_dir / "runs" / run_name(manifest["layout"], mode, seed), mode, seed)
+            for mode in manifest["modes"] for seed in manifest["seeds"]]
     for ref in manifest["references"]:
         ref_dir = (results_dir / ref["results"]).resolve()
-        ref_manifest = read_json(ref_dir / MANIFEST)
-        for seed in ref_manifest["seeds"]:
-            runs.append(_read_run(ref_dir / "runs" / run_name(ref["layout"], ref["mode"], seed), ref["label"]))
-    return [r for r in runs if r is not None]
+        runs += [_read_run(ref_dir / "runs" / run_name(ref["layout"], ref["mode"], seed), ref["label"], seed, ref)
+                 for seed in read_json(ref_dir / MANIFEST)["seeds"]]
+    return runs
 
 
-def _read_run(run_dir: Path, row: str):
-    if not (run_dir / "final.json").is_file():
-        return None
-    with open(run_dir / "history.csv") as f:
-        history = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-    return {"row": row, "dir": run_dir, "config": read_json(run_dir / "config.json"),
-            "final": read_json(run_dir / "final.json"), "history": history}
+def load_runs(results_dir) -> list[dict]:
+    """The finished runs of the comparison and of its reference rows."""
+    return [r for r in declared_runs(results_dir) if r["state"] == FINISHED]
+
+
+def _read_run(run_dir: Path, row: str, seed: int, reference=None) -> dict:
+    run = {"row": row, "seed": seed, "dir": run_dir, "reference": reference, "state": NOT_STARTED,
+           "config": None, "final": None, "history": [], "left_at": None, "alive": False}
+    if not (run_dir / "config.json").is_file():
+        return run
+    run["config"] = read_json(run_dir / "config.json")
+    if (run_dir / "history.csv").is_file():
+        with open(run_dir / "history.csv") as f:
+            run["history"] = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    finished = (run_dir / "final.json").is_file()
+    run["state"], run["final"] = (FINISHED, read_json(run_dir / "final.json")) if finished else (UNFINISHED, None)
+    run["left_at"] = _left_at(run)
+    run["alive"] = run["left_at"] is not None
+    return run
+
+
+def _left_at(run):
+    """The step (the epoch, for runs measured in epochs) of the run's first validation above
+    CHANCE_FACTOR x chance; None if it never left chance."""
+    if "steps_to_leave_chance" in (run["final"] or {}):  # the schedule's own record
+        return run["final"]["steps_to_leave_chance"]
+    unit = _unit(run)
+    return next((int(h[unit]) for h in run["history"] if h["val_accuracy"] > CHANCE), None)
+
+
+def _unit(run) -> str:
+    return "step" if run["history"] and "step" in run["history"][0] or "steps" in (run["final"] or {}) else "epoch"
 
 
 # --------------------------------------------------------------------------- README blocks
@@ -192,6 +253,8 @@ def pipeline_against_runs(speed: float, results_dir) -> list[str]:
         rows = list(csv.DictReader(f))
     lines = []
     for row in rows:
+        if not row["train_images_per_second"]:  # no finished run in this row
+            continue
         trained = float(row["train_images_per_second"])
         lines.append(f"  vs {row['mode']:<16} training at {trained:7.1f} images/s: {speed / trained:6.1f}x "
                      f"{'(the pipeline is not the bottleneck)' if speed >= 5 * trained else 'WARNING: under 5x'}")
@@ -214,145 +277,386 @@ def readme_body(markdown: str) -> str:
 
 # --------------------------------------------------------------------------- the report
 
+ACCURACIES = ("test_top1", "test_top5")
+CENTRE = ("test_top1_centre", "test_top5_centre")  # final.json of newer runs: the centre-crop test beside the recipe's
+LAST_VAL = {"test_top1": "val_accuracy", "test_top5": "val_top5", "test_top1_centre": "val_accuracy",
+            "test_top5_centre": "val_top5"}  # what an unfinished dead run counts at (validation is centre crop)
+
 
 def report(results_dir) -> str:
+    """Write table.md, table.csv and curves.png of a comparison from its run logs; returns table.md."""
     results_dir = Path(results_dir)
     manifest = read_json(results_dir / MANIFEST)
-    runs = load_runs(results_dir)
-    if not any(r["row"] in manifest["modes"] for r in runs):
-        raise ValueError(f"{results_dir}: no finished runs yet")
-    rows = _rows(runs)
-    atomic_write(results_dir / "table.csv", _csv(rows))
-    md = _markdown(manifest, runs, rows)
+    runs = declared_runs(results_dir)
+    if not any(r["state"] != NOT_STARTED and r["reference"] is None for r in runs):
+        raise ValueError(f"{results_dir}: no run started yet")
+    keys = _accuracy_keys(runs)
+    rows = [_row(name, [r for r in runs if r["row"] == name], keys) for name in _order(runs)]
+    atomic_write(results_dir / "table.csv", _csv(rows, keys))
+    md = _markdown(manifest, runs, rows, keys, results_dir)
     atomic_write(results_dir / "table.md", md)
-    _plot(runs, results_dir / "curves.png", manifest, by_steps=_by_steps(rows))
+    write_figure(curves_figure(runs, manifest), results_dir / "curves.png", dpi=100)
     return md
 
 
-def _rows(runs):
-    order = []
-    for r in runs:
-        if r["row"] not in order:
-            order.append(r["row"])
-    rows = []
-    for name in order:
-        group = [r for r in runs if r["row"] == name]
-        f = [r["final"] for r in group]
-        cfg = group[0]["config"]
-        row = {"mode": name, "layout": cfg["layout"], "recipe": cfg["recipe"]["name"], "n_seeds": len(group),
-               "seeds": " ".join(str(r["config"]["seed"]) for r in group),
-               "parameters": cfg["parameters"], "gflops_per_image": cfg["flops_per_image"] / 1e9}
-        for key in ("test_top1", "test_top5", "best_val_accuracy"):
-            row[key + "_mean"], row[key + "_std"], row[key + "_ci95"] = mean_std_ci([x[key] for x in f])
-        row["best_epoch_mean"] = float(np.mean([x["best_epoch"] for x in f]))
-        if all("steps" in x for x in f):  # runs measured in steps (the fixed paper recipe)
-            left = [x["steps_to_leave_chance"] for x in f if x["steps_to_leave_chance"] is not None]
-            row["runs_left_chance"] = len(left)
-            row["steps_to_leave_chance_median"] = float(np.median(left)) if left else float("nan")
-            row["steps_mean"] = float(np.mean([x["steps"] for x in f]))
-            row["best_step_mean"] = float(np.mean([x["best_step"] for x in f]))
-            row["lr_drops_mean"] = float(np.mean([len(x["lr_drop_steps"]) for x in f]))
-        row["train_images_per_second"] = float(np.mean([x["train_images_per_second"] for x in f]))
-        row["train_minutes_per_run"] = float(np.mean([x["train_seconds"] for x in f])) / 60
-        row["per_seed_test_top1"] = {r["config"]["seed"]: r["final"]["test_top1"] for r in group}
-        row["per_seed_test_top5"] = {r["config"]["seed"]: r["final"]["test_top5"] for r in group}
-        rows.append(row)
-    return rows
+def _order(runs) -> list[str]:
+    return list(dict.fromkeys(r["row"] for r in runs))
 
 
-_CSV_FIELDS = ["mode", "layout", "recipe", "n_seeds", "seeds", "parameters", "gflops_per_image",
-               "test_top1_mean", "test_top1_std", "test_top1_ci95", "test_top5_mean", "test_top5_std",
-               "test_top5_ci95", "best_val_accuracy_mean", "best_val_accuracy_std", "best_val_accuracy_ci95",
-               "best_epoch_mean", "train_images_per_second", "train_minutes_per_run"]
+def _accuracy_keys(runs) -> tuple[str, ...]:
+    """The test figures to show: the recipe's protocol, and the centre crop when any run recorded it
+    (then older runs show "-" there: a 10-crop figure never stands in a centre-crop column)."""
+    centre = any(k in (r["final"] or {}) for r in runs for k in CENTRE)
+    return ACCURACIES + (CENTRE if centre else ())
 
 
-_STEP_FIELDS = ["steps_mean", "best_step_mean", "runs_left_chance", "steps_to_leave_chance_median", "lr_drops_mean"]
+def _stats(values):
+    if not values:
+        return None
+    mean, std, ci = mean_std_ci(values)
+    return {"mean": mean, "std": std, "ci95": ci, "n": len(values)}
 
 
-def _csv(rows) -> str:
-    fields = _CSV_FIELDS + (_STEP_FIELDS if _by_steps(rows) else [])
+def _all_seeds(group, key) -> dict:
+    """One accuracy over every run of a row that has a figure for it: a finished run's measured test
+    figure (dead runs included); an unfinished run that never left chance at its last validation
+    figure (`last_val` counts them); `na` says why there is no honest all-seeds figure."""
+    out = {"stats": None, "last_val": 0, "of": len(group), "na": ""}
+    pending = [r for r in group if r["state"] == UNFINISHED and (r["alive"] or not r["history"])]
+    finished = [r for r in group if r["state"] == FINISHED]
+    lacking = [r for r in finished if key not in r["final"]]
+    if pending:  # a live run's test figure is still to come
+        out["na"] = f"n/a ({len(pending)} unfinished)"
+    elif lacking:
+        out["na"] = "-" if len(lacking) == len(finished) else f"n/a ({len(lacking)} did not record it)"
+    else:
+        dead = [r for r in group if r["state"] == UNFINISHED]
+        out["last_val"] = len(dead)
+        out["stats"] = _stats([r["final"][key] for r in finished] + [r["history"][-1][LAST_VAL[key]] for r in dead])
+    return out
+
+
+def _row(name, group, keys) -> dict:
+    started = [r for r in group if r["state"] != NOT_STARTED]
+    finished = [r for r in started if r["state"] == FINISHED]
+    alive = [r for r in finished if r["alive"]]
+    left = [r["left_at"] for r in group if r["alive"]]
+    row = {"mode": name, "reference": group[0]["reference"], "runs": group, "n_seeds": len(group),
+           "seeds": " ".join(str(r["seed"]) for r in group), "finished": len(finished),
+           "unfinished": len(started) - len(finished), "not_started": len(group) - len(started),
+           "alive": sum(r["alive"] for r in group), "runs_left_chance": len(left),
+           "left_chance_median": float(np.median(left)) if left else float("nan")}
+    if started:
+        cfg = started[0]["config"]
+        row.update(layout=cfg["layout"], recipe=cfg["recipe"]["name"], parameters=cfg["parameters"],
+                   gflops_per_image=cfg["flops_per_image"] / 1e9,
+                   loss=" ".join(sorted({loss_kind(r["config"]) for r in started})))
+    for key in keys:
+        row[key + "_all"] = _all_seeds(group, key)
+        row[key + "_alive"] = _stats([r["final"][key] for r in alive if key in r["final"]])
+    row["best_val_accuracy_alive"] = _stats([r["final"]["best_val_accuracy"] for r in alive])
+    row["per_seed_test_top1"] = {r["seed"]: r["final"]["test_top1"] for r in finished}
+    row["per_seed_test_top5"] = {r["seed"]: r["final"]["test_top5"] for r in finished}
+    row.update(_means(finished))
+    return row
+
+
+def _means(finished) -> dict:
+    """Length and speed columns: means over the finished runs."""
+    if not finished:
+        return {}
+    f = [r["final"] for r in finished]
+    out = {"best_epoch_mean": float(np.mean([x["best_epoch"] for x in f])),
+           "train_images_per_second": float(np.mean([x["train_images_per_second"] for x in f])),
+           "train_minutes_per_run": float(np.mean([x["train_seconds"] for x in f])) / 60}
+    if all("steps" in x for x in f):  # runs measured in steps (the fixed paper recipe)
+        out.update(steps_mean=float(np.mean([x["steps"] for x in f])),
+                   best_step_mean=float(np.mean([x["best_step"] for x in f])),
+                   lr_drops_mean=float(np.mean([len(x["lr_drop_steps"]) for x in f])))
+    return out
+
+
+def _csv_fields(keys) -> list[str]:
+    fields = ["mode", "reference", "layout", "recipe", "loss", "n_seeds", "seeds", "finished", "unfinished",
+              "not_started", "alive", "parameters", "gflops_per_image"]
+    for key in keys:
+        fields += [f"{key}_all_{s}" for s in ("mean", "std", "ci95", "n", "last_val", "note")]
+        fields += [f"{key}_alive_{s}" for s in ("mean", "std", "ci95", "n")]
+    return fields + ["best_val_accuracy_alive_mean", "best_val_accuracy_alive_std", "best_val_accuracy_alive_ci95",
+                     "runs_left_chance", "left_chance_median", "steps_mean", "best_step_mean", "lr_drops_mean",
+                     "best_epoch_mean", "train_images_per_second", "train_minutes_per_run"]
+
+
+def _flat(row, keys) -> dict:
+    """A row as table.csv's fields: statistics spread into _mean/_std/_ci95/_n columns."""
+    flat = {k: v for k, v in row.items() if not isinstance(v, (dict, list))}
+    flat["reference"] = row["reference"]["label"] if row["reference"] else ""
+    for name in [f"{k}_alive" for k in keys] + ["best_val_accuracy_alive"]:
+        flat.update({f"{name}_{s}": v for s, v in (row[name] or {}).items()})
+    for key in keys:
+        a = row[key + "_all"]
+        flat.update({f"{key}_all_{s}": v for s, v in (a["stats"] or {}).items()})
+        flat.update({f"{key}_all_last_val": a["last_val"], f"{key}_all_note": a["na"]})
+    return flat
+
+
+def _csv(rows, keys) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fields, lineterminator="\n", extrasaction="ignore")
+    w = csv.DictWriter(buf, _csv_fields(keys), lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     for row in rows:
-        w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items() if k in fields})
+        w.writerow({k: ("" if math.isnan(v) else f"{v:.6f}") if isinstance(v, float) else v
+                    for k, v in _flat(row, keys).items()})
     return buf.getvalue()
 
 
-def _by_steps(rows) -> bool:
-    """Whether the comparison's own rows ran in steps (then the table shows the step columns)."""
-    return "steps_mean" in rows[0]
+# --------------------------------------------------------------------------- table.md
 
 
-def _pct(mean, std, ci):
-    s = f"{100 * mean:.1f}"
-    if not math.isnan(std):
-        s += f" ± {100 * std:.1f} [±{100 * ci:.1f}]"
-    return s
+def _pct(s) -> str:
+    if s is None:
+        return "-"
+    text = f"{100 * s['mean']:.1f}"
+    if not math.isnan(s["std"]):
+        text += f" ± {100 * s['std']:.1f} [±{100 * s['ci95']:.1f}]"
+    return text
 
 
-def _markdown(manifest, runs, rows) -> str:
-    cfg = next(r for r in runs if r["row"] in manifest["modes"])["config"]
-    recipe = cfg["recipe"]
-    versions = ", ".join(f"{k} {v}" for k, v in sorted(cfg["versions"].items()))
-    lines = [
-        f"# {manifest['layout']} layout, recipe `{manifest['recipe']}`: {' vs '.join(r['mode'] for r in rows)}",
-        "",
-        f"Protocol: {_length(recipe)}, {recipe['optimizer']} lr {recipe['learning_rate']}, batch "
-        f"{recipe['batch_size']}, {recipe['precision']}, {cfg['input_size']}x{cfg['input_size']} input from "
-        f"{recipe['image_size']}x{recipe['image_size']} images, augmentation {'on' if recipe['augment'] else 'off'}"
-        f"{', PCA lighting ' + str(recipe['pca_lighting']) if recipe['pca_lighting'] else ''}, "
-        f"{'10-crop' if recipe['ten_crop'] else 'centre-crop'} test; split {cfg['split_sizes']['train']}/"
-        f"{cfg['split_sizes']['val']}/{cfg['split_sizes']['test']} (train/val/test, stratified by seed).",
-        f"Hardware: {cfg['machine']}; backend {cfg['backend']}; towers on {', '.join(cfg['devices']) or 'one device'}.",
-        f"Versions: {versions}.",
-        "",
-        "Accuracies in %, mean ± std over seeds [± half-width of the 95% t interval]. img/s: training images "
-        "per second of epoch wall time (validation included); min/run: the epochs' wall time.",
-        "",
-    ]
-    by_steps = _by_steps(rows)
-    if by_steps:
-        lines += [f"Left chance: the median step of the first validation above {CHANCE_FACTOR:g}x chance, over the "
-                  "runs that left it (k/n when some did not); steps: steps run (mean); lr drops: mean number of "
-                  "learning-rate drops.", "",
-                  "| mode | seeds | params | GFLOPs/img | test top-1 | test top-5 | best val top-1 | left chance "
-                  "(step) | best step | steps | lr drops | train img/s | min/run |",
-                  "|---|---|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    else:
-        lines += ["| mode | seeds | params | GFLOPs/img | test top-1 | test top-5 | best val top-1 | best epoch | "
-                  "train img/s | min/run |",
-                  "|---|---|---:|---:|---|---|---|---:|---:|---:|"]
-    for r in rows:
-        cells = [r["mode"], str(r["n_seeds"]), f"{r['parameters']:,}", f"{r['gflops_per_image']:.2f}",
-                 _pct(r["test_top1_mean"], r["test_top1_std"], r["test_top1_ci95"]),
-                 _pct(r["test_top5_mean"], r["test_top5_std"], r["test_top5_ci95"]),
-                 _pct(r["best_val_accuracy_mean"], r["best_val_accuracy_std"], r["best_val_accuracy_ci95"])]
-        if not by_steps:
-            cells.append(f"{r['best_epoch_mean']:.1f}")
-        elif "steps_mean" in r:
-            cells += [_left(r), f"{r['best_step_mean']:,.0f}", f"{r['steps_mean']:,.0f}", f"{r['lr_drops_mean']:.1f}"]
-        else:  # a reference row measured in epochs
-            cells += ["-", "-", "-", "-"]
-        cells += [f"{r['train_images_per_second']:.1f}", f"{r['train_minutes_per_run']:.1f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    by_mode = {r["mode"]: r for r in rows}
-    pairs = [m for m in by_mode if m != "towers" and "towers" in by_mode
-             and paired(by_mode["towers"]["per_seed_test_top1"], by_mode[m]["per_seed_test_top1"])["n"]]
-    if pairs:
-        lines += ["", "Paired differences over seeds (same seed = same split and same data order):", "",
-                  "| difference | seeds | top-1 (points) | p (paired t) | top-5 (points) | p (paired t) |",
-                  "|---|---:|---|---:|---|---:|"]
-        for other in pairs:
-            d1 = paired(by_mode["towers"]["per_seed_test_top1"], by_mode[other]["per_seed_test_top1"])
-            d5 = paired(by_mode["towers"]["per_seed_test_top5"], by_mode[other]["per_seed_test_top5"])
-            if d1["n"] == 0:
-                continue
-            lines.append(f"| towers - {other} | {d1['n']} | {_diff(d1)} | {_p(d1['p'])} | {_diff(d5)} | "
-                         f"{_p(d5['p'])} |")
-    lines += ["", f"Regenerate: `alexnet-split report {_rel(runs[0]['dir'].parents[1])}`; "
-              f"curves: `curves.png`.", ""]
+def _all_cell(a) -> str:
+    if a["na"] or a["stats"] is None:
+        return a["na"] or "-"
+    text = _pct(a["stats"]) + (" †" if a["last_val"] else "")
+    return text + (f" ({a['stats']['n']} of {a['of']} seeds)" if a["stats"]["n"] < a["of"] else "")
+
+
+def _label(key) -> str:
+    return ("centre " if key.endswith("_centre") else "test ") + ("top-1" if "top1" in key else "top-5")
+
+
+def _by_steps(runs) -> bool:
+    return any(_unit(r) == "step" for r in runs if r["state"] != NOT_STARTED)
+
+
+def _markdown(manifest, runs, rows, keys, results_dir) -> str:
+    main = [r for r in runs if r["reference"] is None]
+    main_rows = [r for r in rows if r["reference"] is None]
+    lines = [f"# {manifest['layout']} layout, recipe `{manifest['recipe']}`: {' vs '.join(manifest['modes'])}", ""]
+    lines += _section(main, main_rows, keys, _legend(runs, _by_steps(main))) + _paired_table(main_rows)
+    for label in dict.fromkeys(r["row"] for r in runs if r["reference"]):
+        ref_rows = [r for r in rows if r["mode"] == label]
+        ref = ref_rows[0]["reference"]
+        lines += ["", f"**Reference: {label}**, from `{ref['results']}` ({ref['layout']} layout, {ref['mode']} mode): "
+                  "its own protocol, below.", ""]
+        lines += _section([r for r in runs if r["row"] == label], ref_rows, keys, "Columns as in the first table.")
+        lines += _reference_pairing(main_rows, ref_rows[0])
+    lines += ["", f"Regenerate: `alexnet-split report {_rel(results_dir)}`; curves: `curves.png`.", ""]
     return "\n".join(lines)
+
+
+def _section(runs, rows, keys, legend) -> list[str]:
+    """One protocol's lines: protocol, loss, hardware, legend, the table by mode, the runs one by one."""
+    started = [r for r in runs if r["state"] != NOT_STARTED]
+    cfg = started[0]["config"]
+    by_steps = _by_steps(runs)
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(cfg["versions"].items()))
+    devices = ", ".join(cfg["devices"]) or "one device"
+    lines = [_protocol(cfg, runs, keys), _loss_line(started),
+             f"Hardware: {cfg['machine']}; backend {cfg['backend']}; towers on {devices}.",
+             f"Versions: {versions}.", "", legend, ""]
+    unit = "step" if by_steps else "epoch"
+    cols = ["mode", "seeds", "alive"] + [f"{_label(k)}, {w}" for k in keys for w in ("all seeds", "alive")]
+    cols += ["best val top-1, alive", f"left chance ({unit})", "params", "GFLOPs/img"]
+    cols += ["steps", "best step", "lr drops"] if by_steps else ["best epoch"]
+    lines += _table(cols + ["train img/s", "min/run"], [_mode_cells(r, keys, by_steps) for r in rows])
+    cols = ["mode", "seed", "state", unit + "s", f"left chance ({unit})", f"best val top-1 ({unit})"]
+    cols += ["lr drops"] if by_steps else []
+    cols += [_label(k) for k in keys] + ["last val top-1", "last val loss"]
+    lines += ["", "Every run:", ""] + _table(cols, _run_rows(runs, keys, by_steps))
+    return lines
+
+
+def _table(columns, rows) -> list[str]:
+    align = ["---" if c in ("mode", "seeds", "state", "difference") or "top-" in c or "points" in c else "---:"
+             for c in columns]
+    lines = ["| " + " | ".join(c) + " |" for c in [columns] + rows]
+    return lines[:1] + ["|" + "|".join(align) + "|"] + lines[1:]
+
+
+def _test_crops(runs) -> int:
+    """The crops behind test_top1/test_top5 (final.json's test_crops, else the recipe's); one table
+    never mixes a 10-crop and a centre-crop figure in one column."""
+    crops = {r["final"].get("test_crops", 10 if r["config"]["recipe"]["ten_crop"] else 1)
+             for r in runs if r["state"] == FINISHED}
+    if len(crops) > 1:
+        raise ValueError(f"runs of one table were tested with {sorted(crops)} crops")
+    return crops.pop() if crops else 10 if next(r for r in runs if r["config"])["config"]["recipe"]["ten_crop"] else 1
+
+
+def _protocol(cfg, runs, keys) -> str:
+    recipe, split = cfg["recipe"], cfg["split_sizes"]
+    crop = "10-crop" if _test_crops(runs) == 10 else "centre crop"
+    test = f"test top-1/top-5: {crop}" + ("; centre top-1/top-5: centre crop" if keys[2:] else
+                                          "; no centre-crop test figure recorded" if crop == "10-crop" else "")
+    return (f"Protocol: {_length(recipe)}, {recipe['optimizer']} lr {recipe['learning_rate']}, batch "
+            f"{recipe['batch_size']}, {recipe['precision']}, {cfg['input_size']}x{cfg['input_size']} input from "
+            f"{recipe['image_size']}x{recipe['image_size']} images, augmentation {'on' if recipe['augment'] else 'off'}"
+            f"{', PCA lighting ' + str(recipe['pca_lighting']) if recipe['pca_lighting'] else ''}; {test}; split "
+            f"{split['train']}/{split['val']}/{split['test']} (train/val/test, stratified by seed).")
+
+
+def _loss_line(started) -> str:
+    """What each run's loss was, from its config.json (see loss_kind); for the clipped loss, which
+    runs sit saturated at the clip: validation loss (K-1)/K x -ln CLIP, one class predicted for all."""
+    kinds = {k: [r for r in started if loss_kind(r["config"]) == k] for k in {loss_kind(r["config"]) for r in started}}
+    texts = {CLIPPED: "were trained with the clipped probability loss (config.json names no loss and the backend "
+                      f"is jax: Keras's categorical_crossentropy on softmax probabilities clipped to [{_CLIP}, "
+                      f"1 - {_CLIP}], so at most -ln {_CLIP} = {-math.log(CLIP):.3f} and no gradient once the "
+                      "output saturates); a saturated run could not recover; to be replaced by a rerun with the "
+                      "loss from logits",
+             TF_LOGITS: "used Keras's categorical_crossentropy on the softmax, which the TensorFlow backend computes "
+                        "from the logits behind it (no clipping)",
+             "logits": "used the cross-entropy from the logits (stable log-softmax)"}
+    parts = []
+    for kind, group in sorted(kinds.items()):
+        who = "these runs" if len(group) == len(started) else f"{len(group)} of {len(started)} runs"
+        parts.append(f"{who} {texts.get(kind, f'used the loss {kind!r}')}")
+    cap = (NUM_CLASSES - 1) / NUM_CLASSES * -math.log(CLIP)  # every class but the one predicted at the cap
+    saturated = [r for r in kinds.get(CLIPPED, []) if r["history"] and abs(r["history"][-1]["val_loss"] - cap) < 1e-4]
+    if saturated:
+        parts.append(", ".join(f"{r['row']} s{r['seed']}" for r in saturated) + f" end at validation loss {cap:.6f} "
+                     f"= ({NUM_CLASSES - 1}/{NUM_CLASSES}) x {-math.log(CLIP):.3f}: saturated at the clip")
+    return "Loss: " + "; ".join(parts) + "."
+
+
+def _legend(runs, by_steps) -> str:
+    text = ("Accuracies in %, mean ± std over runs [± half-width of the 95% t interval]. all seeds: every run of "
+            "the row that has the figure, the runs that never left chance included; alive: the finished runs that "
+            f"left chance (a validation top-1 above {CHANCE_FACTOR:g}x chance, {100 * CHANCE:.1f}%). alive and left "
+            "chance k/n: k of the row's n declared seeds left chance; left chance: the median of their first such "
+            f"{'step' if by_steps else 'epoch'}. n/a (k unfinished): an unfinished run has left chance or has no "
+            "validation yet, so its test figure is still to come.")
+    if any(r["state"] == UNFINISHED and not r["alive"] and r["history"] for r in runs):
+        text += (" † counts an unfinished run that never left chance at its last validation top-1 (top-5), a "
+                 "centre-crop figure, as every run at chance scores near 1/17.")
+    return text + (" The columns after left chance are the finished runs' (means; train img/s: training images "
+                   "per second of epoch wall time, validation included; min/run: the epochs' wall time).")
+
+
+def _mode_cells(row, keys, by_steps) -> list[str]:
+    n = row["n_seeds"]
+    seeds = (f"not started 0/{n}" if row["finished"] + row["unfinished"] == 0 else str(n) if row["finished"] == n
+             else f"{n}: " + ", ".join(f"{row[k]} {k.replace('_', ' ')}" for k in
+                                       ("finished", "unfinished", "not_started") if row[k]))
+    cells = [row["mode"], seeds, f"{row['alive']}/{n}"]
+    for key in keys:
+        cells += [_all_cell(row[key + "_all"]), _pct(row[key + "_alive"])]
+    left = (f"{row['left_chance_median']:,.0f}" if row["runs_left_chance"] else
+            "never" if row["finished"] + row["unfinished"] else "-")
+    cells += [_pct(row["best_val_accuracy_alive"]), f"{left} ({row['runs_left_chance']}/{n})"]
+    cells += [f"{row['parameters']:,}", f"{row['gflops_per_image']:.2f}"] if "parameters" in row else ["-", "-"]
+    if not row["finished"]:
+        return cells + ["-"] * (5 if by_steps else 3)
+    if by_steps:
+        length = ([f"{row['steps_mean']:,.0f}", f"{row['best_step_mean']:,.0f}", f"{row['lr_drops_mean']:.1f}"]
+                  if "steps_mean" in row else ["-"] * 3)  # a reference row measured in epochs
+    else:
+        length = [f"{row['best_epoch_mean']:.1f}"]
+    return cells + length + [f"{row['train_images_per_second']:.1f}", f"{row['train_minutes_per_run']:.1f}"]
+
+
+def _run_rows(runs, keys, by_steps) -> list[list[str]]:
+    """One row per started run; the not-started seeds of a mode share one."""
+    out = []
+    width = 5 + by_steps + len(keys)
+    for name in _order(runs):
+        group = [r for r in runs if r["row"] == name]
+        out += [_run_cells(r, keys, by_steps) for r in group if r["state"] != NOT_STARTED]
+        idle = [str(r["seed"]) for r in group if r["state"] == NOT_STARTED]
+        if idle:
+            out.append([name, ", ".join(idle), NOT_STARTED] + ["-"] * width)
+    return out
+
+
+def _run_cells(run, keys, by_steps) -> list[str]:
+    f, h = run["final"] or {}, run["history"]
+    unit = _unit(run)
+    if f:
+        length, best, at = f.get(unit + "s"), f["best_val_accuracy"], f.get(f"best_{unit}")
+    else:  # unfinished: how far it got, and its best validation so far
+        top = max(h, key=lambda x: x["val_accuracy"]) if h else {}
+        length, best, at = h[-1][unit] if h else None, top.get("val_accuracy"), top.get(unit)
+    cells = [run["row"], str(run["seed"]), run["state"], _num(length),
+             "never" if run["left_at"] is None else f"{run['left_at']:,}",
+             "-" if best is None else f"{100 * best:.1f} ({_num(at)})"]
+    if by_steps:
+        cells.append(str(len(f["lr_drop_steps"])) if "lr_drop_steps" in f else "-")
+    cells += [f"{100 * f[k]:.1f}" if k in f else "-" for k in keys]
+    dagger = " †" if run["state"] == UNFINISHED and not run["alive"] else ""
+    return cells + ([f"{100 * h[-1]['val_accuracy']:.1f}{dagger}", f"{h[-1]['val_loss']:.3f}"] if h else ["-", "-"])
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def _paired_table(rows) -> list[str]:
+    """towers - each other mode of the same comparison, over the seeds where both runs finished."""
+    by_mode = {r["mode"]: r for r in rows}
+    if "towers" not in by_mode:
+        return []
+    diffs = [(m, paired(by_mode["towers"]["per_seed_test_top1"], by_mode[m]["per_seed_test_top1"]),
+              paired(by_mode["towers"]["per_seed_test_top5"], by_mode[m]["per_seed_test_top5"]))
+             for m in by_mode if m != "towers"]
+    diffs = [(m, d1, d5) for m, d1, d5 in diffs if d1["n"]]
+    if not diffs:
+        return []
+    lines = ["", "Paired differences, towers - another mode, over the seeds where both runs finished (runs that never "
+             "left chance included); within this comparison the same seed means the same split and the same "
+             "batches. Rank test: Wilcoxon signed-rank, exact (n/a under 2 pairs; it cannot go below 2/2^n).", ""]
+    return lines + _diff_table([(f"towers - {m}", d1, d5) for m, d1, d5 in diffs])
+
+
+def _diff_table(diffs) -> list[str]:
+    cols = ["difference", "seeds", "top-1 (points)", "p (paired t)", "p (signed-rank)", "top-5 (points)",
+            "p (paired t)", "p (signed-rank)"]
+    return _table(cols, [[name, str(d1["n"]), _diff(d1), _p(d1["p"]), _p(d1["p_rank"]), _diff(d5), _p(d5["p"]),
+                          _p(d5["p_rank"])] for name, d1, d5 in diffs])
+
+
+def _reference_pairing(main_rows, ref_row) -> list[str]:
+    """A reference row is paired with the comparison's row of its mode only when both are the same
+    layout; the caption names every protocol setting in which they differ."""
+    ref = ref_row["reference"]
+    cfg = _first_config(r for row in main_rows for r in row["runs"])
+    ref_cfg = _first_config(ref_row["runs"])
+    if ref_cfg is None:
+        return []
+    differ = _protocol_differences(cfg, ref_cfg)
+    if cfg["layout"] != ref_cfg["layout"]:
+        return ["", f"Not paired with this comparison's rows: another layout and protocol "
+                f"({', '.join(name for name, _, _ in differ)} differ; see the two protocol lines)."]
+    mine = next((r for r in main_rows if r["mode"] == ref["mode"]), None)
+    d1 = paired(mine["per_seed_test_top1"], ref_row["per_seed_test_top1"]) if mine else {"n": 0}
+    if not d1["n"]:
+        return []
+    d5 = paired(mine["per_seed_test_top5"], ref_row["per_seed_test_top5"])
+    what = ", ".join(f"{name} ({here} here, {there} there)" for name, here, there in differ) or "nothing recorded"
+    return ["", f"Paired with this comparison's {mine['mode']} runs of the same seed (the same split); the protocols "
+            f"differ in: {what}. Rank test: Wilcoxon signed-rank, exact.", ""] + _diff_table(
+        [(f"{mine['mode']} - {ref_row['mode']}", d1, d5)])
+
+
+def _first_config(runs):
+    return next((r["config"] for r in runs if r["config"]), None)
+
+
+def _protocol_differences(a, b) -> list[tuple[str, str, str]]:
+    """(setting, value in a, value in b) for each protocol setting of two runs' config.json that differs."""
+    pairs = {"layout": (a["layout"], b["layout"]), "model input": (a["input_size"], b["input_size"]),
+             "backend": (a["backend"], b["backend"]), "loss": (loss_kind(a), loss_kind(b))}
+    pairs |= {k: (a["recipe"].get(k), b["recipe"].get(k)) for k in sorted(set(a["recipe"]) | set(b["recipe"]))
+              if k != "name"}
+    return [(k, str(x), str(y)) for k, (x, y) in pairs.items() if x != y]
 
 
 def _length(recipe) -> str:
@@ -364,23 +668,6 @@ def _length(recipe) -> str:
                  f"it is above {CHANCE_FACTOR:g}x chance ({recipe['max_lr_drops']} times, then stop at the next "
                  "such plateau)")
     return text
-
-
-def _left(row) -> str:
-    if not row["runs_left_chance"]:
-        return f"never (0/{row['n_seeds']})"
-    text = f"{row['steps_to_leave_chance_median']:,.0f}"
-    return text if row["runs_left_chance"] == row["n_seeds"] else f"{text} ({row['runs_left_chance']}/{row['n_seeds']})"
-
-
-def _steps(run, n) -> np.ndarray:
-    """The step of each of the first n history rows; runs measured in epochs log no step, so it
-    is the epoch times the steps per epoch."""
-    if "step" in run["history"][0]:
-        return np.array([row["step"] for row in run["history"][:n]])
-    cfg = run["config"]
-    per_epoch = math.ceil(cfg["split_sizes"]["train"] / cfg["recipe"]["batch_size"])
-    return np.array([row["epoch"] * per_epoch for row in run["history"][:n]])
 
 
 def _rel(path: Path) -> str:
@@ -397,35 +684,71 @@ def _p(p):
     return "n/a" if math.isnan(p) else f"{p:.3f}"
 
 
-def _plot(runs, path: Path, manifest, by_steps=False):
-    import matplotlib
+# --------------------------------------------------------------------------- curves.png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    names = []
-    for r in runs:
-        if r["row"] not in names:
-            names.append(r["row"])
-    for name in names:
-        group = [r for r in runs if r["row"] == name]
-        n = min(len(r["history"]) for r in group)
-        x = _steps(group[0], n) if by_steps else np.arange(1, n + 1)
-        for ax, key in zip(axes, ("val_accuracy", "loss")):
-            values = np.array([[row[key] for row in r["history"][:n]] for r in group])
-            mean, std = values.mean(0), values.std(0, ddof=1) if len(group) > 1 else np.zeros(n)
-            (line,) = ax.plot(x, mean, label=f"{name} (n={len(group)})")
-            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+def _x(run, n, by_steps) -> np.ndarray:
+    """The step of each of the first n history rows (by_steps; a run measured in epochs logs none, so
+    epoch x steps per epoch), else the epoch."""
+    h = run["history"][:n]
+    if not by_steps:
+        return np.array([row["epoch"] for row in h])
+    if "step" in h[0]:
+        return np.array([row["step"] for row in h])
+    cfg = run["config"]
+    per_epoch = math.ceil(cfg["split_sizes"]["train"] / cfg["recipe"]["batch_size"])
+    return np.array([row["epoch"] * per_epoch for row in h])
+
+
+def curve_groups(runs) -> list[tuple[str, list[dict]]]:
+    """(label, runs) for each row's started runs; a row whose runs split into ones that left chance
+    and ones that never did gets a group of each, since a mean over both describes neither."""
+    groups = []
+    for name in _order(runs):
+        started = [r for r in runs if r["row"] == name and r["history"]]
+        alive, dead = [r for r in started if r["alive"]], [r for r in started if not r["alive"]]
+        name += " (reference, own protocol)" if started and started[0].get("reference") else ""
+        groups += [(f"{name}, left chance", alive), (f"{name}, never left chance", dead)] if alive and dead else \
+            [(name, started)] if started else []
+    return groups
+
+
+def draw_group(ax, group, key, label, colour, bounds, by_steps):
+    """Three or more runs: their mean and a ± std band, clipped to `bounds` (the quantity's range),
+    over the steps all of them reached; one or two runs: each drawn as itself, no band."""
+    if len(group) < 3:
+        for r, style in zip(group, ("-", "--")):
+            ax.plot(_x(r, len(r["history"]), by_steps), [h[key] for h in r["history"]], color=colour,
+                    linestyle=style, linewidth=1.2, label=f"{label}: seed {r['seed']}")
+        return
+    n = min(len(r["history"]) for r in group)
+    x = _x(group[0], n, by_steps)
+    values = np.array([[h[key] for h in r["history"][:n]] for r in group])
+    mean, std = values.mean(0), values.std(0, ddof=1)
+    reach = "" if all(len(r["history"]) == n for r in group) else f"; to {x[-1]:,.0f}, the shortest run's end"
+    ax.plot(x, mean, color=colour, label=f"{label}: mean ± std ({len(group)} runs{reach})")
+    ax.fill_between(x, np.clip(mean - std, *bounds), np.clip(mean + std, *bounds), color=colour, alpha=0.2,
+                    linewidth=0)
+
+
+def curves_figure(runs, manifest):
+    """Validation top-1 and training loss against steps (or epochs) for every started run."""
+    from matplotlib.figure import Figure
+
+    by_steps = _by_steps([r for r in runs if r["reference"] is None])
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2)
+    for i, (label, group) in enumerate(curve_groups(runs)):
+        for ax, key, bounds in zip(axes, ("val_accuracy", "loss"), ((0.0, 1.0), (0.0, None))):
+            draw_group(ax, group, key, label, f"C{i}", bounds, by_steps)
     xlabel = "step" if by_steps else "epoch"
-    if by_steps:
-        axes[0].axhline(CHANCE_FACTOR / NUM_CLASSES, color="grey", linestyle=":", linewidth=1,
-                        label=f"{CHANCE_FACTOR:g}x chance")
-    axes[0].set(xlabel=xlabel, ylabel="validation top-1 (centre crop)", title="validation accuracy, mean ± std")
-    axes[1].set(xlabel=xlabel, ylabel="training loss", title="training loss, mean ± std")
+    axes[0].axhline(CHANCE, color="grey", linestyle=":", linewidth=1, label=f"{CHANCE_FACTOR:g}x chance")
+    axes[0].set(xlabel=xlabel, ylabel="validation top-1 (centre crop)", title="validation accuracy", ylim=(0, 1))
+    axes[1].set(xlabel=xlabel, ylabel="training loss", title="training loss")
+    axes[1].set_ylim(bottom=0)
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.suptitle(f"{manifest['layout']} layout, recipe {manifest['recipe']}")
     fig.tight_layout()
-    write_figure(fig, path, dpi=100)
+    return fig
