@@ -250,6 +250,8 @@ def _add_train(sub):
     _data_arg(p)
     p.add_argument("--splits", default=None, help="official datasplits.mat (split 1) instead of a seeded split")
     p.add_argument("--deterministic", action="store_true", help="TensorFlow deterministic ops")
+    p.add_argument("--save-model", action="store_true",
+                   help="also write OUT/model.keras: the trained network with its softmax output")
     _run_args(p)
     _cluster_arg(p, "train with tower k on worker task k of this cluster (default: $TF_CONFIG if set)")
     p.set_defaults(func=cmd_train)
@@ -264,7 +266,7 @@ def cmd_train(args):
         return train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=args.data,
                            devices=placed or None, overrides=_overrides(args.set), deterministic=args.deterministic,
                            splits_mat=args.splits, checkpoint_seconds=args.checkpoint_seconds, engine=args.engine,
-                           tensorboard=args.tensorboard)
+                           tensorboard=args.tensorboard, save_model=args.save_model)
 
     n = 2 if args.mode == "towers" else 1
     source = _cluster_source(args)

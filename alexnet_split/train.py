@@ -4,14 +4,17 @@ A run trains in validation intervals: ``eval_every`` steps, or one epoch for rec
 in epochs. A run folder holds ``config.json`` (what ran, where, with which versions and which
 initialisation), ``history.csv`` (one row per interval, with its step), ``state.json`` (the
 commit point: last complete interval, its checkpoint, the learning-rate schedule) and
-``final.json`` (test top-1/top-5, steps run, the step validation left chance, the lr-drop steps,
-best validation accuracy and its step, wall time, images/s). Checkpoints live in ``ckpt/`` and
-are never committed.
+``final.json`` (test top-1/top-5 of the recipe's crops and of the centre crop, steps run, the step
+validation left chance, the lr-drop steps, why it stopped, best validation accuracy and its step,
+wall time, images/s). Checkpoints live in ``ckpt/`` and are never committed.
+
+Both engines train fc8's logits with the cross-entropy from a stable log-softmax, on the batches
+of :class:`alexnet_split.pipeline.BatchPlan`: the same seed is the same experiment on either.
 
 Crash safety: an interval counts once ``state.json`` names its checkpoint. Both are written to a
 temporary file and renamed, so a run killed at any point (even SIGKILL) resumes from its last
 complete interval with none lost or repeated; every random draw of the input pipeline is a
-function of (seed, data epoch, batch), and Dropout's seed state is part of the checkpoint.
+function of (seed, step), and Dropout's seed state is part of the checkpoint.
 """
 
 from __future__ import annotations

@@ -80,7 +80,8 @@ def tensorboard_scalars(log_dir) -> dict:
 
 def test_run_folder_contents(tmp_path, data_root):
     out = tmp_path / "run"
-    proc = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1", "--tensorboard", tmp_path / "tb"),
+    proc = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1", "--tensorboard", tmp_path / "tb",
+                                    "--save-model"),
                           capture_output=True, text=True, env=env(), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = json.loads((out / "config.json").read_text())
@@ -103,6 +104,12 @@ def test_run_folder_contents(tmp_path, data_root):
         assert sorted(z) == ["t0_conv1", "t1_conv1"]
         assert z["t1_conv1"].shape == (11, 11, 3, 48) and z["t1_conv1"].dtype == np.float16
     assert (out / "conv1.npz").stat().st_size < 80_000
+    # --save-model: the trained network with its softmax output, as users call it
+    model = keras.models.load_model(out / "model.keras")
+    probs = model.predict(np.full((2, 67, 67, 3), 128, np.float32), verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert model.layers[-1].name == "softmax" and cfg["loss"] == "logits"
+    assert final["test_crops"] == 1 and {"test_top1_centre", "test_top5_centre"} <= set(final)
     # a finished run is not trained again, and another run's folder is refused
     again = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1"), capture_output=True, text=True, env=env(),
                            timeout=900)
