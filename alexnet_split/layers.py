@@ -213,8 +213,9 @@ class ConvBlock(PlacedBlock):
 class DenseBlock(PlacedBlock):
     """(Flatten) -> Dense -> activation -> Dropout -> BatchNorm, the seed's order.
 
-    With ``activation="softmax"`` (the classifier) the softmax runs in float32 so that mixed
-    precision does not round the probabilities.
+    The classifier takes ``activation="softmax"`` (probabilities) or ``"logits"`` (no
+    activation): either way its output is float32, so that mixed precision does not round the
+    probabilities or the loss's input.
     """
 
     def __init__(self, units, activation="relu", dropout=0.0, norm=None, kernel_initializer="glorot_uniform",
@@ -225,13 +226,14 @@ class DenseBlock(PlacedBlock):
         self.units, self.activation, self.dropout, self.norm = units, activation, float(dropout), norm
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        softmax = activation == "softmax"
+        classifier = activation in ("softmax", "logits")
         with device_scope(self.device):
             self.flatten = layers.Flatten(name="flatten")
-            self.dense = layers.Dense(units, activation=None if softmax else activation, name="dense",
+            self.dense = layers.Dense(units, activation=None if classifier else activation, name="dense",
                                       kernel_initializer=self.kernel_initializer,
                                       bias_initializer=self.bias_initializer)
-            self.softmax = layers.Activation("softmax", dtype="float32", name="softmax") if softmax else None
+            self.softmax = (layers.Activation("softmax" if activation == "softmax" else "linear", dtype="float32",
+                                              name=activation) if classifier else None)
             self.dropout_layer = layers.Dropout(self.dropout, name="dropout") if self.dropout else None
             self.norm_layer = _norm_layer(norm)
 

@@ -91,7 +91,7 @@ def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=Non
             outputs.append(block(source))
         towers = outputs
     kernel_init, _ = _initializers(arch, None, bias_fill, init)
-    outputs = DenseBlock(num_classes, activation=None if logits else "softmax", kernel_initializer=kernel_init,
+    outputs = DenseBlock(num_classes, activation="logits" if logits else "softmax", kernel_initializer=kernel_init,
                          device=device(0), name="fc8")(towers if n > 1 else towers[0])
     model_cls = placement.model_class(devices)
     return model_cls(inputs, outputs, name=name or f"alexnet_{arch.name}_{mode}")
