@@ -1,6 +1,6 @@
 """The training step's placement: with every tower layer inside ``tf.device`` (forward ops and
 variables: :func:`alexnet_split.devices.device_scope`, entered by :mod:`alexnet_split.layers`),
-two more things must hold for the towers to really live on separate devices (the README's "How
+two more things must hold for the towers to really live on separate devices (docs/placement.md, "How
 the placement is made real" shows each failing without its fix):
 
 1. Backward ops: Keras's default ``train_step`` differentiates with ``GradientTape``, whose

@@ -17,12 +17,12 @@ import csv
 import io
 import logging
 import math
-import re
 import tarfile
 from pathlib import Path
 
 import numpy as np
 
+from . import docsync
 from .data import NUM_CLASSES
 from .runlog import atomic_write, read_json, replacing, write_figure, write_json
 from .schedule import CHANCE_FACTOR
@@ -220,29 +220,9 @@ def _unit(run) -> str:
 
 # --------------------------------------------------------------------------- README blocks
 
-_BEGIN, _END = "<!-- begin {} -->", "<!-- end {} -->"
-
-
 def sync_readme(readme, results_root=None) -> bool:
-    """Replace each ``<!-- begin PATH -->`` ... ``<!-- end PATH -->`` block of the README with the
-    current content of PATH (relative to the README; its ``# `` title becomes ``### ``). Used for
-    the comparison tables and the benchmark. Returns whether anything changed."""
-
-    readme = Path(readme)
-    text = old = readme.read_text()
-    for key in re.findall(r"<!-- begin (\S+) -->", text):
-        source = readme.parent / key
-        begin, end = _BEGIN.format(key), _END.format(key)
-        if not source.is_file() or end not in text:
-            continue
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        body = source.read_text()
-        body = f"```\n{body.strip()}\n```" if source.suffix == ".txt" else readme_body(body)
-        text = f"{head}{begin}\n{body}\n{end}{tail}"
-    if text != old:
-        atomic_write(readme, text)
-    return text != old
+    """Refresh the generated blocks of `readme` (see :mod:`alexnet_split.docsync`)."""
+    return docsync.sync_document(readme, Path(readme).parent)
 
 
 def pipeline_against_runs(speed: float, results_dir) -> list[str]:
@@ -262,13 +242,14 @@ def pipeline_against_runs(speed: float, results_dir) -> list[str]:
 
 
 def sync_readme_for(written) -> Path | None:
-    """Rewrite the README blocks that show `written` (a file or folder under a ``results/``
-    folder whose parent holds README.md); returns that README if anything changed."""
-    for folder in Path(written).resolve().parents:
-        if folder.name == "results" and (folder.parent / "README.md").is_file():
-            readme = folder.parent / "README.md"
-            return readme if sync_readme(readme) else None
-    return None
+    """After writing `written` under a project's ``results/``: refresh ``results/headline.md`` and
+    the generated blocks of its README and docs/; returns the first document that changed."""
+    root = docsync.project_root(written)
+    if root is None:
+        return None
+    write_headline(root / "results")
+    changed = docsync.sync(root)
+    return changed[0] if changed else None
 
 
 def readme_body(markdown: str) -> str:
@@ -752,3 +733,45 @@ def curves_figure(runs, manifest):
     fig.suptitle(f"{manifest['layout']} layout, recipe {manifest['recipe']}")
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- the headline table
+
+
+def write_headline(results_root) -> str:
+    """``results/headline.md``: every comparison's mode rows in one table (alive k/n, test top-1
+    over all seeds and over the runs that left chance), each linking to its own table."""
+    results_root = Path(results_root)
+    lines = ["# Headline results", "",
+             "Test top-1 in %, mean over seeds, from each comparison's `table.csv` (its protocol, "
+             "hardware and spread are in the linked table). alive: runs that left chance (k/n declared "
+             "seeds); all seeds: every run that has a figure, dead ones included († an unfinished run "
+             "at chance counted at its last validation); loss: how the runs computed it.", "",
+             "| comparison | recipe | mode | alive | test top-1, all seeds | test top-1, alive | loss | "
+             "backend | table |", "|---|---|---|---:|---:|---:|---|---|---|"]
+    for manifest in sorted(results_root.rglob(MANIFEST)):
+        folder = manifest.parent
+        if not (folder / "table.csv").is_file():
+            continue
+        with open(folder / "table.csv") as f:
+            rows = [r for r in csv.DictReader(f) if not r.get("reference")]
+        backend = next((r["config"]["backend"] for r in declared_runs(folder) if r["config"]), "-")
+        name = folder.relative_to(results_root).as_posix()
+        recipe = read_json(manifest)["recipe"]
+        for r in rows:
+            dagger = " †" if _int(r.get("test_top1_all_last_val")) else ""
+            cells = [name, f"`{recipe}`", r["mode"], f"{r['alive']}/{r['n_seeds']}",
+                     _headline_pct(r.get("test_top1_all_mean")) + dagger, _headline_pct(r.get("test_top1_alive_mean")),
+                     r["loss"] or "-", backend, f"[table]({name}/table.md)"]
+            lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    atomic_write(results_root / "headline.md", text)
+    return text
+
+
+def _headline_pct(value) -> str:
+    return f"{100 * float(value):.1f}" if value not in (None, "") else "-"
+
+
+def _int(value) -> int:
+    return int(float(value)) if value not in (None, "") else 0

@@ -2,7 +2,7 @@
 
 One row per layer, in the style of timm's VGG ``cfgs``: the wiring is data that a reviewer can
 check line by line against Krizhevsky, Sutskever and Hinton (2012), Section 3 and Figure 2, and
-against the seed tutorial's net (described in the README's "Which layer lives where").
+against the seed tutorial's net (described in docs/placement.md, "Which layer lives where").
 
 Widths are the *merged* widths (both towers together); the builder divides them by the number
 of towers. ``cross=True`` means every tower's copy of the layer reads the outputs of *all*
@@ -77,7 +77,7 @@ PAPER = Arch(
     ),
 )
 
-# The seed tutorial's Keras Sequential net (README, "Which layer lives where"): valid padding everywhere,
+# The seed tutorial's Keras Sequential net (docs/placement.md, "Which layer lives where"): valid padding everywhere,
 # 2x2/2 pooling, BatchNorm after every block (after the pool), dropout 0.4 then BN on the
 # dense layers. Its extra 1000-unit dense layer sits between fc7 and the classifier: `fc7b`.
 SEED = Arch(

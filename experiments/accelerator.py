@@ -7,8 +7,8 @@
    seeds interleaved (float32 then bf16 for seed 0, then seed 1, ...) so that a run cut short by
    the time budget still leaves complete pairs.
 
-Command on the device machine (how to carry Keras and a compact data copy: ../shared/ACCELERATOR.md;
-the data copy is made with ``alexnet-split export-data --size 256``):
+Command on a GPU machine with JAX and Keras installed (a compact data copy is made with
+``alexnet-split export-data --size 256``):
 
     KERAS_BACKEND=jax python experiments/accelerator.py --data DATA --out OUT --budget 420
 

@@ -1,7 +1,7 @@
 """The full towers / merged / half tables on the accelerator, in slots of a few minutes.
 
 Command on the device machine (KERAS_BACKEND=jax, one GPU; carry Keras and compact data copies
-made with ``alexnet-split export-data --size 256`` and ``--size 224``, see the README):
+made with ``alexnet-split export-data --size 256`` and ``--size 224``, see docs/accelerator.md):
 
     KERAS_BACKEND=jax python experiments/accelerator_tables.py --data D256 --data-seed D224 \\
         --out OUT --budget 540 --jobs bench,paper,seed,init:caffe,init:fan_in

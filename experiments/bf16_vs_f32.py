@@ -2,7 +2,7 @@
 
 Command (this project's 2-core CPU machine, TensorFlow, towers on two logical CPU devices):
 
-    python experiments/bf16_vs_f32.py --data ../shared/data
+    python experiments/bf16_vs_f32.py --data DIR
 
 The seed recipe (Adam 1e-3, batch 64, 224 px, no augmentation) for 12 epochs instead of 100, towers
 model, seeds 0, 1, 2, once in each precision; same seed = same split, initial weights and batch

@@ -2,7 +2,7 @@
 
 Command (any machine; two worker processes on 127.0.0.1):
 
-    python experiments/cluster_kill_resume.py --data ../shared/data
+    python experiments/cluster_kill_resume.py --data DIR
 
 Starts two `alexnet-split worker` processes, runs `alexnet-split train --cluster` (recipe quick,
 4 epochs, towers on tasks 0 and 1), SIGKILLs worker 1 after the first checkpoint, records how the

@@ -2,7 +2,7 @@
 
 Command (CPU, about 10 minutes on 2 cores):
 
-    python experiments/dead_fc7_control.py --data ../shared/data
+    python experiments/dead_fc7_control.py --data DIR
 
 1. Reads the committed run's last state: the share of fc7 units that fire for any of 340
    validation images, and the loss (ln 17 = 2.833 means uniform outputs).

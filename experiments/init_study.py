@@ -2,7 +2,7 @@
 
 Command (CPU, about a minute):
 
-    python experiments/init_study.py --data ../shared/data
+    python experiments/init_study.py --data DIR
 
 Takes the first 128 training images of the seed-0 split at 256 px, centre crops 227, and
 measures every block's output std and kernel-gradient std at the initial weights
@@ -11,7 +11,7 @@ measures every block's output std and kernel-gradient std at the initial weights
 step0.png (activation std per layer, one panel per init).
 
 The runs of the study (escape steps and final accuracy per mode x init x seed) need the
-accelerator; see the README's initialisation section.
+accelerator; see docs/findings.md, "Initialisation".
 """
 
 import argparse
@@ -77,7 +77,7 @@ def main():
     runlog.atomic_write(out / "power.md", power)
     print(power)
     if report.sync_readme_for(out):
-        print("updated the README's generated blocks")
+        print("updated the generated blocks in the README and docs/")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""Before/after figures for the four fixes to the paper recipe (README, "The paper's recipe").
+"""Before/after figures for the four fixes to the paper recipe (docs/training.md, "The paper's recipe").
 
 Command (CPU, about a minute; the run logs of results/paper_cpu/ must exist for fix 2):
 
-    python experiments/paper_recipe_fixes.py --data ../shared/data
+    python experiments/paper_recipe_fixes.py --data DIR
 
-Writes results/paper_recipe/fixes.md, which the README shows. Every figure is computed here:
+Writes results/paper_recipe/fixes.md, which docs/training.md shows. Every figure is computed here:
 
 1. PCA lighting: the per-image RGB shift on the real training images (256 px, one stratified
    split), with the eigenvalues (variances) as magnitudes, as before, and with the pixel
@@ -129,9 +129,7 @@ def main():
     out = results / "paper_recipe" / "fixes.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     runlog.atomic_write(out, "\n".join(lines))
-    readme = results.resolve().parent / "README.md"
-    if readme.is_file():
-        report.sync_readme(readme)
+    report.sync_readme_for(out)
     print("\n".join(lines))
 
 

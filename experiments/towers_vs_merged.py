@@ -2,7 +2,7 @@
 
 Command (CPU, the reduced protocol that produced results/seed_cpu and results/paper_cpu):
 
-    python experiments/towers_vs_merged.py --data ../shared/data
+    python experiments/towers_vs_merged.py --data DIR
 
 Hardware: the project's 2-core CPU machine (TensorFlow 2.21, two logical CPU devices, towers
 placed on /CPU:0 and /CPU:1; merged and half on /CPU:0).

@@ -106,33 +106,30 @@ def test_committed_tables_regenerate_bit_for_bit(committed, tmp_path):
         assert names <= {"config.json", "history.csv", "state.json", "final.json", "conv1.npz"}, run
 
 
-def readme_block(readme, key) -> str | None:
-    """The text between the README's ``<!-- begin KEY -->`` and ``<!-- end KEY -->`` markers."""
-    text = Path(readme).read_text()
-    begin, end = f"<!-- begin {key} -->", f"<!-- end {key} -->"
-    if begin not in text:
-        return None
-    return text.split(begin, 1)[1].split(end, 1)[0]
+def shown_block(key) -> str | None:
+    """The generated block for `key` in the README or docs/ (None if no document shows it)."""
+    from alexnet_split import docsync
+
+    return next((b for d in docsync.documents(RESULTS.parent) if (b := docsync.block(d, key)) is not None), None)
 
 
-def test_readme_shows_the_committed_tables():
-    readme = RESULTS.parent / "README.md"
+def test_the_docs_show_the_committed_tables():
     for committed in COMMITTED:
         key = f"results/{committed.relative_to(RESULTS).as_posix()}/table.md"
-        block = readme_block(readme, key)
+        block = shown_block(key)
         # Every comparison is shown, except one whose rows another shows as its reference rows.
         shown_elsewhere = any(ref["results"] == f"../{committed.name}" for other in COMMITTED if other != committed
                               for ref in json.loads((other / report.MANIFEST).read_text())["references"]
                               if other.parent == committed.parent)
-        assert block is not None or shown_elsewhere, f"README has no block for {key}"
+        assert block is not None or shown_elsewhere, f"neither README nor docs/ has a block for {key}"
         if block is not None:
             assert block == "\n" + report.readme_body((committed / "table.md").read_text()) + "\n"
     for bench in sorted((RESULTS / "bench").glob("*.md")):
-        block = readme_block(readme, f"results/bench/{bench.name}")
+        block = shown_block(f"results/bench/{bench.name}")
         if block is not None:
             assert block == "\n" + report.readme_body(bench.read_text()) + "\n"
     for proof in sorted((RESULTS / "placement").glob("*.txt")):
-        block = readme_block(readme, f"results/placement/{proof.name}")
+        block = shown_block(f"results/placement/{proof.name}")
         if block is not None:
             assert block == f"\n```\n{proof.read_text().strip()}\n```\n"
 
@@ -383,3 +380,21 @@ def test_paired_power_against_a_simulation():
     n80 = report.pairs_for_power(std, delta)
     assert report.paired_power(n80, std, delta) >= 0.8 > report.paired_power(n80 - 1, std, delta)
     assert n80 == 10  # the normal approximation (1.96 + 0.84)^2 = 7.8 pairs, plus the t's fatter tails
+
+
+def test_the_readme_is_a_front_page_with_the_headline_table(tmp_path):
+    """The README stays short, shows the two commands on its first screen, and its results table
+    is results/headline.md, which regenerates byte for byte from the comparisons' tables."""
+    from alexnet_split import docsync
+
+    lines = (RESULTS.parent / "README.md").read_text().splitlines()
+    assert len(lines) <= 250
+    assert {"bash scripts/run.sh", "bash scripts/test.sh"} <= {line.split("  ")[0].strip() for line in lines[:40]}
+    committed = (RESULTS / "headline.md").read_text()
+    copy = tmp_path / "results"
+    shutil.copytree(RESULTS, copy, ignore=shutil.ignore_patterns("*.png", "*.npz", "*.svg", "ckpt"))
+    assert report.write_headline(copy) == committed
+    assert docsync.block(RESULTS.parent / "README.md", "results/headline.md") == "\n" + docsync.body(
+        RESULTS / "headline.md") + "\n"
+    for comparison in COMMITTED:
+        assert f"[table]({comparison.relative_to(RESULTS).as_posix()}/table.md)" in committed
