@@ -198,7 +198,11 @@ def test_the_fit_engines_test_prediction_averages_the_ten_crops(tmp_path):
 
 def test_a_saturated_start_has_a_loss_and_a_gradient_on_tensorflow():
     """Biases of 30 saturate the softmax; the runner's loss (from logits) is far above the clipped
-    loss's ceiling -ln(1e-7) = 16.12 and fc8 still gets a gradient."""
+    loss's ceiling -ln(1e-7) = 16.12 and fc8 still gets a gradient.
+
+    The loss sees a plain copy of the model's output: TensorFlow's backend alone finds the logits
+    behind a softmax output (the tensor's hidden ``_keras_logits``, or its Softmax op), so a
+    softmax model with the probability loss would pass here and still be clipped under JAX."""
     import tensorflow as tf
 
     from alexnet_split import config, train
@@ -207,7 +211,7 @@ def test_a_saturated_start_has_a_loss_and_a_gradient_on_tensorflow():
     x = np.random.default_rng(0).uniform(0, 255, (8, 67, 67, 3)).astype(np.float32)
     y = keras.utils.to_categorical(np.arange(8), 17)
     with tf.GradientTape() as tape:
-        loss = model.compute_loss(x, y, model(x, training=True), training=True)
+        loss = model.compute_loss(x, y, tf.identity(model(x, training=True)), training=True)
     fc8 = model.get_layer("fc8").dense
     grads = tape.gradient(loss, [fc8.kernel.value, fc8.bias.value])
     assert float(loss) > 16.2 and all(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
