@@ -192,7 +192,7 @@ def test_the_fit_engines_test_prediction_averages_the_ten_crops(tmp_path):
     """The fit engine's predict, checked against the 10 views cut by hand from random images."""
     from alexnet_split import config, train
 
-    recipe = config.get_recipe("quick", ten_crop=True, batch_size=2)
+    recipe = config.get_recipe("quick", ten_crop=True, batch_size=2, init="fan_in")  # He init: decisive logits
     model = train.new_model("paper", "towers", 67, None, recipe)
     images = np.random.default_rng(0).integers(0, 256, (3, 76, 76, 3), dtype=np.uint8)
     split = train.Split(images, np.arange(3), images[:, 4:71, 4:71], np.arange(3), images, np.arange(3), "", "", {})
