@@ -24,9 +24,10 @@ MODES = ("towers", "merged", "half")
 INITS = ("paper", "caffe", "fan_in")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Row:
-    """One layer of a tower, with its merged (all-tower) width."""
+    """One layer of a tower, with its merged (all-tower) width. Fields are keyword-only; a table row
+    names only what differs from these defaults."""
 
     name: str
     kind: str  # "conv" | "dense"
@@ -59,43 +60,44 @@ class Arch:
 # after the LRNs and after conv5. Section 4.2: dropout 0.5 on the first two FC layers.
 # Section 5: biases 1 in conv2, conv4, conv5 and the hidden FC layers, 0 elsewhere.
 # `halved`: the footnote's one-GPU net halves conv1-conv4 but keeps conv5 and the FC layers.
+PAPER_ROWS = (
+    Row(name="conv1", kind="conv", width=96, kernel=11, stride=4, padding="valid", norm=True, pool=(3, 2), halved=True),
+    Row(name="conv2", kind="conv", width=256, kernel=5, padding="same", norm=True, pool=(3, 2), bias=1.0, halved=True),
+    Row(name="conv3", kind="conv", width=384, kernel=3, padding="same", cross=True, halved=True),
+    Row(name="conv4", kind="conv", width=384, kernel=3, padding="same", bias=1.0, halved=True),
+    Row(name="conv5", kind="conv", width=256, kernel=3, padding="same", pool=(3, 2), bias=1.0),
+    Row(name="fc6", kind="dense", width=4096, cross=True, dropout=0.5, bias=1.0),
+    Row(name="fc7", kind="dense", width=4096, cross=True, dropout=0.5, bias=1.0),
+)
 PAPER = Arch(
     name="paper",
     input_shape=(227, 227, 3),  # 224 does not divide: (224 - 11) / 4 + 1 = 54.25
     norm="lrn",
     norm_after_pool=False,
     init="paper",
-    rows=(
-        # name     kind     width kernel stride padding  norm  pool    cross  dropout bias halved
-        Row("conv1", "conv", 96, 11, 4, "valid", True, (3, 2), False, 0.0, 0.0, True),
-        Row("conv2", "conv", 256, 5, 1, "same", True, (3, 2), False, 0.0, 1.0, True),
-        Row("conv3", "conv", 384, 3, 1, "same", False, None, True, 0.0, 0.0, True),
-        Row("conv4", "conv", 384, 3, 1, "same", False, None, False, 0.0, 1.0, True),
-        Row("conv5", "conv", 256, 3, 1, "same", False, (3, 2), False, 0.0, 1.0, False),
-        Row("fc6", "dense", 4096, cross=True, dropout=0.5, bias=1.0),
-        Row("fc7", "dense", 4096, cross=True, dropout=0.5, bias=1.0),
-    ),
+    rows=PAPER_ROWS,
 )
 
 # The seed tutorial's Keras Sequential net (docs/placement.md, "Which layer lives where"): valid padding everywhere,
 # 2x2/2 pooling, BatchNorm after every block (after the pool), dropout 0.4 then BN on the
 # dense layers. Its extra 1000-unit dense layer sits between fc7 and the classifier: `fc7b`.
+SEED_ROWS = (
+    Row(name="conv1", kind="conv", width=96, kernel=11, stride=4, padding="valid", norm=True, pool=(2, 2), halved=True),
+    Row(name="conv2", kind="conv", width=256, kernel=11, padding="valid", norm=True, pool=(2, 2), halved=True),
+    Row(name="conv3", kind="conv", width=384, kernel=3, padding="valid", norm=True, cross=True, halved=True),
+    Row(name="conv4", kind="conv", width=384, kernel=3, padding="valid", norm=True, halved=True),
+    Row(name="conv5", kind="conv", width=256, kernel=3, padding="valid", norm=True, pool=(2, 2)),
+    Row(name="fc6", kind="dense", width=4096, norm=True, cross=True, dropout=0.4),
+    Row(name="fc7", kind="dense", width=4096, norm=True, cross=True, dropout=0.4),
+    Row(name="fc7b", kind="dense", width=1000, norm=True, cross=True, dropout=0.4),
+)
 SEED = Arch(
     name="seed",
     input_shape=(224, 224, 3),
     norm="batchnorm",
     norm_after_pool=True,
     init="keras",
-    rows=(
-        Row("conv1", "conv", 96, 11, 4, "valid", True, (2, 2), False, halved=True),
-        Row("conv2", "conv", 256, 11, 1, "valid", True, (2, 2), False, halved=True),
-        Row("conv3", "conv", 384, 3, 1, "valid", True, None, True, halved=True),
-        Row("conv4", "conv", 384, 3, 1, "valid", True, None, False, halved=True),
-        Row("conv5", "conv", 256, 3, 1, "valid", True, (2, 2), False),
-        Row("fc6", "dense", 4096, norm=True, cross=True, dropout=0.4),
-        Row("fc7", "dense", 4096, norm=True, cross=True, dropout=0.4),
-        Row("fc7b", "dense", 1000, norm=True, cross=True, dropout=0.4),
-    ),
+    rows=SEED_ROWS,
 )
 
 LAYOUTS: dict[str, Arch] = {a.name: a for a in (PAPER, SEED)}
