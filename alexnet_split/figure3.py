@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import stats
 from .runlog import atomic_write, read_json, write_figure
 
 AGNOSTIC = 1 / 3  # a kernel with under half as much colour energy as grey energy counts as colour-agnostic
@@ -114,19 +115,8 @@ def _load_runs(results_dir: Path, prefix: str):
     return runs, skipped
 
 
-def split_differences(scores, n_first: int, n: int, rng) -> np.ndarray:
-    """|mean(second part) - mean(first part)| over `n` random splits of `scores` into n_first / rest."""
-    scores = np.asarray(scores)
-    idx = np.argsort(rng.random((n, scores.size)), axis=1)
-    first = scores[idx[:, :n_first]].mean(axis=1)
-    rest = scores[idx[:, n_first:]].mean(axis=1)
-    return np.abs(rest - first)
-
-
 def analyse(runs, n_permutations=N_PERMUTATIONS, seed=0) -> dict:
     """Per-run scores and tests, the merged-run control and the count over seeds."""
-    from scipy import stats
-
     rng = np.random.default_rng(seed)
     rows, controls = [], []
     for r in runs:
@@ -139,12 +129,12 @@ def analyse(runs, n_permutations=N_PERMUTATIONS, seed=0) -> dict:
         if r["mode"] == "towers" and len(scores) == 2:
             both = np.concatenate(scores)
             d = row["mean"][1] - row["mean"][0]
-            null = split_differences(both, scores[0].size, n_permutations, rng)
-            row.update(d=d, p=float((1 + (null >= abs(d) - 1e-12).sum()) / (n_permutations + 1)), null=null,
-                       colour_tower=int(d > 0), p_rank=float(stats.mannwhitneyu(scores[0], scores[1]).pvalue))
+            null = stats.split_differences(both, scores[0].size, n_permutations, rng)
+            row.update(d=d, p=stats.permutation_p(null, d), null=null, colour_tower=int(d > 0),
+                       p_rank=stats.rank_sum_p(scores[0], scores[1]))
         elif r["mode"] == "merged":
             s = scores[0]
-            null = split_differences(s, s.size // 2, n_permutations, rng)
+            null = stats.split_differences(s, s.size // 2, n_permutations, rng)
             controls.append({"run": r["name"], "seed": r["seed"], "steps": r["steps"], "null": null,
                              "q95": float(np.quantile(null, 0.95))})
         rows.append(row)
@@ -152,10 +142,10 @@ def analyse(runs, n_permutations=N_PERMUTATIONS, seed=0) -> dict:
     if controls:  # each towers run's |d| against the pooled random splits of the merged runs' kernels
         pooled = np.concatenate([c["null"] for c in controls])
         for row in towers:
-            row["p_merged"] = float((1 + (pooled >= abs(row["d"]) - 1e-12).sum()) / (pooled.size + 1))
+            row["p_merged"] = stats.permutation_p(pooled, row["d"])
     n_split = sum(row["p"] < ALPHA for row in towers)
     # how surprising n_split of len(towers) would be if no run's towers differed (each p < ALPHA w.p. ALPHA)
-    tail = float(stats.binom.sf(n_split - 1, len(towers), ALPHA)) if towers else None
+    tail = stats.binomial_tail(n_split, len(towers), ALPHA) if towers else None
     init = untrained()
     init_scores = colour_specificity(init)
     reference = {"median": float(np.median(init_scores)),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import docsync
+from . import docsync, stats
 from .data import NUM_CLASSES
 from .runlog import atomic_write, read_json, replacing, write_figure, write_json
 from .schedule import CHANCE_FACTOR
@@ -82,71 +82,6 @@ def pack_logs(src, dest):
 
     with replacing(dest) as tmp, tarfile.open(tmp, "w") as tar:
         tar.add(src, arcname=".", filter=lambda ti: None if "/ckpt" in ti.name else ti)
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def mean_std_ci(values) -> tuple[float, float, float]:
-    """Mean, sample std, and the half-width of the 95% t confidence interval."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) < 2:
-        return float(v.mean()), float("nan"), float("nan")
-    std = float(v.std(ddof=1))
-    return float(v.mean()), std, float(stats.t.ppf(0.975, len(v) - 1) * std / math.sqrt(len(v)))
-
-
-def paired(a: dict, b: dict) -> dict:
-    """a - b over the seeds both have: mean difference, 95% CI half-width, paired t-test p and the
-    Wilcoxon signed-rank p (:func:`signed_rank_p`)."""
-    from scipy import stats
-
-    seeds = sorted(set(a) & set(b))
-    d = np.array([a[s] - b[s] for s in seeds])
-    mean, std, ci = mean_std_ci(d) if len(d) else (float("nan"),) * 3
-    if len(d) < 2:
-        p = float("nan")
-    elif std == 0:
-        p = 1.0 if mean == 0 else 0.0
-    else:
-        p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
-    return {"n": len(seeds), "mean": mean, "std": std, "ci95": ci, "p": p, "p_rank": signed_rank_p(d), "seeds": seeds}
-
-
-def signed_rank_p(d) -> float:
-    """Two-sided Wilcoxon signed-rank p of paired differences `d`, exact (zero differences dropped,
-    scipy's "wilcox" rule); nan under 2 pairs, 1.0 when every difference is 0. It does not assume
-    normal differences, but it cannot go below 2 / 2^n (0.25 at 3 pairs, 0.0625 at 5)."""
-    from scipy import stats
-
-    d = np.asarray(d, dtype=np.float64)
-    if len(d) < 2:
-        return float("nan")
-    if not d.any():
-        return 1.0
-    return float(stats.wilcoxon(d, method="exact" if len(d) <= 50 else "auto").pvalue)
-
-
-def paired_power(n: int, std: float, delta: float, alpha: float = 0.05) -> float:
-    """Power of a two-sided paired t-test on n pairs whose differences have std `std`, to detect a
-    true mean difference `delta` (noncentral t)."""
-    from scipy import stats
-
-    if n < 2 or std <= 0:
-        return float("nan")
-    df, nc = n - 1, delta / (std / math.sqrt(n))
-    t = stats.t.ppf(1 - alpha / 2, df)
-    return float(stats.nct.sf(t, df, nc) + stats.nct.cdf(-t, df, nc))
-
-
-def pairs_for_power(std: float, delta: float, power: float = 0.8, alpha: float = 0.05, most: int = 10_000) -> int:
-    """The fewest pairs at which :func:`paired_power` reaches `power`."""
-    for n in range(2, most + 1):
-        if paired_power(n, std, delta, alpha) >= power:
-            return n
-    raise ValueError(f"more than {most} pairs for power {power} (std {std}, delta {delta})")
 
 
 # --------------------------------------------------------------------------- reading runs
@@ -294,7 +229,7 @@ def _accuracy_keys(runs) -> tuple[str, ...]:
 def _stats(values):
     if not values:
         return None
-    mean, std, ci = mean_std_ci(values)
+    mean, std, ci = stats.mean_std_ci(values)
     return {"mean": mean, "std": std, "ci95": ci, "n": len(values)}
 
 
@@ -585,8 +520,8 @@ def _paired_table(rows) -> list[str]:
     by_mode = {r["mode"]: r for r in rows}
     if "towers" not in by_mode:
         return []
-    diffs = [(m, paired(by_mode["towers"]["per_seed_test_top1"], by_mode[m]["per_seed_test_top1"]),
-              paired(by_mode["towers"]["per_seed_test_top5"], by_mode[m]["per_seed_test_top5"]))
+    diffs = [(m, stats.paired(by_mode["towers"]["per_seed_test_top1"], by_mode[m]["per_seed_test_top1"]),
+              stats.paired(by_mode["towers"]["per_seed_test_top5"], by_mode[m]["per_seed_test_top5"]))
              for m in by_mode if m != "towers"]
     diffs = [(m, d1, d5) for m, d1, d5 in diffs if d1["n"]]
     if not diffs:
@@ -617,10 +552,10 @@ def _reference_pairing(main_rows, ref_row) -> list[str]:
         return ["", f"Not paired with this comparison's rows: another layout and protocol "
                 f"({', '.join(name for name, _, _ in differ)} differ; see the two protocol lines)."]
     mine = next((r for r in main_rows if r["mode"] == ref["mode"]), None)
-    d1 = paired(mine["per_seed_test_top1"], ref_row["per_seed_test_top1"]) if mine else {"n": 0}
+    d1 = stats.paired(mine["per_seed_test_top1"], ref_row["per_seed_test_top1"]) if mine else {"n": 0}
     if not d1["n"]:
         return []
-    d5 = paired(mine["per_seed_test_top5"], ref_row["per_seed_test_top5"])
+    d5 = stats.paired(mine["per_seed_test_top5"], ref_row["per_seed_test_top5"])
     what = ", ".join(f"{name} ({here} here, {there} there)" for name, here, there in differ) or "nothing recorded"
     return ["", f"Paired with this comparison's {mine['mode']} runs of the same seed (the same split); the protocols "
             f"differ in: {what}. Rank test: Wilcoxon signed-rank, exact.", ""] + _diff_table(

@@ -1,4 +1,4 @@
-"""The comparison report: statistics, paired tests, byte-for-byte regeneration of results/."""
+"""The comparison report: its tables and paired-test rows, byte-for-byte regeneration of results/."""
 
 import csv
 import io
@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from alexnet_split import report
+from alexnet_split.stats import mean_std_ci
 from alexnet_split.train import HISTORY_FIELDS, history_csv
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -45,12 +46,6 @@ def comparison(tmp_path):
     (root / report.MANIFEST).write_text(json.dumps({"recipe": "fake", "layout": "paper", "modes": ["towers", "merged"],
                                                     "seeds": [0, 1, 2], "references": [], "overrides": {}}))
     return root, towers, merged
-
-
-def test_mean_std_and_t_interval():
-    mean, std, ci = report.mean_std_ci([0.5, 0.6, 0.7])
-    assert mean == pytest.approx(0.6) and std == pytest.approx(0.1)
-    assert ci == pytest.approx(4.302653 * 0.1 / np.sqrt(3), rel=1e-6)
 
 
 def test_table_numbers_and_paired_test(comparison):
@@ -235,7 +230,7 @@ def test_every_declared_run_is_listed_and_both_means_are_given(tmp_path):
     step_run(root, "merged", 0, [0.05, 0.3, 0.6], {"test_top1": 0.7})
     step_run(root, "merged", 1, [0.05, 0.05, 0.3], None)  # unfinished, left chance (step 150)
     md = report.report(manifest(root, ["towers", "merged", "half"], [0, 1, 2]))
-    mean, std, ci = report.mean_std_ci([0.8, 0.06, 0.04])
+    mean, std, ci = mean_std_ci([0.8, 0.06, 0.04])
     assert (f"| towers | 3: 2 finished, 1 unfinished | 1/3 | {100 * mean:.1f} ± {100 * std:.1f} [±{100 * ci:.1f}] † "
             "| 80.0 |") in md
     assert "† counts an unfinished run that never left chance at its last validation top-1" in md
@@ -362,24 +357,6 @@ def test_curves_split_a_row_into_runs_that_left_chance_and_runs_that_did_not():
     groups = report.curve_groups(runs)
     assert [(label, [r["seed"] for r in g]) for label, g in groups] == [
         ("towers, left chance", [0, 1, 2]), ("towers, never left chance", [3, 4])]
-
-
-def test_signed_rank_p():
-    assert np.isnan(report.signed_rank_p([0.1]))
-    assert report.signed_rank_p([0.0, 0.0]) == 1.0
-    assert report.signed_rank_p([0.1, 0.2, 0.3]) == pytest.approx(0.25)  # exact: 2 / 2^3, its floor at 3 pairs
-    assert report.signed_rank_p([0.1, -0.2, 0.3, 0.05, 0.4]) == pytest.approx(stats.wilcoxon(
-        [0.1, -0.2, 0.3, 0.05, 0.4], method="exact").pvalue)
-
-
-def test_paired_power_against_a_simulation():
-    rng = np.random.default_rng(0)
-    n, std, delta = 8, 0.03, 0.03
-    hits = sum(stats.ttest_1samp(rng.normal(delta, std, n), 0).pvalue < 0.05 for _ in range(4000))
-    assert report.paired_power(n, std, delta) == pytest.approx(hits / 4000, abs=0.03)
-    n80 = report.pairs_for_power(std, delta)
-    assert report.paired_power(n80, std, delta) >= 0.8 > report.paired_power(n80 - 1, std, delta)
-    assert n80 == 10  # the normal approximation (1.96 + 0.84)^2 = 7.8 pairs, plus the t's fatter tails
 
 
 def test_the_readme_is_a_front_page_with_the_headline_table(tmp_path):
