@@ -120,39 +120,64 @@ def analyse(runs, n_permutations=N_PERMUTATIONS, seed=0) -> dict:
     rng = np.random.default_rng(seed)
     rows, controls = [], []
     for r in runs:
-        scores = [colour_specificity(t) for t in r["towers"]]
-        row = {"run": r["name"], "mode": r["mode"], "seed": r["seed"], "steps": r["steps"],
-               "test_top1": r["test_top1"], "recipe": r.get("recipe"), "machine": r.get("machine"), "scores": scores,
-               "mean": [float(s.mean()) for s in scores], "median": [float(np.median(s)) for s in scores],
-               "median_smooth": [float(np.median(colour_specificity(t, smooth=True))) for t in r["towers"]],
-               "agnostic": [int((s < AGNOSTIC).sum()) for s in scores]}
-        if r["mode"] == "towers" and len(scores) == 2:
-            both = np.concatenate(scores)
-            d = row["mean"][1] - row["mean"][0]
-            null = stats.split_differences(both, scores[0].size, n_permutations, rng)
-            row.update(d=d, p=stats.permutation_p(null, d), null=null, colour_tower=int(d > 0),
-                       p_rank=stats.rank_sum_p(scores[0], scores[1]))
+        row = _scored(r)
+        if r["mode"] == "towers" and len(row["scores"]) == 2:
+            row.update(_tower_test(row, n_permutations, rng))
         elif r["mode"] == "merged":
-            s = scores[0]
-            null = stats.split_differences(s, s.size // 2, n_permutations, rng)
-            controls.append({"run": r["name"], "seed": r["seed"], "steps": r["steps"], "null": null,
-                             "q95": float(np.quantile(null, 0.95))})
+            controls.append(_merged_control(row, n_permutations, rng))
         rows.append(row)
     towers = [row for row in rows if "p" in row]
-    if controls:  # each towers run's |d| against the pooled random splits of the merged runs' kernels
-        pooled = np.concatenate([c["null"] for c in controls])
-        for row in towers:
-            row["p_merged"] = stats.permutation_p(pooled, row["d"])
+    if controls:
+        _test_against_controls(towers, controls)
     n_split = sum(row["p"] < ALPHA for row in towers)
     # how surprising n_split of len(towers) would be if no run's towers differed (each p < ALPHA w.p. ALPHA)
     tail = stats.binomial_tail(n_split, len(towers), ALPHA) if towers else None
+    return {"rows": rows, "controls": controls, "towers": towers, "n_split": n_split, "binomial_p": tail,
+            "untrained": _untrained_reference()}
+
+
+def _scored(r: dict) -> dict:
+    """One run's row: every kernel's score per tower, and each tower's mean, median, blurred median
+    and count of colour-agnostic kernels."""
+    scores = [colour_specificity(t) for t in r["towers"]]
+    return {"run": r["name"], "mode": r["mode"], "seed": r["seed"], "steps": r["steps"],
+            "test_top1": r["test_top1"], "recipe": r.get("recipe"), "machine": r.get("machine"), "scores": scores,
+            "mean": [float(s.mean()) for s in scores], "median": [float(np.median(s)) for s in scores],
+            "median_smooth": [float(np.median(colour_specificity(t, smooth=True))) for t in r["towers"]],
+            "agnostic": [int((s < AGNOSTIC).sum()) for s in scores]}
+
+
+def _tower_test(row: dict, n_permutations: int, rng) -> dict:
+    """A towers run: d = t1 - t0 of the mean scores against random relabellings of its kernels
+    (permutation p), and the rank-sum p of the two towers' scores."""
+    scores = row["scores"]
+    d = row["mean"][1] - row["mean"][0]
+    null = stats.split_differences(np.concatenate(scores), scores[0].size, n_permutations, rng)
+    return {"d": d, "p": stats.permutation_p(null, d), "null": null, "colour_tower": int(d > 0),
+            "p_rank": stats.rank_sum_p(scores[0], scores[1])}
+
+
+def _merged_control(row: dict, n_permutations: int, rng) -> dict:
+    """A merged run: random half/half splits of its kernels, the null of a net without towers."""
+    s = row["scores"][0]
+    null = stats.split_differences(s, s.size // 2, n_permutations, rng)
+    return {"run": row["run"], "seed": row["seed"], "steps": row["steps"], "null": null,
+            "q95": float(np.quantile(null, 0.95))}
+
+
+def _test_against_controls(towers, controls):
+    """Each towers run's |d| against the pooled random splits of the merged runs' kernels (`p_merged`)."""
+    pooled = np.concatenate([c["null"] for c in controls])
+    for row in towers:
+        row["p_merged"] = stats.permutation_p(pooled, row["d"])
+
+
+def _untrained_reference() -> dict:
     init = untrained()
     init_scores = colour_specificity(init)
-    reference = {"median": float(np.median(init_scores)),
-                 "median_smooth": float(np.median(colour_specificity(init, smooth=True))),
-                 "range": [float(q) for q in np.quantile(init_scores, [0.1, 0.9])]}
-    return {"rows": rows, "controls": controls, "towers": towers, "n_split": n_split, "binomial_p": tail,
-            "untrained": reference}
+    return {"median": float(np.median(init_scores)),
+            "median_smooth": float(np.median(colour_specificity(init, smooth=True))),
+            "range": [float(q) for q in np.quantile(init_scores, [0.1, 0.9])]}
 
 
 def scope(towers) -> str:
@@ -168,36 +193,48 @@ def scope(towers) -> str:
 
 
 def verdict(a: dict) -> str:
+    """The study's conclusion in words: how many runs split, then whether the paper's claim holds."""
     towers = a["towers"]
     if not towers:
         return "No towers run with conv1 kernels was found: nothing to test."
+    return (_split_sentence(a) + " " + _claim(towers) + " Other data (the paper's ImageNet), other lengths or other "
+            "hardware are not tested here.")
+
+
+def _split_sentence(a: dict) -> str:
+    towers = a["towers"]
+    n_rank = sum(row["p_rank"] < ALPHA for row in towers)
+    return (f"The towers' mean scores differ beyond random 48/48 relabelling (p < {ALPHA}) in {a['n_split']} of "
+            f"{len(towers)} runs (the chance of as many or more if towers did not matter: {a['binomial_p']:.3f}; "
+            f"the rank-sum test, which does not use the means, finds {n_rank} of {len(towers)}); "
+            "the tower with more colour is " + ", ".join(f"t{row['colour_tower']}" for row in towers) + ".")
+
+
+def _claim(towers) -> str:
+    """Section 6.1's claim (one colour-agnostic tower beside a colour-specific one) against the runs."""
     where = scope(towers)
-    medians = [m for row in towers for m in row["median"]]
-    smooth = [m for row in towers for m in row["median_smooth"]]
     agnostic_towers = sum(m < AGNOSTIC for row in towers for m in row["median"])
     # the paper's picture in one run: the towers differ, and exactly one of them is colour-agnostic
     paper_like = sum(row["p"] < ALPHA and sum(m < AGNOSTIC for m in row["median"]) == 1 for row in towers)
-    n_rank = sum(row["p_rank"] < ALPHA for row in towers)
-    split = (f"The towers' mean scores differ beyond random 48/48 relabelling (p < {ALPHA}) in {a['n_split']} of "
-             f"{len(towers)} runs (the chance of as many or more if towers did not matter: {a['binomial_p']:.3f}; "
-             f"the rank-sum test, which does not use the means, finds {n_rank} of {len(towers)}); "
-             "the tower with more colour is " + ", ".join(f"t{row['colour_tower']}" for row in towers) + ".")
     if agnostic_towers == 0:
-        biggest = max(abs(row["d"]) for row in towers)
-        claim = (f"**In the {where}, the paper's claim does not hold:** no tower is colour-agnostic. Every tower's "
-                 f"median score is {min(medians):.2f}-{max(medians):.2f} (noise scores 2/3; a colour-agnostic tower "
-                 f"would sit near 0), and the largest difference of tower means is {biggest:.2f}: a shift within "
-                 "two colour-specific populations, not the paper's grey tower beside a colour one. Not an "
-                 "artefact of pixel noise in the kernels: blurred before scoring, the towers' medians are "
-                 f"{min(smooth):.2f}-{max(smooth):.2f}.")
-    elif paper_like == len(towers):
-        claim = (f"**In the {where}, the paper's claim holds:** in every run one tower is colour-agnostic and the "
-                 "other is not.")
-    else:
-        claim = (f"**In the {where}, the paper's claim holds only in part:** {paper_like} of {len(towers)} runs show a "
-                 "colour-agnostic tower beside a colour-specific one.")
-    return (split + " " + claim + " Other data (the paper's ImageNet), other lengths or other hardware are not "
-            "tested here.")
+        return _no_agnostic_tower(where, towers)
+    if paper_like == len(towers):
+        return (f"**In the {where}, the paper's claim holds:** in every run one tower is colour-agnostic and the "
+                "other is not.")
+    return (f"**In the {where}, the paper's claim holds only in part:** {paper_like} of {len(towers)} runs show a "
+            "colour-agnostic tower beside a colour-specific one.")
+
+
+def _no_agnostic_tower(where: str, towers) -> str:
+    medians = [m for row in towers for m in row["median"]]
+    smooth = [m for row in towers for m in row["median_smooth"]]
+    biggest = max(abs(row["d"]) for row in towers)
+    return (f"**In the {where}, the paper's claim does not hold:** no tower is colour-agnostic. Every tower's "
+            f"median score is {min(medians):.2f}-{max(medians):.2f} (noise scores 2/3; a colour-agnostic tower "
+            f"would sit near 0), and the largest difference of tower means is {biggest:.2f}: a shift within "
+            "two colour-specific populations, not the paper's grey tower beside a colour one. Not an "
+            "artefact of pixel noise in the kernels: blurred before scoring, the towers' medians are "
+            f"{min(smooth):.2f}-{max(smooth):.2f}.")
 
 
 def _table(a: dict, skipped) -> str:
@@ -247,26 +284,12 @@ def _csv(a: dict) -> str:
 def draw_grid(run: dict, path, scores=None):
     """The run's conv1 kernels as the paper shows them: 16 per row, tower 0 above tower 1; each
     kernel scaled to its own range (all three channels together, so colour balance is kept)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     blocks = run["towers"]
-    per_row = 16
-    kh, kw = blocks[0].shape[:2]
-    rows = [math.ceil(b.shape[-1] / per_row) for b in blocks]
-    gap = 1 + kh // 2
-    canvas = np.ones(((sum(rows) * (kh + 1)) + gap * (len(blocks) - 1), per_row * (kw + 1), 3))
-    y0 = 0
-    for b in blocks:
-        for i in range(b.shape[-1]):
-            k = b[..., i]
-            k = (k - k.min()) / max(float(k.max() - k.min()), 1e-12)
-            r, c = divmod(i, per_row)
-            canvas[y0 + r * (kh + 1): y0 + r * (kh + 1) + kh, c * (kw + 1): c * (kw + 1) + kw] = k
-        y0 += math.ceil(b.shape[-1] / per_row) * (kh + 1) + gap
-    fig, ax = plt.subplots(figsize=(8, 8 * canvas.shape[0] / canvas.shape[1] + 0.6))
+    canvas = _kernel_canvas(blocks)
+    fig = Figure(figsize=(8, 8 * canvas.shape[0] / canvas.shape[1] + 0.6))
+    ax = fig.subplots()
     ax.imshow(canvas, interpolation="nearest")
     ax.axis("off")
     label = ""
@@ -279,16 +302,31 @@ def draw_grid(run: dict, path, scores=None):
     write_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
+def _kernel_canvas(blocks, per_row=16) -> np.ndarray:
+    """One RGB image of every block's kernels, `per_row` to a row, a gap between blocks, white between kernels."""
+    kh, kw = blocks[0].shape[:2]
+    rows = [math.ceil(b.shape[-1] / per_row) for b in blocks]
+    gap = 1 + kh // 2
+    canvas = np.ones(((sum(rows) * (kh + 1)) + gap * (len(blocks) - 1), per_row * (kw + 1), 3))
+    y0 = 0
+    for b in blocks:
+        for i in range(b.shape[-1]):
+            k = b[..., i]
+            k = (k - k.min()) / max(float(k.max() - k.min()), 1e-12)
+            r, c = divmod(i, per_row)
+            canvas[y0 + r * (kh + 1): y0 + r * (kh + 1) + kh, c * (kw + 1): c * (kw + 1) + kw] = k
+        y0 += math.ceil(b.shape[-1] / per_row) * (kh + 1) + gap
+    return canvas
+
+
 def draw_scores(a: dict, path):
     """Left: every kernel's score by run and tower. Right: each towers run's d against its
     permutation null (and the merged runs' split null, if any)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rng = np.random.default_rng(0)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    fig = Figure(figsize=(12, 4.5))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     ticks = []
     for i, row in enumerate(a["rows"]):
         for t, s in enumerate(row["scores"]):
