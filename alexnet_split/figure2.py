@@ -19,6 +19,7 @@ device, drawn for reading, not an arrow.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import re
 
 from .placement_check import BACKWARD, FORWARD, UPDATE, Report, short_device, tower_of
@@ -54,101 +55,152 @@ def _block_devices(report: Report) -> dict[str, collections.Counter]:
     return out
 
 
-def draw(report: Report, path, title: str | None = None) -> list[str]:
-    """Write the figure to `path` (.svg or .png, by suffix); returns the edge ids drawn."""
-    import matplotlib
+# Block size and spacing in data units: width, height, column step, device-row step
+_W, _H, _DX, _DY = 1.25, 0.95, 1.75, 2.6
+# Stable SVG ids (the SVG regenerates byte for byte) and text kept as text (small, searchable)
+_SVG_RC = {"svg.hashsalt": "alexnet_split", "svg.fonttype": "none"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyArrowPatch, Rectangle
 
-    plt.rcParams["svg.hashsalt"] = "alexnet_split"  # stable ids: the SVG regenerates byte for byte
-    plt.rcParams["svg.fonttype"] = "none"  # text stays text: small, searchable
+@dataclasses.dataclass
+class _Layout:
+    """Where each block sits: its column (layer) and row (device), and what ran it."""
+
+    ran_on: dict  # {block: Counter(device index -> ops)}
+    phases: dict  # {block: Counter(phase -> ops)}
+    columns: list[str]
+    rows: int
+    pos: dict  # {block: (x, y)}, plus the optimizer's pseudo-block
+
+    def row_of(self, block: str) -> int:
+        """A tower block's row is its tower; a shared block sits with the device that ran most of its ops."""
+        if re.match(r"t\d+_", block):
+            return tower_of(block)
+        return max(self.ran_on[block], key=self.ran_on[block].get) if self.ran_on.get(block) else 0
+
+
+def _layout(report: Report) -> _Layout:
     ran_on = _block_devices(report)
     phases = collections.defaultdict(collections.Counter)
     for op in report.ops:
         if op["block"] in ran_on:
             phases[op["block"]][op["phase"]] += 1
-    columns = []
+    columns = list(dict.fromkeys(_column(b) for b in report.blocks))
+    layout = _Layout(ran_on, phases, columns, len(report.devices), {})
+    layout.pos = {b: (columns.index(_column(b)) * _DX, -layout.row_of(b) * _DY) for b in report.blocks}
+    layout.pos[OPTIMIZER] = (len(columns) * _DX, 0.0)
+    return layout
+
+
+def draw(report: Report, path, title: str | None = None) -> list[str]:
+    """Write the figure to `path` (.svg or .png, by suffix); returns the edge ids drawn."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    layout = _layout(report)
+    fig = Figure(figsize=(1.25 * len(layout.columns) + 3, 2.2 * layout.rows + 2.4))
+    ax = fig.subplots()
+    _draw_device_labels(ax, report)
+    _draw_same_device_lines(ax, report, layout)
     for b in report.blocks:
-        if _column(b) not in columns:
-            columns.append(_column(b))
-    rows = len(report.devices)
-
-    def row_of(block):
-        if re.match(r"t\d+_", block):
-            return tower_of(block)
-        return max(ran_on[block], key=ran_on[block].get) if ran_on.get(block) else 0
-
-    w, h, dx, dy = 1.25, 0.95, 1.75, 2.6
-    pos = {b: (columns.index(_column(b)) * dx, -row_of(b) * dy) for b in report.blocks}
-    pos[OPTIMIZER] = (len(columns) * dx, 0.0)
-
-    fig, ax = plt.subplots(figsize=(1.25 * len(columns) + 3, 2.2 * rows + 2.4))
-    for k, device in enumerate(report.devices):
-        ax.text(-0.75 * dx, -k * dy, f"device {k}\n{short_device(device)}", ha="right", va="center",
-                fontsize=10, color=COLOURS[k % len(COLOURS)], weight="bold")
-    for k in range(rows):  # same-device flow, in model order
-        chain = [b for b in report.blocks if row_of(b) == k]
-        for a, b in zip(chain, chain[1:]):
-            (xa, ya), (xb, yb) = pos[a], pos[b]
-            ax.plot([xa + w / 2, xb - w / 2], [ya, yb], color="#bbbbbb", lw=1, zorder=1)
-    for b in report.blocks:
-        x, y = pos[b]
-        devices = sorted(ran_on.get(b, {}), key=lambda d: -ran_on[b][d]) or [row_of(b)]
-        for i, d in enumerate(devices):  # one band per device that ran the block's ops
-            ax.add_patch(Rectangle((x - w / 2 + i * w / len(devices), y - h / 2), w / len(devices), h,
-                                   facecolor=COLOURS[d % len(COLOURS)] if d >= 0 else "#999999", alpha=0.85,
-                                   zorder=2))
-        ax.add_patch(Rectangle((x - w / 2, y - h / 2), w, h, fill=False, zorder=3,
-                               edgecolor="red" if len(devices) > 1 else "black", lw=2 if len(devices) > 1 else 0.8))
-        c = phases.get(b, {})
-        ax.text(x, y + 0.14, b, ha="center", va="center", fontsize=8.5 if len(b) < 9 else 7, color="white",
-                weight="bold", zorder=4)
-        ax.text(x, y - 0.2, f"f {c.get(FORWARD, 0)}  b {c.get(BACKWARD, 0)}\nu {c.get(UPDATE, 0)}", ha="center",
-                va="center", fontsize=6.5, color="white", zorder=4)
+        _draw_block(ax, b, layout)
     edges = report.cross_edges()
     if any(p is None for _, p, _ in edges):
-        x, y = pos[OPTIMIZER]
-        ax.add_patch(Rectangle((x - w / 2, y - h / 2), w, h, facecolor=COLOURS[0], alpha=0.35, zorder=2))
-        ax.text(x, y, "optimizer\nscalars", ha="center", va="center", fontsize=8, zorder=4)
-    drawn = []
-    for phase, producer, consumer in edges:
-        src = pos.get(producer or OPTIMIZER)
-        dst = pos.get(consumer) if consumer else None
-        if src is None or dst is None:  # an end the blocks cannot name: shown at the row's end
-            dst = dst or (pos[OPTIMIZER][0], -dy * (1 - row_of(producer or OPTIMIZER)))
-            src = src or (pos[OPTIMIZER][0], 0.0)
-        (x0, y0), (x1, y1) = src, dst
-        up = 1 if y1 > y0 else -1
-        arrow = FancyArrowPatch((x0, y0 + up * h / 2), (x1, y1 - up * h / 2), arrowstyle="-|>", mutation_scale=11,
-                                connectionstyle=f"arc3,rad={0.12 if phase != UPDATE else 0.05}",
-                                linestyle=_STYLE.get(phase, "-"), lw=1.4 if phase != UPDATE else 0.8,
-                                alpha=1.0 if phase != UPDATE else 0.6,
-                                color=COLOURS[row_of(producer or OPTIMIZER) % len(COLOURS)], zorder=5)
-        arrow.set_gid(edge_id(phase, producer, consumer))
-        ax.add_patch(arrow)
-        drawn.append(arrow.get_gid())
+        _draw_optimizer(ax, layout)
+    drawn = [_draw_arrow(ax, edge, layout) for edge in edges]
+    _draw_counts(ax, report, layout, len(drawn))
+    ax.set_title(title or "Figure 2 from TensorFlow's runtime", fontsize=11)
+    ax.set_xlim(-1.9 * _DX, (len(layout.columns) + 0.6) * _DX)
+    ax.set_ylim(-(layout.rows - 1) * _DY - 1.2 - 0.45 * (layout.rows + 2), 1.0)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    with matplotlib.rc_context(_SVG_RC):
+        write_figure(fig, path, bbox_inches="tight", dpi=130)
+    return drawn
 
+
+def _draw_device_labels(ax, report: Report):
+    for k, device in enumerate(report.devices):
+        ax.text(-0.75 * _DX, -k * _DY, f"device {k}\n{short_device(device)}", ha="right", va="center",
+                fontsize=10, color=COLOURS[k % len(COLOURS)], weight="bold")
+
+
+def _draw_same_device_lines(ax, report: Report, layout: _Layout):
+    """Thin grey lines between consecutive blocks of one device, in model order."""
+    for k in range(layout.rows):
+        chain = [b for b in report.blocks if layout.row_of(b) == k]
+        for a, b in zip(chain, chain[1:]):
+            (xa, ya), (xb, yb) = layout.pos[a], layout.pos[b]
+            ax.plot([xa + _W / 2, xb - _W / 2], [ya, yb], color="#bbbbbb", lw=1, zorder=1)
+
+
+def _draw_block(ax, b: str, layout: _Layout):
+    """One band per device that ran the block's ops (red border when more than one), its name and op counts."""
+    from matplotlib.patches import Rectangle
+
+    x, y = layout.pos[b]
+    ran_on = layout.ran_on
+    devices = sorted(ran_on.get(b, {}), key=lambda d: -ran_on[b][d]) or [layout.row_of(b)]
+    for i, d in enumerate(devices):
+        ax.add_patch(Rectangle((x - _W / 2 + i * _W / len(devices), y - _H / 2), _W / len(devices), _H,
+                               facecolor=COLOURS[d % len(COLOURS)] if d >= 0 else "#999999", alpha=0.85,
+                               zorder=2))
+    split = len(devices) > 1
+    ax.add_patch(Rectangle((x - _W / 2, y - _H / 2), _W, _H, fill=False, zorder=3,
+                           edgecolor="red" if split else "black", lw=2 if split else 0.8))
+    c = layout.phases.get(b, {})
+    ax.text(x, y + 0.14, b, ha="center", va="center", fontsize=8.5 if len(b) < 9 else 7, color="white",
+            weight="bold", zorder=4)
+    ax.text(x, y - 0.2, f"f {c.get(FORWARD, 0)}  b {c.get(BACKWARD, 0)}\nu {c.get(UPDATE, 0)}", ha="center",
+            va="center", fontsize=6.5, color="white", zorder=4)
+
+
+def _draw_optimizer(ax, layout: _Layout):
+    from matplotlib.patches import Rectangle
+
+    x, y = layout.pos[OPTIMIZER]
+    ax.add_patch(Rectangle((x - _W / 2, y - _H / 2), _W, _H, facecolor=COLOURS[0], alpha=0.35, zorder=2))
+    ax.text(x, y, "optimizer\nscalars", ha="center", va="center", fontsize=8, zorder=4)
+
+
+def _draw_arrow(ax, edge, layout: _Layout) -> str:
+    """One cross-device tensor as an arrow from producer to consumer; returns its SVG group id."""
+    from matplotlib.patches import FancyArrowPatch
+
+    phase, producer, consumer = edge
+    pos = layout.pos
+    src = pos.get(producer or OPTIMIZER)
+    dst = pos.get(consumer) if consumer else None
+    if src is None or dst is None:  # an end the blocks cannot name: shown at the row's end
+        dst = dst or (pos[OPTIMIZER][0], -_DY * (1 - layout.row_of(producer or OPTIMIZER)))
+        src = src or (pos[OPTIMIZER][0], 0.0)
+    (x0, y0), (x1, y1) = src, dst
+    up = 1 if y1 > y0 else -1
+    update = phase == UPDATE
+    arrow = FancyArrowPatch((x0, y0 + up * _H / 2), (x1, y1 - up * _H / 2), arrowstyle="-|>", mutation_scale=11,
+                            connectionstyle=f"arc3,rad={0.05 if update else 0.12}",
+                            linestyle=_STYLE.get(phase, "-"), lw=0.8 if update else 1.4,
+                            alpha=0.6 if update else 1.0,
+                            color=COLOURS[layout.row_of(producer or OPTIMIZER) % len(COLOURS)], zorder=5)
+    arrow.set_gid(edge_id(phase, producer, consumer))
+    ax.add_patch(arrow)
+    return arrow.get_gid()
+
+
+def _draw_counts(ax, report: Report, layout: _Layout, n_arrows: int):
+    """The text under the rows: op counts per tower and phase, misplaced ops and slots, the key."""
     counts = report.op_counts()
+    phases = (FORWARD, BACKWARD, UPDATE)
     lines = []
-    for k in range(rows):
-        per = [f"{phase} {sum(counts.get((k, phase), {}).values())}" for phase in (FORWARD, BACKWARD, UPDATE)]
-        where = sorted({d for phase in (FORWARD, BACKWARD, UPDATE) for d in counts.get((k, phase), {})})
+    for k in range(layout.rows):
+        per = [f"{phase} {sum(counts.get((k, phase), {}).values())}" for phase in phases]
+        where = sorted({d for phase in phases for d in counts.get((k, phase), {})})
         lines.append(f"tower {k}: " + ", ".join(per) + f" ops, ran on {' + '.join(where) or '-'}")
     n_bad = len(report.misplaced_ops())
     ok_slots = sum(s["device"] == s["reference_device"] for s in report.slots)
     lines += [f"misplaced tower ops: {n_bad};  optimizer slots on their weight's device: "
               f"{ok_slots}/{len(report.slots)}",
-              f"{len(drawn)} arrows = the tensors that crossed devices in the partitioned graphs: solid forward, "
+              f"{n_arrows} arrows = the tensors that crossed devices in the partitioned graphs: solid forward, "
               "dashed backward (gradients), dotted the optimizer's shared scalars",
               "block labels: ops per phase (f forward, b backward, u update); colour: the device that ran them"]
-    ax.text(-0.75 * dx, -(rows - 1) * dy - 1.2, "\n".join(lines), ha="left", va="top", fontsize=8.5,
+    ax.text(-0.75 * _DX, -(layout.rows - 1) * _DY - 1.2, "\n".join(lines), ha="left", va="top", fontsize=8.5,
             family="monospace")
-    ax.set_title(title or "Figure 2 from TensorFlow's runtime", fontsize=11)
-    ax.set_xlim(-1.9 * dx, (len(columns) + 0.6) * dx)
-    ax.set_ylim(-(rows - 1) * dy - 1.2 - 0.45 * (rows + 2), 1.0)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    write_figure(fig, path, bbox_inches="tight", dpi=130)
-    return drawn
