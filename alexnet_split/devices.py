@@ -35,10 +35,7 @@ def configure_devices(n_towers: int = 2, prefer: str = "auto", gpu_memory_mb: in
     op, or listing logical devices, does that). If that already happened this returns the
     devices that exist when they suffice, and raises ``RuntimeError`` otherwise.
     """
-    if prefer not in PREFER:
-        raise ValueError(f"prefer must be one of {PREFER}, got {prefer!r}")
-    if not isinstance(n_towers, int) or n_towers < 1:
-        raise ValueError(f"n_towers must be a positive integer, got {n_towers!r}")
+    _check_arguments(n_towers, prefer)
     if not is_tensorflow():
         _warn_one_device("configure_devices: per-tower placement", stacklevel=3)
         return []
@@ -47,19 +44,34 @@ def configure_devices(n_towers: int = 2, prefer: str = "auto", gpu_memory_mb: in
     gpus = tf.config.list_physical_devices("GPU")  # does not initialise the runtime
     if prefer == "gpu" and not gpus:
         raise RuntimeError("configure_devices(prefer='gpu'): TensorFlow sees no GPU")
-    use_gpu = bool(gpus) and prefer != "cpu"
-    if not use_gpu:
-        if gpus:
-            _before_init(lambda: tf.config.set_visible_devices([], "GPU"), "hide the GPUs", "CPU", n_towers)
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        want = [tf.config.LogicalDeviceConfiguration() for _ in range(n_towers)]
-        return _split(tf, cpu, want, "CPU", n_towers)
+    if not gpus or prefer == "cpu":
+        return _cpu_towers(tf, gpus, n_towers)
+    return _gpu_towers(tf, gpus, n_towers, gpu_memory_mb)
+
+
+def _check_arguments(n_towers, prefer):
+    if prefer not in PREFER:
+        raise ValueError(f"prefer must be one of {PREFER}, got {prefer!r}")
+    if not isinstance(n_towers, int) or n_towers < 1:
+        raise ValueError(f"n_towers must be a positive integer, got {n_towers!r}")
+
+
+def _cpu_towers(tf, gpus, n_towers):
+    """The CPU split into `n_towers` logical devices (the GPUs, if any, hidden first)."""
+    if gpus:
+        _before_init(lambda: tf.config.set_visible_devices([], "GPU"), "hide the GPUs", "CPU", n_towers)
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    want = [tf.config.LogicalDeviceConfiguration() for _ in range(n_towers)]
+    return _split(tf, cpu, want, "CPU", n_towers)
+
+
+def _gpu_towers(tf, gpus, n_towers, gpu_memory_mb):
+    """One GPU per tower; one GPU split by memory when asked; otherwise the towers dealt round-robin."""
     if len(gpus) >= n_towers:
         return [f"/GPU:{i}" for i in range(n_towers)]
     if len(gpus) == 1 and gpu_memory_mb:
         want = [tf.config.LogicalDeviceConfiguration(memory_limit=gpu_memory_mb) for _ in range(n_towers)]
         return _split(tf, gpus[0], want, "GPU", n_towers)
-    # Fewer GPUs than towers: deal the towers round-robin.
     return [f"/GPU:{i % len(gpus)}" for i in range(n_towers)]
 
 
