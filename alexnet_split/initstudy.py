@@ -34,34 +34,49 @@ def step0_stats(images, labels, layout="paper", mode="towers", init="paper", bia
 
     keras.utils.set_random_seed(seed)
     model = build_model(layout, mode, num_classes, input_shape=images.shape[1:], bias_fill=bias_fill, init=init)
-    names = {layer: [b.name for b in _blocks(model, layer)] for layer in LAYERS}
-    outputs = [model.get_layer(n).output for layer in LAYERS[:-1] for n in names[layer]]
-    probe = keras.Model(model.input, outputs)
-    acts = [np.asarray(a, dtype=np.float64) for a in probe(images, training=False)]
-    fc8 = model.get_layer("fc8")
-    logits_model = keras.Model(model.input, fc8.input)
-    fc8_in = logits_model(images, training=False)
-    logits = np.asarray(keras.ops.matmul(fc8_in if not isinstance(fc8_in, list) else keras.ops.concatenate(fc8_in, -1),
-                                         fc8.dense.kernel) + fc8.dense.bias, dtype=np.float64)
-    kernels = {layer: [b.conv.kernel if hasattr(b, "conv") else b.dense.kernel for b in _blocks(model, layer)]
+    blocks = {layer: _blocks(model, layer) for layer in LAYERS}
+    activation_std = _activation_stds(model, images, blocks)
+    kernels = {layer: [b.conv.kernel if hasattr(b, "conv") else b.dense.kernel for b in blocks[layer]]
                for layer in LAYERS}
     grads = _kernel_gradients(model, images, keras.utils.to_categorical(labels, num_classes),
                               [k for layer in LAYERS for k in kernels[layer]])
-    rows, i, g = [], 0, 0
-    for layer in LAYERS:
-        n = len(names[layer])
-        if layer == "fc8":
-            act_std = float(logits.std())
-        else:
-            act_std = float(np.mean([a.std() for a in acts[i:i + n]]))
-            i += n
-        grad_std = float(np.mean([np.asarray(x, dtype=np.float64).std() for x in grads[g:g + n]]))
-        fan_in = int(np.prod(kernels[layer][0].shape[:-1]))
-        g += n
-        rows.append({"mode": mode, "init": init, "layer": layer, "fan_in": fan_in, "activation_std": act_std,
-                     "kernel_std": float(np.mean([np.asarray(k).std() for k in kernels[layer]])),
-                     "gradient_std": grad_std})
-    return rows
+    gradient_std = _mean_std_per_layer(grads, LAYERS, blocks)
+    return [{"mode": mode, "init": init, "layer": layer, "fan_in": int(np.prod(kernels[layer][0].shape[:-1])),
+             "activation_std": activation_std[layer],
+             "kernel_std": float(np.mean([np.asarray(k).std() for k in kernels[layer]])),
+             "gradient_std": gradient_std[layer]} for layer in LAYERS]
+
+
+def _activation_stds(model, images, blocks) -> dict:
+    """{layer: std of its blocks' outputs, averaged over towers}; fc8: the std of the logits."""
+    import keras
+
+    probe = keras.Model(model.input, [b.output for layer in LAYERS[:-1] for b in blocks[layer]])
+    acts = [np.asarray(a, dtype=np.float64) for a in probe(images, training=False)]
+    out = _mean_std_per_layer(acts, LAYERS[:-1], blocks)
+    out["fc8"] = float(_logits(model, images).std())
+    return out
+
+
+def _logits(model, images) -> np.ndarray:
+    """fc8's output before the softmax, float64."""
+    import keras
+
+    fc8 = model.get_layer("fc8")
+    fc8_in = keras.Model(model.input, fc8.input)(images, training=False)
+    if isinstance(fc8_in, list):
+        fc8_in = keras.ops.concatenate(fc8_in, -1)
+    return np.asarray(keras.ops.matmul(fc8_in, fc8.dense.kernel) + fc8.dense.bias, dtype=np.float64)
+
+
+def _mean_std_per_layer(arrays, layers, blocks) -> dict:
+    """{layer: mean std of its arrays}; `arrays` lists each layer's blocks in turn."""
+    out, i = {}, 0
+    for layer in layers:
+        n = len(blocks[layer])
+        out[layer] = float(np.mean([np.asarray(a, dtype=np.float64).std() for a in arrays[i:i + n]]))
+        i += n
+    return out
 
 
 def _kernel_gradients(model, x, y, variables):
@@ -107,13 +122,11 @@ def markdown(rows, source: str) -> str:
 
 def plot(rows, path):
     """The activation std per layer at step 0, one panel per init, written to `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     inits = list(dict.fromkeys(r["init"] for r in rows))
-    fig, axes = plt.subplots(1, len(inits), figsize=(4.2 * len(inits), 3.8), sharey=True, squeeze=False)
+    fig = Figure(figsize=(4.2 * len(inits), 3.8))
+    axes = fig.subplots(1, len(inits), sharey=True, squeeze=False)
     for ax, init in zip(axes[0], inits):
         for mode, style in (("towers", "o-"), ("merged", "s--"), ("half", "^:")):
             values = [next(r["activation_std"] for r in rows
