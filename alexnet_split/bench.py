@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import platform
 import statistics
@@ -68,6 +69,10 @@ def time_calls(fn, warmup: int, repeats: int, inner: int = 1) -> list[float]:
     return times
 
 
+def _one_hot(labels) -> np.ndarray:
+    return keras.utils.to_categorical(labels, NUM_CLASSES).astype("float32")
+
+
 @contextlib.contextmanager
 def compiled_step(variant, layout, precision, batch, devices, input_shape=None):
     """A fresh `variant` model compiled with SGD momentum under the `precision` policy (float32
@@ -82,7 +87,7 @@ def compiled_step(variant, layout, precision, batch, devices, input_shape=None):
         shape = model.input_shape[1:]
         rng = np.random.default_rng(0)
         x = keras.ops.convert_to_tensor(rng.uniform(0, 255, (batch,) + shape).astype("float32"))
-        y = keras.ops.convert_to_tensor(np.eye(NUM_CLASSES, dtype="float32")[rng.integers(0, NUM_CLASSES, batch)])
+        y = keras.ops.convert_to_tensor(_one_hot(rng.integers(0, NUM_CLASSES, batch)))
         yield model, x, y
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -137,7 +142,7 @@ def runner_speed(layout, precision, batch, devices, input_shape=None, interval_s
     ``fit`` engine's call (``train.fit_intervals``) with the towers placed on `devices`; JAX: the
     device engine's interval and validation (:mod:`alexnet_split.fastpath`)."""
     from . import config, train
-    from .pipeline import TrainBatches, one_hot
+    from .pipeline import TrainBatches
 
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(precision)
@@ -155,7 +160,7 @@ def runner_speed(layout, precision, batch, devices, input_shape=None, interval_s
         if tf:
             batches = TrainBatches(images, labels, batch, crop, NUM_CLASSES, 0, pca_sigma=0.1,
                                    interval_steps=interval_steps)
-            val = (val_x.astype("float32"), one_hot(val_y, NUM_CLASSES))
+            val = (val_x.astype("float32"), _one_hot(val_y))
             train.fit_intervals(model, batches, val, 1, 0)
             t0 = time.perf_counter()
             train.fit_intervals(model, batches, val, 1 + intervals, 1)
@@ -172,7 +177,7 @@ def runner_speed(layout, precision, batch, devices, input_shape=None, interval_s
         # `train_on_batch`, so that the ratio compares two timings of one model in one process.
         x = keras.ops.convert_to_tensor(val_x[:batch].astype("float32") if n_val >= batch else
                                         images[:batch, :crop, :crop].astype("float32"))
-        y = keras.ops.convert_to_tensor(one_hot(labels[:batch], NUM_CLASSES))
+        y = keras.ops.convert_to_tensor(_one_hot(labels[:batch]))
         n_steps = intervals * interval_steps
         compute = time_calls(lambda: model.train_on_batch(x, y, return_dict=False), 1, 1, n_steps)[0]
     finally:
@@ -189,24 +194,74 @@ def run(layout="paper", quick=False, batches=None, precisions=PRECISIONS, varian
     `deadline` (seconds from the start): launch no new measurement after it; the tables say
     which were skipped. For leased machines, so a slow run still leaves what it measured."""
     accel = on_accelerator()
-    batches = batches or ((64,) if quick else (64, 128, 256) if accel else (32, 64, 128))
-    variants = variants or (VARIANTS if is_tensorflow() else tuple(v for v in VARIANTS if v != "towers_2dev"))
-    repeats = 3 if quick else 5
-    inner = 10 if accel else 1
+    batches = batches or _default_batches(quick, accel)
+    variants = variants or _default_variants()
     input_shape = (input_size, input_size, 3) if input_size else None
-    arch = spec.get_layout(layout)
-    shape = input_shape or arch.input_shape
-    t_start = time.perf_counter()
-    mm_n = 8192 if accel else 2048  # big enough to fill the card's tensor cores
+    shape = input_shape or spec.get_layout(layout).input_shape
+    clock = _Deadline(deadline)
+    # an accelerator step is milliseconds: time 10 calls per repeat, on a matmul big enough to fill its tensor cores
+    inner, mm_n = (10, 8192) if accel else (1, 2048)
+    peaks = _matmul_peaks(precisions, mm_n, inner, log)
+    rows, skipped = _measure_variants(layout, precisions, batches, variants, devices, input_shape, peaks, clock, log,
+                                      repeats=3 if quick else 5, inner=inner)
+    pipe = pipeline_speed(max(batches), shape[0])
+    runners = _measure_runners(layout, precisions, batches, variants, rows, devices, input_shape, clock, log,
+                               accel=accel, quick=quick)
+    md = _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, clock.elapsed(), mm_n, inner,
+                   runners)
+    if skipped:
+        md += f"\nNot measured (past the run's {deadline:.0f} s deadline): {', '.join(skipped)}.\n"
+    _write_tables(Path(out_dir), host_kind() + ("-quick" if quick else ""), md, rows)
+    return md
+
+
+def _default_batches(quick, accel) -> tuple[int, ...]:
+    return (64,) if quick else (64, 128, 256) if accel else (32, 64, 128)
+
+
+def _default_variants() -> tuple[str, ...]:
+    """Every variant; without TensorFlow, none with placed towers."""
+    return VARIANTS if is_tensorflow() else tuple(v for v in VARIANTS if v != "towers_2dev")
+
+
+def _matmul_peaks(precisions, mm_n, inner, log) -> dict:
     peaks = {p: matmul_peak(p, mm_n, inner=inner) for p in precisions}
     for p, g in peaks.items():
         log(f"matmul peak {p}: {g:,.1f} GFLOP/s")
+    return peaks
+
+
+def _write_tables(out: Path, name: str, md: str, rows):
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / f"{name}.md", md)
+    atomic_write(out / f"{name}.csv", _csv(rows))
+
+
+@dataclasses.dataclass
+class _Deadline:
+    """`seconds` after `start` no new measurement is launched (None: no deadline)."""
+
+    seconds: float | None
+    start: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def passed(self) -> bool:
+        return self.seconds is not None and self.elapsed() > self.seconds
+
+
+def _measure_variants(layout, precisions, batches, variants, devices, input_shape, peaks, clock: _Deadline, log,
+                      repeats, inner) -> tuple[list[dict], list[str]]:
+    """One row per precision x batch x variant (:func:`measure`, plus GFLOP/s and % of the matmul
+    peak), and the ones skipped past the deadline."""
     rows, skipped = [], []
     for precision in precisions:
         for batch in batches:
             for variant in variants:
-                if deadline is not None and time.perf_counter() - t_start > deadline:
-                    log(f"{precision:>14} batch {batch:>3} {variant:<12} skipped: past the {deadline:.0f} s deadline")
+                if clock.passed():
+                    log(f"{precision:>14} batch {batch:>3} {variant:<12} skipped: past the {clock.seconds:.0f} s "
+                        "deadline")
                     skipped.append(f"{precision}/{batch}/{variant}")
                     continue
                 r = measure(variant, layout, precision, batch, devices, repeats=repeats, input_shape=input_shape,
@@ -216,15 +271,19 @@ def run(layout="paper", quick=False, batches=None, precisions=PRECISIONS, varian
                 rows.append(r)
                 log(f"{precision:>14} batch {batch:>3} {variant:<12} train {r['train_img_s']:7.1f} img/s  "
                     f"infer {r['infer_img_s']:7.1f} img/s  {r['gflops']:6.1f} GFLOP/s ({r['pct_peak']:.0f}% of peak)")
-    pipe = pipeline_speed(max(batches), shape[0])
-    # The runner row: the engine `train` uses, end to end, against the same model's compute-only
-    # step rate measured above (same precision and batch).
+    return rows, skipped
+
+
+def _measure_runners(layout, precisions, batches, variants, rows, devices, input_shape, clock: _Deadline, log,
+                     accel, quick) -> list[dict]:
+    """The runner rows: the engine `train` uses, end to end (:func:`runner_speed`), against the same
+    model's compute-only step rate measured in `rows` (same precision and batch)."""
     runner_batch = 128 if 128 in batches else max(batches)
     runner_variant = "towers_2dev" if "towers_2dev" in variants and is_tensorflow() else "towers_1dev"
     runners = []
     for precision in precisions:
-        if deadline is not None and time.perf_counter() - t_start > deadline:
-            log(f"{precision:>14} runner skipped: past the {deadline:.0f} s deadline")
+        if clock.passed():
+            log(f"{precision:>14} runner skipped: past the {clock.seconds:.0f} s deadline")
             continue
         if not any((r["variant"], r["precision"], r["batch"]) == (runner_variant, precision, runner_batch)
                    for r in rows):
@@ -236,16 +295,7 @@ def run(layout="paper", quick=False, batches=None, precisions=PRECISIONS, varian
         runners.append(r)
         log(f"{precision:>14} runner {r['engine']}: {r['runner_img_s']:7.1f} img/s = {r['ratio']:.2f}x "
             f"train_on_batch")
-    md = _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, time.perf_counter() - t_start,
-                   mm_n, inner, runners)
-    if skipped:
-        md += f"\nNot measured (past the run's {deadline:.0f} s deadline): {', '.join(skipped)}.\n"
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    name = host_kind() + ("-quick" if quick else "")
-    atomic_write(out / f"{name}.md", md)
-    atomic_write(out / f"{name}.csv", _csv(rows))
-    return md
+    return runners
 
 
 def _backend_version() -> str:
@@ -271,6 +321,24 @@ def _ratio(rows, precision, batch, a, b):
 def _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, seconds, mm_n=2048, inner=1,
               runners=()) -> str:
     arch = spec.get_layout(layout)
+    lines = [*_measured_lines(layout, shape, rows, quick, seconds, inner), "",
+             *_flops_lines(arch, shape, peaks, mm_n), "", "Ratios in this run (training images/s):", "",
+             *_placement_ratio_lines(rows, precisions, batches)]
+    if len(precisions) == 2:
+        lines += _precision_ratio_lines(rows, batches)
+    lines += _peak_share_lines(rows)
+    if not any(r["variant"] == "towers_2dev" for r in rows):  # no placed towers measured (JAX)
+        lines.append("")
+    else:
+        lines += ["", *_cross_device_lines(arch, shape, batches)]
+    if runners:
+        lines += ["", *_runner_lines(runners)]
+    lines += ["", _pipeline_line(pipe, rows, shape), ""]
+    return "\n".join(lines)
+
+
+def _measured_lines(layout, shape, rows, quick, seconds, inner) -> list[str]:
+    """The title, the machine and command, and the table of every measured variant."""
     lines = [f"# Benchmark: {layout} layout, {shape[0]}x{shape[1]} input, {keras.backend.backend()} backend",
              "", f"Machine: {machine()}; {platform.system()}; "
              f"Keras {keras.__version__}{_backend_version()}; "
@@ -283,14 +351,24 @@ def _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, seco
     for r in rows:
         lines.append(f"| {r['precision']} | {r['batch']} | {r['variant']} | {r['train_img_s']:.1f} | "
                      f"{r['infer_img_s']:.1f} | {r['gflops']:.1f} | {r['pct_peak']:.0f}% |")
+    return lines
+
+
+def _flops_lines(arch, shape, peaks, mm_n) -> list[str]:
+    """The matmul peaks, and the FLOPs per image of each mode."""
     peak_list = ", ".join(f"{p} {g:,.1f} GFLOP/s" for p, g in peaks.items())
-    lines += ["", f"Matmul peak ({mm_n}x{mm_n}, best of 5" + _precision_note() + "): " + peak_list,
-              "", "FLOPs per image (multiply-add = 2; training = forward + weight and input gradients):", "",
-              "| model | forward GFLOPs | training GFLOPs |", "|---|---:|---:|"]
+    lines = [f"Matmul peak ({mm_n}x{mm_n}, best of 5" + _precision_note() + "): " + peak_list,
+             "", "FLOPs per image (multiply-add = 2; training = forward + weight and input gradients):", "",
+             "| model | forward GFLOPs | training GFLOPs |", "|---|---:|---:|"]
     for mode in ("towers", "merged", "half"):
         lines.append(f"| {mode} | {sum(spec.layer_flops(arch, mode, 2, shape).values()) / 1e9:.3f} | "
                      f"{spec.training_flops(arch, mode, 2, shape) / 1e9:.3f} |")
-    lines += ["", "Ratios in this run (training images/s):", ""]
+    return lines
+
+
+def _placement_ratio_lines(rows, precisions, batches) -> list[str]:
+    """Towers on 2 devices against towers on 1 and against the grouped convolution."""
+    lines = []
     for precision in precisions:
         for batch in batches:
             r = _ratio(rows, precision, batch, "towers_2dev", "towers_1dev")
@@ -298,39 +376,53 @@ def _markdown(layout, shape, rows, peaks, pipe, batches, precisions, quick, seco
             if r is not None:
                 lines.append(f"- {precision}, batch {batch}: towers on 2 devices / on 1 device = **{r:.2f}x** "
                              f"(target >= 0.95); / grouped conv = {g:.2f}x")
-    if len(precisions) == 2:
-        for batch in batches:
-            for variant in ("towers_2dev", "towers_1dev", "merged", "half"):
-                if variant == "towers_1dev" and any(r["variant"] == "towers_2dev" for r in rows):
-                    continue
-                x = {r["precision"]: r for r in rows if r["batch"] == batch and r["variant"] == variant}
-                if len(x) == 2:
-                    lines.append(f"- batch {batch}, {variant}: mixed_bfloat16 / float32 = "
-                                 f"**{x['mixed_bfloat16']['train_img_s'] / x['float32']['train_img_s']:.2f}x** "
-                                 "(target >= 2)")
+    return lines
+
+
+def _precision_ratio_lines(rows, batches) -> list[str]:
+    """mixed_bfloat16 against float32, per batch and variant (towers_1dev only without placed towers)."""
+    lines = []
+    placed = any(r["variant"] == "towers_2dev" for r in rows)
+    for batch in batches:
+        for variant in ("towers_2dev", "towers_1dev", "merged", "half"):
+            if variant == "towers_1dev" and placed:
+                continue
+            x = {r["precision"]: r for r in rows if r["batch"] == batch and r["variant"] == variant}
+            if len(x) == 2:
+                lines.append(f"- batch {batch}, {variant}: mixed_bfloat16 / float32 = "
+                             f"**{x['mixed_bfloat16']['train_img_s'] / x['float32']['train_img_s']:.2f}x** "
+                             "(target >= 2)")
+    return lines
+
+
+def _peak_share_lines(rows) -> list[str]:
     merged = [r for r in rows if r["variant"] == "merged" and r["precision"] == "float32"]
-    if merged:
-        best = max(merged, key=lambda r: r["pct_peak"])
-        lines.append(f"- merged float32 training reaches **{best['pct_peak']:.0f}%** of the float32 matmul peak "
-                     f"(batch {best['batch']}; target >= 50%)")
-    if not any(r["variant"] == "towers_2dev" for r in rows):  # no placed towers measured (JAX)
-        lines.append("")
-    else:
-        lines += ["", "Bytes crossing devices per training step (towers_2dev, float32 activations; bf16 halves them):",
-                  "", "| connection | " + " | ".join(f"batch {b} fwd / bwd (MB)" for b in batches) + " |",
-                  "|---|" + "---:|" * len(batches)]
-        per_batch = [spec.cross_device_bytes(arch, 2, shape, batch=b) for b in batches]
-        for i, (name, _, _) in enumerate(per_batch[0]):
-            cells = [f"{p[i][1] / 1e6:.1f} / {p[i][2] / 1e6:.1f}" for p in per_batch]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if runners:
-        lines += ["", *_runner_lines(runners)]
+    if not merged:
+        return []
+    best = max(merged, key=lambda r: r["pct_peak"])
+    return [f"- merged float32 training reaches **{best['pct_peak']:.0f}%** of the float32 matmul peak "
+            f"(batch {best['batch']}; target >= 50%)"]
+
+
+def _cross_device_lines(arch, shape, batches) -> list[str]:
+    """The table of bytes that cross devices per training step, per connection and batch."""
+    lines = ["Bytes crossing devices per training step (towers_2dev, float32 activations; bf16 halves them):",
+             "", "| connection | " + " | ".join(f"batch {b} fwd / bwd (MB)" for b in batches) + " |",
+             "|---|" + "---:|" * len(batches)]
+    per_batch = [spec.cross_device_bytes(arch, 2, shape, batch=b) for b in batches]
+    for i, (name, _, _) in enumerate(per_batch[0]):
+        cells = [f"{p[i][1] / 1e6:.1f} / {p[i][2] / 1e6:.1f}" for p in per_batch]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _pipeline_line(pipe, rows, shape) -> str:
+    """The input pipeline's speed against the fastest training, and whether it is the bottleneck."""
     fastest = max(r["train_img_s"] for r in rows)
     verdict = ("the input pipeline is not the bottleneck" if pipe >= 5 * fastest else
                "WARNING: the input pipeline (NumPy crops/flips/PCA in one thread) is the bottleneck")
-    lines += ["", f"Input pipeline (random {shape[0]} crops of 256x256 uint8 images, flips, PCA lighting): "
-              f"{pipe:,.0f} images/s = {pipe / fastest:.1f}x the fastest training above: {verdict}.", ""]
-    return "\n".join(lines)
+    return (f"Input pipeline (random {shape[0]} crops of 256x256 uint8 images, flips, PCA lighting): "
+            f"{pipe:,.0f} images/s = {pipe / fastest:.1f}x the fastest training above: {verdict}.")
 
 
 def _runner_lines(runners) -> list[str]:
