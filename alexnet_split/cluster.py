@@ -35,12 +35,24 @@ def load_cluster(source=None) -> tuple[dict, int | None, str]:
     "index": 1}}``. Returns ``(cluster, task index or None, where it came from)``.
     """
 
+    where, source = _read_spec(source)
+    spec, task = _unwrap_tf_config(source, where)
+    _check_jobs(spec, where)
+    _check_addresses(spec, where)
+    cluster = {job: list(spec[job]) for job in JOBS if job in spec}
+    if task is not None:
+        check_task(cluster, task, where)
+    return cluster, task, where
+
+
+def _read_spec(source) -> tuple[str, dict]:
+    """(where the spec came from, the spec as a dict): $TF_CONFIG, a dict, or a JSON file."""
+    if isinstance(source, dict):
+        return "cluster dict", source
     if source is None or source == "TF_CONFIG":
         if not os.environ.get("TF_CONFIG"):
             raise ClusterError("no cluster given: pass --cluster SPEC.json or set TF_CONFIG")
         where, text = "$TF_CONFIG", os.environ["TF_CONFIG"]
-    elif isinstance(source, dict):
-        where, text = "cluster dict", None
     else:
         where = str(source)
         try:
@@ -48,23 +60,30 @@ def load_cluster(source=None) -> tuple[dict, int | None, str]:
                 text = f.read()
         except OSError as e:
             raise ClusterError(f"{where}: cannot read the cluster spec ({e.strerror})") from None
-    if text is not None:
-        try:
-            source = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ClusterError(f"{where}: not valid JSON ({e})") from None
-    if not isinstance(source, dict):
-        raise ClusterError(f"{where}: expected a JSON object, got {type(source).__name__}")
-    task = None
-    if "cluster" in source:
-        spec, task_def = source["cluster"], source.get("task")
-        if task_def is not None:
-            if not isinstance(task_def, dict) or task_def.get("type", "worker") != "worker" \
-                    or not isinstance(task_def.get("index"), int):
-                raise ClusterError(f"{where}: task must be {{\"type\": \"worker\", \"index\": N}}, got {task_def!r}")
-            task = task_def["index"]
-    else:
-        spec = source
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ClusterError(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(parsed, dict):
+        raise ClusterError(f"{where}: expected a JSON object, got {type(parsed).__name__}")
+    return where, parsed
+
+
+def _unwrap_tf_config(source: dict, where: str) -> tuple[dict, int | None]:
+    """(the bare spec, the task index or None) of either form."""
+    if "cluster" not in source:
+        return source, None
+    spec, task_def = source["cluster"], source.get("task")
+    if task_def is None:
+        return spec, None
+    if not isinstance(task_def, dict) or task_def.get("type", "worker") != "worker" \
+            or not isinstance(task_def.get("index"), int):
+        raise ClusterError(f"{where}: task must be {{\"type\": \"worker\", \"index\": N}}, got {task_def!r}")
+    return spec, task_def["index"]
+
+
+def _check_jobs(spec, where: str):
+    """A non-empty worker list, no job but worker and chief, and at most one chief."""
     if not isinstance(spec, dict) or not isinstance(spec.get("worker"), list) or not spec["worker"]:
         raise ClusterError(f"{where}: the cluster needs a non-empty \"worker\" list of \"host:port\", got {spec!r}")
     unknown = sorted(set(spec) - set(JOBS))
@@ -72,6 +91,10 @@ def load_cluster(source=None) -> tuple[dict, int | None, str]:
         raise ClusterError(f"{where}: unknown job(s) {unknown}; expected {list(JOBS)}")
     if len(spec.get("chief", [None])) != 1:
         raise ClusterError(f"{where}: \"chief\" must list exactly one address, got {spec['chief']!r}")
+
+
+def _check_addresses(spec: dict, where: str):
+    """Every job a list of valid "host:port", no address listed twice."""
     seen = {}
     for job, addresses in spec.items():
         if not isinstance(addresses, list):
@@ -81,10 +104,6 @@ def load_cluster(source=None) -> tuple[dict, int | None, str]:
             if address in seen:
                 raise ClusterError(f"{where}: {address!r} is listed twice ({seen[address]} and {job} task {i})")
             seen[address] = f"{job} task {i}"
-    cluster = {job: list(spec[job]) for job in JOBS if job in spec}
-    if task is not None:
-        check_task(cluster, task, where)
-    return cluster, task, where
 
 
 def _split_address(address, what) -> tuple[str, int]:
