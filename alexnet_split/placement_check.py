@@ -240,29 +240,42 @@ def _cross_device_edges(metadata, blocks) -> list[dict]:
         nodes = [n for g in fg.partition_graphs for n in g.node]
         if not any(_is_gradient(n.name) for n in nodes):
             continue  # eager ops and variable initialisers, not the training step
-        consumers = collections.defaultdict(list)
-        recv_of = {}
-        for n in nodes:
-            if n.op == "_Recv":
-                recv_of[n.attr["tensor_name"].s.decode()] = n.name
-            for i in n.input:
-                consumers[i.split(":")[0].lstrip("^")].append(n.name)
-        for n in nodes:
-            if n.op != "_Send" or "/ctrl/" in n.name or not n.input or n.input[0].startswith("^"):
-                continue
-            send, recv = n.attr["send_device"].s.decode(), n.attr["recv_device"].s.decode()
-            if send == recv:
-                continue
-            source = n.input[0]
-            if "GroupCrossDeviceControlEdges" in source or "/ctrl/" in source:
-                continue
-            block, phase = classify(source.split(":")[0], blocks)
-            if "/optimizer/" in source or source.split("/")[1:2] in (["sgd"], ["paper_sgd"], ["adam"]):
-                phase = UPDATE
-            recv_name = recv_of.get(n.attr["tensor_name"].s.decode())
-            edges.append({"source": source, "source_block": block, "phase": phase, "send_device": send,
-                          "recv_device": recv, "consumer_blocks": _consumer_blocks(recv_name, consumers, blocks)})
+        consumers, recv_of = _wiring(nodes)
+        edges += [_edge(n, recv_of, consumers, blocks) for n in nodes if _is_cross_device_data(n)]
     return edges
+
+
+def _wiring(nodes) -> tuple[dict, dict]:
+    """({node: names of the nodes that read it}, {tensor name: the _Recv node that receives it})."""
+    consumers = collections.defaultdict(list)
+    recv_of = {}
+    for n in nodes:
+        if n.op == "_Recv":
+            recv_of[n.attr["tensor_name"].s.decode()] = n.name
+        for i in n.input:
+            consumers[i.split(":")[0].lstrip("^")].append(n.name)
+    return consumers, recv_of
+
+
+def _is_cross_device_data(n) -> bool:
+    """A _Send of a data tensor (not a control edge) to another device."""
+    if n.op != "_Send" or "/ctrl/" in n.name or not n.input or n.input[0].startswith("^"):
+        return False
+    if n.attr["send_device"].s.decode() == n.attr["recv_device"].s.decode():
+        return False
+    return not ("GroupCrossDeviceControlEdges" in n.input[0] or "/ctrl/" in n.input[0])
+
+
+def _edge(n, recv_of, consumers, blocks) -> dict:
+    """One sent tensor: the block and phase that produced it, the devices, and the blocks that read it."""
+    source = n.input[0]
+    block, phase = classify(source.split(":")[0], blocks)
+    if "/optimizer/" in source or source.split("/")[1:2] in (["sgd"], ["paper_sgd"], ["adam"]):
+        phase = UPDATE
+    recv_name = recv_of.get(n.attr["tensor_name"].s.decode())
+    return {"source": source, "source_block": block, "phase": phase, "send_device": n.attr["send_device"].s.decode(),
+            "recv_device": n.attr["recv_device"].s.decode(),
+            "consumer_blocks": _consumer_blocks(recv_name, consumers, blocks)}
 
 
 def _consumer_blocks(node, consumers, blocks, depth=4) -> list[str]:
