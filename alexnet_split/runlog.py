@@ -50,16 +50,13 @@ def atomic_write(path, content: str | bytes):
 
 
 def write_figure(fig, path, **savefig):
-    """Save a Matplotlib figure whole (format from the suffix) and close it. No software or date
-    stamp, so a figure regenerates byte for byte."""
+    """Save a ``matplotlib.figure.Figure`` whole (format from the suffix). No software or date stamp,
+    so a figure regenerates byte for byte. The figure is not pyplot's, so there is nothing to close."""
     import io
-
-    import matplotlib.pyplot as plt
 
     fmt = Path(path).suffix.lstrip(".") or "png"
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, metadata={"Date": None} if fmt == "svg" else {"Software": None}, **savefig)
-    plt.close(fig)
     atomic_write(path, buf.getvalue())
 
 
