@@ -4,28 +4,9 @@ The paper: "the kernels on GPU 1 are largely color-agnostic, while the kernels o
 largely color-specific. This kind of specialization occurs during every run and is independent
 of any particular random weight initialization (modulo a renumbering of the GPUs)."
 
-Each finished run keeps its conv1 kernels in ``conv1.npz`` (:func:`alexnet_split.train.save_conv1`:
-``t0_conv1``, ``t1_conv1`` for towers, one ``t0_conv1`` of 96 or 48 kernels otherwise).
-
-**Colour-specificity score** of one kernel ``W`` (11 x 11 positions x 3 channels, RGB):
-
-    W' = W - mean(W)                         (its mean over all 363 weights removed)
-    L  = per position, the mean of W' over the 3 channels, repeated on each channel
-                                             (W' projected on the grey direction (1, 1, 1) / sqrt 3)
-    score = ||W' - L||^2 / ||W'||^2          in [0, 1]
-
-0 is a grey kernel (the same pattern on R, G and B), 1 a kernel with no luminance component at
-all (pure colour opponency). A kernel of independent noise scores 2/3 in expectation: the paper's
-N(0, 0.01) initialisation, and what an untrained kernel stays at.
-
-**The tests.** Per towers run, ``d`` = mean score of tower 1 - mean score of tower 0, against all
-random 48/48 relabellings of the same 96 kernels (a permutation test, two-sided because the paper
-allows the towers to swap). Beside it, a rank test that does not lean on the means: the two-sided
-Wilcoxon rank-sum (Mann-Whitney U) test of tower 0's scores against tower 1's (rank-sum, not
-signed-rank: the kernels of two towers are two samples, not pairs). The chance control of the
-issue, random 48/48 splits of a merged run's 96 kernels, is computed for every merged run found; it
-asks the same question of a net whose kernels had no towers at all. Over runs, the binomial tail
-says how often as many runs would split at p < ALPHA if towers did not matter.
+Each finished run keeps its conv1 kernels in ``conv1.npz`` (:func:`alexnet_split.train.save_conv1`).
+:func:`colour_specificity` scores each kernel, :func:`analyse` tests the towers' scores against
+random relabellings, :func:`figure3` writes the tables, grids and verdict. Findings: docs/findings.md.
 """
 
 from __future__ import annotations
@@ -48,10 +29,18 @@ ALPHA = 0.05
 
 
 def colour_specificity(kernels, smooth=False) -> np.ndarray:
-    """Scores of kernels shaped (kh, kw, 3, n): the share of each one's energy (after removing its
-    mean) outside the grey direction. See the module docstring. ``smooth``: score the kernels
-    after a [1, 2, 1] / 4 blur along both spatial axes, so pixel-level noise (independent per
-    channel, hence "colour") does not count: the control for noisy kernels."""
+    """Colour-specificity scores of kernels shaped (kh, kw, 3, n), RGB. For one kernel ``W``:
+
+        W' = W - mean(W)                     (its mean over all kh * kw * 3 weights removed)
+        L  = per position, the mean of W' over the 3 channels, repeated on each channel
+                                             (W' projected on the grey direction (1, 1, 1) / sqrt 3)
+        score = ||W' - L||^2 / ||W'||^2      in [0, 1]
+
+    0 is a grey kernel (the same pattern on R, G and B), 1 a kernel with no luminance component
+    (pure colour opponency); independent noise, such as the paper's N(0, 0.01) initialisation,
+    scores 2/3 in expectation. ``smooth``: score the kernels after a [1, 2, 1] / 4 blur along both
+    spatial axes, so pixel-level noise (independent per channel, hence "colour") does not count:
+    the control for noisy kernels."""
     k = np.asarray(kernels, dtype=np.float64)
     if k.ndim != 4 or k.shape[2] != 3:
         raise ValueError(f"conv1 kernels must be (kh, kw, 3, n), got shape {k.shape}")
@@ -116,7 +105,14 @@ def _load_runs(results_dir: Path, prefix: str):
 
 
 def analyse(runs, n_permutations=N_PERMUTATIONS, seed=0) -> dict:
-    """Per-run scores and tests, the merged-run control and the count over seeds."""
+    """Per-run scores and tests, the merged-run control and the count over runs.
+
+    Per towers run, d = mean score of tower 1 - mean score of tower 0, against random 48/48
+    relabellings of the same 96 kernels (permutation p, two-sided: the paper lets the towers swap),
+    and the two-sided Wilcoxon rank-sum test of tower 0's scores against tower 1's (two samples,
+    not pairs). Each merged run's random 48/48 splits are the chance control of a net without
+    towers. Over runs, the binomial tail: how often as many runs would split at p < ALPHA if
+    towers did not matter."""
     rng = np.random.default_rng(seed)
     rows, controls = [], []
     for r in runs:

@@ -1,11 +1,9 @@
-"""Signal scale at initialisation: each block's output and weight-gradient size at step 0.
+"""Signal scale at initialisation: each block's output std and kernel-gradient std at step 0, per
+mode and init, from one batch (docs/findings.md, "Initialisation").
 
-Under the paper's init (Section 5: every weight N(0, 0.01), whatever the layer's fan-in) a
-layer's output std is about 0.01 * sqrt(fan_in) times its input's. In towers mode the same-tower
-layers conv2, conv4 and conv5 see half the merged fan-in (48, 192 and 192 input channels
-instead of 96, 384 and 384), so if the fan-in explains why the towers leave chance later than
-the merged net, their activations should shrink faster through the towers. This module measures
-that directly, from one batch, for every mode and init.
+Under the paper's init (Section 5: every weight N(0, 0.01), whatever the fan-in) a layer's output
+std is about 0.01 * sqrt(fan_in) times its input's; in towers mode conv2, conv4 and conv5 see half
+the merged fan-in (48, 192 and 192 input channels instead of 96, 384 and 384).
 """
 
 from __future__ import annotations
