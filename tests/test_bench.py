@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from alexnet_split import spec
 
 
@@ -21,6 +23,7 @@ def test_cross_device_bytes_by_hand():
     assert rows["image -> conv1"] == (227 * 227 * 3 * 128 * 4, 0)
 
 
+@pytest.mark.slow
 def test_bench_runs_and_writes_its_tables(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "alexnet_split.cli", "bench", "--quick", "--batches", "4",
                            "--input-size", "67", "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
@@ -40,6 +43,7 @@ def test_bench_runs_and_writes_its_tables(tmp_path):
     assert next(tmp_path.glob("*-quick.csv")).read_text().startswith("variant,precision,batch,train_img_s")
 
 
+@pytest.mark.slow
 def test_bench_runner_row_under_jax_uses_the_device_loop(tmp_path):
     import os
 

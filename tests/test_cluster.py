@@ -27,6 +27,7 @@ def loopback(tmp_path_factory):
     return placement_check.check_cluster(tmp_path_factory.mktemp("cluster"), steps=3)
 
 
+@pytest.mark.slow
 def test_each_tower_ran_in_its_own_worker_process(loopback):
     report = loopback
     assert report.devices == [cl.task_device(0), cl.task_device(1)]
@@ -44,6 +45,7 @@ def test_each_tower_ran_in_its_own_worker_process(loopback):
     assert report.slots and all(s["device"] == s["reference_device"] for s in report.slots)
 
 
+@pytest.mark.slow
 def test_weights_after_training_equal_one_process(loopback):
     w = loopback.weights
     assert w["tensors"] == 30 and w["start_max_abs"] == 0.0
@@ -63,6 +65,7 @@ def _wait(predicate, timeout, what):
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_kill_worker_1_then_restart_and_resume(data_root, tmp_path):
     out = tmp_path / "run"
     state = out / "state.json"
@@ -102,6 +105,7 @@ def test_kill_worker_1_then_restart_and_resume(data_root, tmp_path):
 # --------------------------------------------------------------------------- bad input and signals
 
 
+@pytest.mark.slow
 def test_worker_stops_cleanly_on_sigterm(tmp_path):
     cluster = LocalCluster(1, tmp_path)
     with cluster:
@@ -114,6 +118,7 @@ def test_worker_stops_cleanly_on_sigterm(tmp_path):
         s.bind(("127.0.0.1", port))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec, message", [
     ("{not json", "not valid JSON"),
     ('{"workers": ["127.0.0.1:1"]}', 'needs a non-empty "worker" list'),
@@ -130,6 +135,7 @@ def test_malformed_cluster_spec_is_a_clear_error(tmp_path, spec, message):
     assert str(path) in proc.stderr and message in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_unknown_task_and_missing_file(tmp_path):
     path = tmp_path / "spec.json"
     path.write_text(json.dumps({"worker": ["127.0.0.1:5000", "127.0.0.1:5001"]}))
@@ -140,6 +146,7 @@ def test_unknown_task_and_missing_file(tmp_path):
     assert proc.returncode == 2 and "nope.json: cannot read the cluster spec" in proc.stderr
 
 
+@pytest.mark.slow
 def test_port_in_use_is_a_clear_error(tmp_path):
     (port,) = free_ports(1)
     path = tmp_path / "spec.json"
@@ -152,6 +159,7 @@ def test_port_in_use_is_a_clear_error(tmp_path):
     assert f"cannot listen on port {port} (127.0.0.1:{port} in {path})" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_tf_config_task_and_unreachable_workers(tmp_path, data_root):
     ports = free_ports(2)
     tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": 1}}
@@ -163,6 +171,7 @@ def test_tf_config_task_and_unreachable_workers(tmp_path, data_root):
     assert f"cannot reach worker task 0 (127.0.0.1:{ports[0]}), worker task 1 (127.0.0.1:{ports[1]})" in proc.stderr
 
 
+@pytest.mark.slow
 def test_resume_with_other_devices_is_refused(tmp_path, data_root):
     out = tmp_path / "run"
     out.mkdir()
@@ -194,6 +203,7 @@ def test_watchdog_names_a_worker_whose_port_closes():
     assert calls == [f"lost worker task 0 (127.0.0.1:{port}): its port refused 3 probes 0.2 s apart"]
 
 
+@pytest.mark.slow
 def test_configure_cluster_reads_tf_config_in_a_fresh_process(tmp_path):
     with LocalCluster(2, tmp_path) as cluster:
         code = "from alexnet_split.cluster import configure_cluster; print(configure_cluster('TF_CONFIG', 2)[1])"

@@ -14,6 +14,7 @@ def test_two_logical_cpu_devices_and_idempotent():
     assert [d.name.split("device:")[-1] for d in tf.config.list_logical_devices("CPU")] == ["CPU:0", "CPU:1"]
 
 
+@pytest.mark.slow
 def test_called_too_late_raises_a_clear_error():
     code = (
         "import tensorflow as tf\n"
@@ -41,11 +42,13 @@ def test_bad_arguments_name_the_value(kwargs, message):
         A.configure_devices(**kwargs)
 
 
+@pytest.mark.slow
 def test_prefer_gpu_without_gpu_says_so():
     proc = run_python("import alexnet_split\nalexnet_split.configure_devices(2, prefer='gpu')\n")
     assert proc.returncode != 0 and "TensorFlow sees no GPU" in proc.stderr
 
 
+@pytest.mark.slow
 def test_four_logical_devices_in_a_fresh_process():
     proc = run_python("import alexnet_split\nprint(alexnet_split.configure_devices(4))\n")
     assert proc.returncode == 0, proc.stderr[-2000:]

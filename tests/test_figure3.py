@@ -126,6 +126,7 @@ def test_committed_figure3_regenerates(tmp_path):
         assert f"| {'paper_nvidia-h200-' if len(folders) > 1 else ''}{run.parent.name} | towers |" in committed
 
 
+@pytest.mark.slow
 def test_figure3_command_names_a_bad_folder(tmp_path):
     proc = cli("figure3", tmp_path / "nothing")
     assert proc.returncode != 0 and "nothing is not a folder" in proc.stderr

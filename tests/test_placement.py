@@ -7,6 +7,8 @@ logical CPU devices; see alexnet_split/placement_check.py for what is parsed.
 
 from pathlib import Path
 
+import pytest
+
 from alexnet_split import figure2, placement_check, spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +61,7 @@ def assert_all_placed(report, optimizer_slots):
     assert report.misplaced_ops() == []
 
 
+@pytest.mark.slow
 def test_paper_towers_sgd_forward_backward_updates_and_momentum_on_their_device(tmp_path):
     report = placement_check.check("paper", "towers", optimizer="sgd")
     assert_all_placed(report, optimizer_slots=1)
@@ -92,6 +95,7 @@ def test_committed_figure_2_has_the_committed_proofs_edges():
     assert figure2.edge_ids_in_svg((ROOT / "results/placement/towers.svg").read_text()) == edges
 
 
+@pytest.mark.slow
 def test_paper_towers_adam_m_and_v_on_their_device():
     report = placement_check.check("paper", "towers", optimizer="adam")
     assert_all_placed(report, optimizer_slots=2)
@@ -103,6 +107,7 @@ def test_paper_towers_adam_m_and_v_on_their_device():
     assert {e[0] for e in report.cross_edges()} == {"forward", "backward", "update"}
 
 
+@pytest.mark.slow
 def test_seed_towers_with_batchnorm():
     report = placement_check.check("seed", "towers", optimizer="adam", input_size=215, batch=2)
     assert_all_placed(report, optimizer_slots=2)
@@ -112,6 +117,7 @@ def test_seed_towers_with_batchnorm():
     assert data_edges(report) == {("forward", p, c) for p, c in fwd} | backward
 
 
+@pytest.mark.slow
 def test_naive_keras_training_misplaces_backward_ops_and_slots():
     """The control: the same placed layers under Keras's stock train_step and optimizer."""
     report = placement_check.check("paper", "towers", optimizer="sgd", naive=True)
