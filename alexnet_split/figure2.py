@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import re
 
 from .placement_check import BACKWARD, FORWARD, UPDATE, Report, short_device, tower_of
@@ -128,7 +129,7 @@ def _draw_same_device_lines(ax, report: Report, layout: _Layout):
     """Thin grey lines between consecutive blocks of one device, in model order."""
     for k in range(layout.rows):
         chain = [b for b in report.blocks if layout.row_of(b) == k]
-        for a, b in zip(chain, chain[1:]):
+        for a, b in itertools.pairwise(chain):
             (xa, ya), (xb, yb) = layout.pos[a], layout.pos[b]
             ax.plot([xa + _W / 2, xb - _W / 2], [ya, yb], color="#bbbbbb", lw=1, zorder=1)
 

@@ -241,7 +241,7 @@ def _table(a: dict, skipped) -> str:
         pair = [f"{m:.3f}" for m in row["mean"]]
         med = [f"{m:.3f}" for m in row["median"]]
         blurred = [f"{m:.3f}" for m in row["median_smooth"]]
-        ag = [f"{n}/{s.size}" for n, s in zip(row["agnostic"], row["scores"])]
+        ag = [f"{n}/{s.size}" for n, s in zip(row["agnostic"], row["scores"], strict=True)]
         top1 = f"{100 * row['test_top1']:.1f}%" if row["test_top1"] is not None else "-"
         d = f"{row['d']:+.3f}" if "d" in row else "-"
         p = f"{row['p']:.4f}" if "p" in row else "-"
@@ -368,7 +368,7 @@ def figure3(results_dirs, out="results/figure3", n_permutations=N_PERMUTATIONS, 
     # the grids folder is replaced as a whole, so no grid of a run that is no longer in the study stays
     staging = out / ".grids.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    for run, row in zip(runs, a["rows"]):
+    for run, row in zip(runs, a["rows"], strict=True):
         draw_grid(run, staging / f"{run['name']}.png", row["scores"])
     shutil.rmtree(out / "grids", ignore_errors=True)
     staging.rename(out / "grids")

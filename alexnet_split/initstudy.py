@@ -125,7 +125,7 @@ def plot(rows, path):
     inits = list(dict.fromkeys(r["init"] for r in rows))
     fig = Figure(figsize=(4.2 * len(inits), 3.8))
     axes = fig.subplots(1, len(inits), sharey=True, squeeze=False)
-    for ax, init in zip(axes[0], inits):
+    for ax, init in zip(axes[0], inits, strict=True):
         for mode, style in (("towers", "o-"), ("merged", "s--"), ("half", "^:")):
             values = [next(r["activation_std"] for r in rows
                            if (r["init"], r["mode"], r["layer"]) == (init, mode, layer))

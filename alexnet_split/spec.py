@@ -177,7 +177,7 @@ def layer_flops(arch: Arch, mode: str = "towers", n_towers: int = 2, input_shape
     h, w, cin = input_shape
     flops: dict[str, int] = {}
     prev = None  # previous row's per-tower width
-    for i, (row, width) in enumerate(zip(arch.rows, widths)):
+    for i, (row, width) in enumerate(zip(arch.rows, widths, strict=True)):
         fan_in_channels = cin if prev is None else prev * (n if row.cross else 1)
         if row.kind == "conv":
             ho, wo = _conv_out(h, row), _conv_out(w, row)
@@ -214,7 +214,7 @@ def cross_device_bytes(arch: Arch, n_towers: int = 2, input_shape=None, num_clas
     sizes = spatial_sizes(arch, input_shape)
     out = [("image -> conv1", (n_towers - 1) * math.prod(input_shape) * batch * bytes_per_value, 0)]
     prev_values = None
-    for i, (row, width) in enumerate(zip(arch.rows, widths)):
+    for i, (row, width) in enumerate(zip(arch.rows, widths, strict=True)):
         if row.cross and prev_values is not None:
             b = n_towers * (n_towers - 1) * prev_values * batch * bytes_per_value
             out.append((f"{arch.rows[i - 1].name} -> {row.name}", b, b))

@@ -58,7 +58,7 @@ def test_step0_stats_rows():
     towers = initstudy.step0_stats(x, labels, "paper", "towers", "paper")
     merged = initstudy.step0_stats(x, labels, "paper", "merged", "paper")
     assert [r["layer"] for r in towers] == list(initstudy.LAYERS)
-    fan = {r["layer"]: (r["fan_in"], m["fan_in"]) for r, m in zip(towers, merged)}
+    fan = {r["layer"]: (r["fan_in"], m["fan_in"]) for r, m in zip(towers, merged, strict=True)}
     assert fan["conv2"] == (5 * 5 * 48, 5 * 5 * 96) and fan["conv4"] == (3 * 3 * 192, 3 * 3 * 384)
     assert fan["conv3"] == (3 * 3 * 256, 3 * 3 * 256)  # a cross layer reads both towers
     for r in towers + merged:

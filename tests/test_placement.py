@@ -5,6 +5,7 @@ logical CPU devices; see alexnet_split/placement_check.py for what is parsed.
 """
 
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def expected_from_spec(layout):
     """The same set derived from a spec table's `cross` flags (for the other layouts)."""
     rows = spec.LAYOUTS[layout].rows
     fwd = {("preprocess", f"t1_{rows[0].name}")}
-    for prev, row in zip(rows, rows[1:]):
+    for prev, row in itertools.pairwise(rows):
         if row.cross:
             fwd |= {(f"t0_{prev.name}", f"t1_{row.name}"), (f"t1_{prev.name}", f"t0_{row.name}")}
     return fwd | {(f"t1_{rows[-1].name}", "fc8")}
