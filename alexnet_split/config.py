@@ -15,6 +15,7 @@ from .spec import INITS
 ENGINES = ("auto", "fit", "device")
 PRECISIONS = ("float32", "mixed_bfloat16")  # Keras mixed-precision policies a recipe may use
 OPTIMIZERS = ("sgd", "adam")  # sgd: PaperSGD, the paper's momentum update (Section 5); adam: Keras's
+PREFER = ("auto", "gpu", "cpu")  # device kinds for the towers (alexnet_split.devices.configure_devices)
 
 
 @dataclasses.dataclass(frozen=True)
