@@ -86,6 +86,12 @@ def _overrides(items):
     return out
 
 
+def _check_folder(path, flag):
+    from .runlog import check_folder
+
+    check_folder(path, flag)
+
+
 def _csv_list(text, cast=str):
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
@@ -227,6 +233,7 @@ def cmd_figure3(args):
             raise SystemExit(f"figure3: {folder} is not a folder")
     if args.permutations < 100:
         raise SystemExit(f"figure3: --permutations {args.permutations} is too few for a p-value; use 100 or more")
+    _check_folder(args.out, "--out")
     try:
         md = figure3.figure3(args.results_dir, args.out, n_permutations=args.permutations)
     except ValueError as e:
@@ -268,13 +275,16 @@ def _add_train(sub):
 
 
 def cmd_train(args):
+    overrides = _overrides(args.set)
+    config.get_recipe(args.recipe, **overrides)  # a bad recipe fails before TensorFlow starts
+    _check_folder(args.out, "--out")
     import alexnet_split as A
 
     from . import train
 
     def run(placed):
         return train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=args.data,
-                           devices=placed or None, overrides=_overrides(args.set), deterministic=args.deterministic,
+                           devices=placed or None, overrides=overrides, deterministic=args.deterministic,
                            splits_mat=args.splits, checkpoint_seconds=args.checkpoint_seconds, engine=args.engine,
                            tensorboard=args.tensorboard, save_model=args.save_model)
 
@@ -350,11 +360,14 @@ def cmd_compare(args):
             raise ValueError(f"unknown mode {m!r} in --modes; expected {list(spec.MODES)}")
     seeds = _csv_list(args.seeds, int)
     references = [_reference(r) for r in args.reference]
+    overrides = _overrides(args.set)
+    config.get_recipe(args.recipe, **overrides)
+    results = Path(args.results) / (args.name or args.recipe)
+    _check_folder(results, "--results")
     placed = A.configure_devices(2, prefer=args.prefer)
-    print(report.compare(f"{args.results}/{args.name or args.recipe}", args.recipe, args.layout, modes, seeds,
-                         references=references, data_root=args.data, devices=placed or None,
-                         overrides=_overrides(args.set), checkpoint_seconds=args.checkpoint_seconds,
-                         engine=args.engine, tensorboard=args.tensorboard))
+    print(report.compare(results, args.recipe, args.layout, modes, seeds, references=references,
+                         data_root=args.data, devices=placed or None, overrides=overrides,
+                         checkpoint_seconds=args.checkpoint_seconds, engine=args.engine, tensorboard=args.tensorboard))
     return 0
 
 
@@ -420,6 +433,7 @@ def cmd_bench(args):
 
     from . import bench
 
+    _check_folder(args.out, "--out")
     placed = A.configure_devices(2, prefer=args.prefer)
     bench.run(args.layout, quick=args.quick, batches=_csv_list(args.batches, int) if args.batches else None,
               precisions=_csv_list(args.precisions) if args.precisions else config.PRECISIONS,
@@ -443,6 +457,7 @@ def _add_bench_cluster(sub):
 def cmd_bench_cluster(args):
     from . import bench
 
+    _check_folder(args.out, "--out")
     print(bench.cluster_step_ratio(args.layout, args.input_size, args.batch, args.steps, args.rounds, args.out,
                                    log=_print_line))
     _sync_readme(args.out)
@@ -489,6 +504,7 @@ def _add_export_data(sub):
 def cmd_export_data(args):
     from . import data
 
+    _check_folder(args.out, "--out")
     ds = data.load(args.data, size=args.size)
     out = data.export_folder(ds, args.out, quality=args.quality)
     mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
@@ -536,6 +552,10 @@ class _Subcommands:
         return self.action.add_parser(name, formatter_class=_HelpFormatter, **kw)
 
 
+# User errors: one line and exit code 2 (OSError: a path that cannot be read or written).
+USER_ERRORS = (ValueError, RuntimeError, OSError)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.verbose and os.environ.get("ALEXNET_SPLIT_VERBOSE") != "1":
@@ -546,7 +566,13 @@ def main(argv=None):
         os.execve(sys.executable, [sys.executable, "-m", "alexnet_split.cli", *argv], env)
     try:
         return args.func(args)
-    except (ValueError, RuntimeError) as e:
+    except KeyboardInterrupt as e:  # train.Interrupted names the step a rerun resumes from
+        resumes = "; run the same command to resume" if args.command in ("train", "compare") else ""
+        if sys.stdout.isatty():
+            print(flush=True)  # end a progress bar's line
+        print(f"alexnet-split {args.command}: {str(e) or 'interrupted' + resumes}", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
         print(f"alexnet-split {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import NUM_CLASSES
-from .runlog import atomic_write, read_json, replacing, write_figure, write_json
+from .runlog import atomic_write, check_folder, read_json, replacing, write_figure, write_json
 from .schedule import CHANCE_FACTOR
 
 MANIFEST = "compare.json"
@@ -50,6 +50,7 @@ def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "hal
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes: one model per run
     results_dir = Path(results_dir)
+    _check_before_writing(results_dir, recipe, layout, modes, seeds, data_root, overrides)
     write_manifest(results_dir, recipe, layout, modes, seeds, references, overrides)
     todo = [(m, s) for s in seeds for m in modes]
     for i, (mode, seed) in enumerate(todo, 1):
@@ -62,6 +63,19 @@ def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "hal
                     overrides=overrides, deterministic=deterministic, checkpoint_seconds=checkpoint_seconds,
                     engine=engine, tensorboard=Path(tensorboard) / out.name if tensorboard else None)
     return report(results_dir)
+
+
+def _check_before_writing(results_dir, recipe, layout, modes, seeds, data_root, overrides):
+    """What can fail before a comparison writes anything: its folder, the recipe, and (when a run
+    is left to train) the data and a batch larger than the training images."""
+    from . import config, data, pipeline
+
+    check_folder(results_dir, "results folder")
+    recipe = config.get_recipe(recipe, **(overrides or {}))
+    if all((results_dir / "runs" / run_name(layout, m, s) / "final.json").is_file() for s in seeds for m in modes):
+        return
+    labels = data.load(data_root, size=recipe.image_size).labels
+    pipeline.epoch_steps(len(data.stratified_split(labels, seeds[0])["train"]), recipe.batch_size)
 
 
 def write_manifest(results_dir, recipe, layout, modes, seeds, references=(), overrides=None):

@@ -42,6 +42,18 @@ def remove_partial_files(*folders):
                 f.unlink()
 
 
+def check_folder(path, what: str):
+    """Refuse (ValueError naming it) a folder path that is a file or lies under one, before
+    anything is written there; a missing folder is fine (it is made when the first file is)."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"lies under {p}, a file"
+                raise ValueError(f"{what} {path} {where}; give a folder path (a missing folder is made)")
+            return
+
+
 def atomic_write(path, content: str | bytes):
     with replacing(path) as tmp:
         if isinstance(content, bytes):

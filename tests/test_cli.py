@@ -4,6 +4,7 @@ import argparse
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import cli
@@ -74,7 +75,7 @@ def test_check_placement_refuses_a_figure_it_cannot_draw(tmp_path):
     assert proc.returncode != 0 and "--figure " in proc.stderr and "f.pdf: give a .svg or .png" in proc.stderr
 
 
-# --- the command line's own behaviour: help, --set ------------------------------------------------------
+# --- the command line's own behaviour: help, --set, one-line errors, Ctrl-C outside a run -----------
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["report", "--help"]])
@@ -110,3 +111,35 @@ def test_set_is_repeatable_and_null_unsets_a_key():
                                           "steps=null"])
     assert cli_module._overrides(args.set) == {"epochs": 1, "bias_fill": 30, "steps": None}
     assert "null unsets a key" in " ".join(subcommand_parsers()["train"].format_help().split())
+
+
+def test_user_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("x")
+    cases = [
+        (["train", "--recipe", "quick", "--out", "afile"], "--out afile is a file; give a folder path"),
+        (["train", "--recipe", "quick", "--out", "afile/run"], "--out afile/run lies under afile, a file"),
+        (["compare", "--recipe", "quick", "--results", "afile"], "--results afile/quick lies under afile, a file"),
+        (["export-data", "--out", "afile"], "--out afile is a file"),
+        (["train", "--recipe", "quick", "--out", "new", "--set", "learning_rate=fast"],
+         "learning_rate must be a number > 0, got 'fast'"),
+        (["train", "--recipe", "quick", "--out", "new", "--set", "epochs"], "--set expects key=value, got 'epochs'"),
+    ]
+    for argv, message in cases:
+        assert cli_module.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"alexnet-split {argv[0]}: error: {message}") and err.count("\n") == 1, (argv, err)
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+def test_ctrl_c_before_a_run_starts_exits_130_without_a_folder(tmp_path, monkeypatch, capsys):
+    from alexnet_split import data
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, "load", interrupted)
+    argv = ["train", "--recipe", "quick", "--out", str(tmp_path / "run"), "--data", str(tmp_path)]
+    assert cli_module.main(argv) == 130
+    assert capsys.readouterr().err == "alexnet-split train: interrupted; run the same command to resume\n"
+    assert not (tmp_path / "run").exists()
