@@ -280,7 +280,7 @@ def cmd_train(args):
     _check_folder(args.out, "--out")
     import alexnet_split as A
 
-    from . import train
+    from . import report, train
 
     def run(placed):
         return train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=args.data,
@@ -301,6 +301,8 @@ def cmd_train(args):
                               prefix="alexnet-split train: error"):
             final = run(placed)
     print(train.format_final(args.out, final))
+    shown = report.shell_path(args.out)
+    print(f"wrote {shown}/final.json, history.csv, config.json and conv1.npz; summary: alexnet-split report {shown}")
     return 0
 
 
@@ -365,9 +367,10 @@ def cmd_compare(args):
     results = Path(args.results) / (args.name or args.recipe)
     _check_folder(results, "--results")
     placed = A.configure_devices(2, prefer=args.prefer)
-    print(report.compare(results, args.recipe, args.layout, modes, seeds, references=references,
-                         data_root=args.data, devices=placed or None, overrides=overrides,
-                         checkpoint_seconds=args.checkpoint_seconds, engine=args.engine, tensorboard=args.tensorboard))
+    md = report.compare(results, args.recipe, args.layout, modes, seeds, references=references, data_root=args.data,
+                        devices=placed or None, overrides=overrides, checkpoint_seconds=args.checkpoint_seconds,
+                        engine=args.engine, tensorboard=args.tensorboard)
+    print(report.for_terminal(md, results))
     return 0
 
 
@@ -385,7 +388,10 @@ def _add_report(sub):
 def cmd_report(args):
     from . import report
 
-    print(report.report(args.results_dir))
+    if report.is_run_folder(args.results_dir):
+        print(report.run_summary(args.results_dir))
+        return 0
+    print(report.for_terminal(report.report(args.results_dir), args.results_dir))
     _sync_readme(args.results_dir)
     return 0
 

@@ -116,6 +116,7 @@ def test_set_is_repeatable_and_null_unsets_a_key():
 def test_user_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     Path("afile").write_text("x")
+    Path("empty").mkdir()
     cases = [
         (["train", "--recipe", "quick", "--out", "afile"], "--out afile is a file; give a folder path"),
         (["train", "--recipe", "quick", "--out", "afile/run"], "--out afile/run lies under afile, a file"),
@@ -124,12 +125,14 @@ def test_user_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsy
         (["train", "--recipe", "quick", "--out", "new", "--set", "learning_rate=fast"],
          "learning_rate must be a number > 0, got 'fast'"),
         (["train", "--recipe", "quick", "--out", "new", "--set", "epochs"], "--set expects key=value, got 'epochs'"),
+        (["report", "missing"], "missing: no such folder"),
+        (["report", "empty"], "empty: neither a comparison folder (no compare.json) nor a train run folder"),
     ]
     for argv, message in cases:
         assert cli_module.main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith(f"alexnet-split {argv[0]}: error: {message}") and err.count("\n") == 1, (argv, err)
-    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty"] and not any(Path("empty").iterdir())
 
 
 def test_ctrl_c_before_a_run_starts_exits_130_without_a_folder(tmp_path, monkeypatch, capsys):

@@ -111,6 +111,7 @@ def test_run_folder_contents(tmp_path, data_root):
     assert model.layers[-1].name == "softmax" and cfg["loss"] == "logits"
     assert final["test_crops"] == 1 and {"test_top1_centre", "test_top5_centre"} <= set(final)
     # a finished run is not trained again, and another run's folder is refused
+    assert f"wrote {out}/final.json, " in proc.stdout and f"summary: alexnet-split report {out}" in proc.stdout
     again = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1"), capture_output=True, text=True, env=env(),
                            timeout=900)
     assert again.returncode == 0 and "resuming" not in again.stderr
