@@ -31,7 +31,7 @@ from .data import NUM_CLASSES
 from .devices import host_kind, is_tensorflow
 from .runlog import atomic_write, machine
 
-VARIANTS = ("towers_2dev", "towers_1dev", "grouped", "merged", "half")
+VARIANTS = spec.VARIANTS
 
 
 def build_variant(variant, layout, devices, input_shape=None, num_classes=NUM_CLASSES):

@@ -15,24 +15,28 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import bench, config, devices, spec
+from . import config, spec
 from .data import NUM_CLASSES
+
+SET_HELP = ("recipe overrides KEY=VALUE, each VALUE read as JSON (else as a string); repeatable; null unsets a key, "
+            "e.g. --set epochs=null steps=100 eval_every=50 (default: the recipe's values)")
 
 # --------------------------------------------------------------------------- shared arguments
 
 
 def _prefer_arg(p):
-    p.add_argument("--prefer", choices=devices.PREFER, default="auto",
-                   help="device kind for the towers (default: GPUs if there are any)")
+    p.add_argument("--prefer", choices=config.PREFER, default="auto",
+                   help="device kind for the towers (default: auto, GPUs if there are any)")
 
 
 def _device_args(p):
-    p.add_argument("--towers", type=int, default=2, help="number of towers (default 2)")
+    p.add_argument("--towers", type=int, default=2, help="number of towers")
     _prefer_arg(p)
 
 
 def _layout_arg(p):
-    p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper")
+    p.add_argument("--layout", choices=sorted(spec.LAYOUTS), default="paper",
+                   help="paper: the 2012 paper's net; seed: the seed tutorial's")
 
 
 def _recipe_arg(p):
@@ -46,14 +50,15 @@ def _data_arg(p, help="Flowers 17: a folder, or the archive or tflearn pickle it
 
 def _model_args(p):
     _layout_arg(p)
-    p.add_argument("--mode", choices=spec.MODES, default="towers")
-    p.add_argument("--norm", choices=spec.NORMS, default=None, help="default: the layout's own")
-    p.add_argument("--classes", type=int, default=NUM_CLASSES)
-    p.add_argument("--input-size", type=int, default=None, help="square input side (default 227 / 224)")
+    p.add_argument("--mode", choices=spec.MODES, default="towers",
+                   help="towers: two towers on two devices; merged: one net of the same width; half: one tower")
+    p.add_argument("--norm", choices=spec.NORMS, default=None, help="(default: the layout's own)")
+    p.add_argument("--classes", type=int, default=NUM_CLASSES, help="output classes")
+    p.add_argument("--input-size", type=int, default=None, help="square input side (default: the layout's, 227 / 224)")
 
 
 def _run_args(p):
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=5")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--engine", choices=config.ENGINES, default="auto",
                    help="fit: Keras fit fed by the NumPy pipeline (TensorFlow places the towers); device: the "
                         "jitted JAX loop with the data on the accelerator; auto (default): device under "
@@ -63,7 +68,8 @@ def _run_args(p):
                         "last checkpoint (default 0: after every interval; on a GPU, where intervals take well "
                         "under a second, use ~30)")
     p.add_argument("--tensorboard", default=None, metavar="DIR",
-                   help="write TensorBoard curves (loss, accuracy, top-5, lr per validation interval) here")
+                   help="write TensorBoard curves (loss, accuracy, top-5, lr per validation interval) here "
+                        "(default: none)")
     _prefer_arg(p)
 
 
@@ -78,6 +84,12 @@ def _overrides(items):
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def _check_folder(path, flag):
+    from .runlog import check_folder
+
+    check_folder(path, flag)
 
 
 def _csv_list(text, cast=str):
@@ -111,6 +123,8 @@ def _add_devices(sub):
 def cmd_devices(args):
     import alexnet_split as A
 
+    from . import devices
+
     placed = A.configure_devices(args.towers, prefer=args.prefer)
     print(devices.format_plan(placed, A.describe_devices()))
     return 0
@@ -143,15 +157,16 @@ def cmd_summary(args):
 def _add_check_placement(sub):
     p = sub.add_parser("check-placement", help="train a few steps and prove placement from TF's runtime log")
     _model_args(p)
-    p.add_argument("--optimizer", choices=config.OPTIMIZERS, default="sgd")
-    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--optimizer", choices=config.OPTIMIZERS, default="sgd", help="sgd: PaperSGD; adam: Keras's")
+    p.add_argument("--steps", type=int, default=2, help="training steps")
     p.add_argument("--naive", action="store_true", help="show the stock Keras path instead (misplaced on purpose)")
     p.add_argument("--loopback-cluster", action="store_true",
                    help="towers on two worker processes over 127.0.0.1 gRPC: what each worker ran, and the "
                         "weights against one process")
-    p.add_argument("--out", default=None, help="also write the report here (results/placement/...)")
+    p.add_argument("--out", default=None, help="also write the report here, e.g. results/placement/... (default: none)")
     p.add_argument("--figure", default=None, metavar="FILE.svg|.png",
-                   help="also draw the paper's Figure 2 from the same runtime evidence (results/placement/towers.svg)")
+                   help="also draw the paper's Figure 2 from the same runtime evidence, e.g. "
+                        "results/placement/towers.svg (default: none)")
     p.set_defaults(func=cmd_check_placement)
 
 
@@ -205,7 +220,7 @@ def _add_figure3(sub):
                                        "the towers' split against random splits, the verdict")
     p.add_argument("results_dir", metavar="RESULTS_DIR", nargs="+",
                    help="folders holding finished runs with conv1.npz (at any depth)")
-    p.add_argument("--out", default="results/figure3")
+    p.add_argument("--out", default="results/figure3", help="output folder")
     p.add_argument("--permutations", type=int, default=10_000, help="random 48/48 relabellings per run")
     p.set_defaults(func=cmd_figure3)
 
@@ -218,6 +233,7 @@ def cmd_figure3(args):
             raise SystemExit(f"figure3: {folder} is not a folder")
     if args.permutations < 100:
         raise SystemExit(f"figure3: --permutations {args.permutations} is too few for a p-value; use 100 or more")
+    _check_folder(args.out, "--out")
     try:
         md = figure3.figure3(args.results_dir, args.out, n_permutations=args.permutations)
     except ValueError as e:
@@ -245,10 +261,11 @@ def _add_train(sub):
     p = sub.add_parser("train", help="train (or resume) one run into a run folder")
     _model_args(p)
     _recipe_arg(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
+    p.add_argument("--seed", type=int, default=0, help="the split, initialisation and batches")
+    p.add_argument("--out", required=True, help="run folder (resumed if it exists; required)")
     _data_arg(p)
-    p.add_argument("--splits", default=None, help="official datasplits.mat (split 1) instead of a seeded split")
+    p.add_argument("--splits", default=None,
+                   help="official datasplits.mat (split 1) instead of a seeded split (default: none, a seeded split)")
     p.add_argument("--deterministic", action="store_true", help="TensorFlow deterministic ops")
     p.add_argument("--save-model", action="store_true",
                    help="also write OUT/model.keras: the trained network with its softmax output")
@@ -258,13 +275,16 @@ def _add_train(sub):
 
 
 def cmd_train(args):
+    overrides = _overrides(args.set)
+    config.get_recipe(args.recipe, **overrides)  # a bad recipe fails before TensorFlow starts
+    _check_folder(args.out, "--out")
     import alexnet_split as A
 
-    from . import train
+    from . import report, train
 
     def run(placed):
         return train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=args.data,
-                           devices=placed or None, overrides=_overrides(args.set), deterministic=args.deterministic,
+                           devices=placed or None, overrides=overrides, deterministic=args.deterministic,
                            splits_mat=args.splits, checkpoint_seconds=args.checkpoint_seconds, engine=args.engine,
                            tensorboard=args.tensorboard, save_model=args.save_model)
 
@@ -281,13 +301,16 @@ def cmd_train(args):
                               prefix="alexnet-split train: error"):
             final = run(placed)
     print(train.format_final(args.out, final))
+    shown = report.shell_path(args.out)
+    print(f"wrote {shown}/final.json, history.csv, config.json and conv1.npz; summary: alexnet-split report {shown}")
     return 0
 
 
 def _add_worker(sub):
     p = sub.add_parser("worker", help="run one TensorFlow worker of a cluster until SIGTERM")
     _cluster_arg(p, "cluster spec (default: $TF_CONFIG)")
-    p.add_argument("--task", type=int, default=None, help="this worker's index in the spec's worker list")
+    p.add_argument("--task", type=int, default=None,
+                   help="this worker's index in the spec's worker list (default: the spec's own task)")
     p.set_defaults(func=cmd_worker)
 
 
@@ -316,12 +339,13 @@ def _add_compare(sub):
     p = sub.add_parser("compare", help="run or resume towers/merged/half over seeds, then write the table")
     _recipe_arg(p)
     _layout_arg(p)
-    p.add_argument("--modes", default="towers,merged,half")
-    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--modes", default="towers,merged,half", help="comma-separated modes")
+    p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
     p.add_argument("--name", default=None, help="results folder name (default: the recipe's)")
-    p.add_argument("--results", default="results")
-    p.add_argument("--reference", nargs="*", metavar="DIR:LAYOUT:MODE:LABEL",
-                   help="extra rows from another comparison, e.g. ../seed_cpu:seed:merged:'seed as written'")
+    p.add_argument("--results", default="results", help="the folder that holds the comparison's folder")
+    p.add_argument("--reference", action="extend", nargs="+", default=[], metavar="DIR:LAYOUT:MODE:LABEL",
+                   help="extra rows from another comparison, e.g. ../seed_cpu:seed:merged:'seed as written'; "
+                        "repeatable (default: none)")
     _data_arg(p)
     _run_args(p)
     p.set_defaults(func=cmd_compare)
@@ -337,25 +361,37 @@ def cmd_compare(args):
         if m not in spec.MODES:
             raise ValueError(f"unknown mode {m!r} in --modes; expected {list(spec.MODES)}")
     seeds = _csv_list(args.seeds, int)
-    references = [_reference(r) for r in args.reference or []]
+    references = [_reference(r) for r in args.reference]
+    overrides = _overrides(args.set)
+    config.get_recipe(args.recipe, **overrides)
+    results = Path(args.results) / (args.name or args.recipe)
+    _check_folder(results, "--results")
     placed = A.configure_devices(2, prefer=args.prefer)
-    print(report.compare(f"{args.results}/{args.name or args.recipe}", args.recipe, args.layout, modes, seeds,
-                         references=references, data_root=args.data, devices=placed or None,
-                         overrides=_overrides(args.set), checkpoint_seconds=args.checkpoint_seconds,
-                         engine=args.engine, tensorboard=args.tensorboard))
+    md = report.compare(results, args.recipe, args.layout, modes, seeds, references=references, data_root=args.data,
+                        devices=placed or None, overrides=overrides, checkpoint_seconds=args.checkpoint_seconds,
+                        engine=args.engine, tensorboard=args.tensorboard)
+    print(report.for_terminal(md, results))
     return 0
 
 
 def _add_report(sub):
-    p = sub.add_parser("report", help="rebuild table.md, table.csv and curves.png from a comparison's run logs")
-    p.add_argument("results_dir")
+    p = sub.add_parser("report", help="rebuild a comparison's table.md, table.csv and curves.png from its run logs, "
+                                      "or summarise one train run",
+                       description="Given a comparison folder (what `alexnet-split compare` wrote: compare.json and "
+                                   "runs/), rebuild its table.md, table.csv and curves.png from the run logs, byte for "
+                                   "byte, and print the table. Given a run folder (`alexnet-split train --out`), print "
+                                   "that run's summary and write nothing.")
+    p.add_argument("results_dir", metavar="FOLDER", help="a comparison folder, e.g. results/paper_cpu, or a run folder")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args):
     from . import report
 
-    print(report.report(args.results_dir))
+    if report.is_run_folder(args.results_dir):
+        print(report.run_summary(args.results_dir))
+        return 0
+    print(report.for_terminal(report.report(args.results_dir), args.results_dir))
     _sync_readme(args.results_dir)
     return 0
 
@@ -368,7 +404,8 @@ def _add_pipeline_speed(sub):
     _recipe_arg(p)
     _layout_arg(p)
     _data_arg(p)
-    p.add_argument("--against", default=None, help="a results folder whose table.csv has training images/s")
+    p.add_argument("--against", default=None,
+                   help="a results folder whose table.csv has training images/s (default: none)")
     p.set_defaults(func=cmd_pipeline_speed)
 
 
@@ -388,11 +425,11 @@ def _add_bench(sub):
     p = sub.add_parser("bench", help="training/inference images/s of every variant, FLOPs, peak, bytes crossing")
     p.add_argument("--quick", action="store_true", help="batch 64 only, 3 repeats (under 5 minutes on 2 cores)")
     _layout_arg(p)
-    p.add_argument("--batches", default=None, help="default 32,64,128 (64 with --quick)")
-    p.add_argument("--precisions", default=None, help="default " + ",".join(bench.PRECISIONS))
-    p.add_argument("--variants", default=None, help="default " + ",".join(bench.VARIANTS))
-    p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--out", default="results/bench")
+    p.add_argument("--batches", default=None, help="comma-separated (default: 32,64,128; 64 with --quick)")
+    p.add_argument("--precisions", default=None, help="comma-separated (default: " + ",".join(config.PRECISIONS) + ")")
+    p.add_argument("--variants", default=None, help="comma-separated (default: " + ",".join(spec.VARIANTS) + ")")
+    p.add_argument("--input-size", type=int, default=None, help="square input side (default: the layout's)")
+    p.add_argument("--out", default="results/bench", help="output folder")
     _prefer_arg(p)
     p.set_defaults(func=cmd_bench)
 
@@ -400,9 +437,12 @@ def _add_bench(sub):
 def cmd_bench(args):
     import alexnet_split as A
 
+    from . import bench
+
+    _check_folder(args.out, "--out")
     placed = A.configure_devices(2, prefer=args.prefer)
     bench.run(args.layout, quick=args.quick, batches=_csv_list(args.batches, int) if args.batches else None,
-              precisions=_csv_list(args.precisions) if args.precisions else bench.PRECISIONS,
+              precisions=_csv_list(args.precisions) if args.precisions else config.PRECISIONS,
               variants=_csv_list(args.variants) if args.variants else None, out_dir=args.out,
               input_size=args.input_size, devices=placed or None, log=_print_line)
     _sync_readme(args.out)
@@ -412,15 +452,18 @@ def cmd_bench(args):
 def _add_bench_cluster(sub):
     p = sub.add_parser("bench-cluster", help="training step time: towers on two loopback workers vs in-process")
     _layout_arg(p)
-    p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--out", default="results/bench")
+    p.add_argument("--input-size", type=int, default=None, help="square input side (default: the layout's)")
+    p.add_argument("--batch", type=int, default=32, help="batch size")
+    p.add_argument("--steps", type=int, default=8, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of each arm")
+    p.add_argument("--out", default="results/bench", help="output folder")
     p.set_defaults(func=cmd_bench_cluster)
 
 
 def cmd_bench_cluster(args):
+    from . import bench
+
+    _check_folder(args.out, "--out")
     print(bench.cluster_step_ratio(args.layout, args.input_size, args.batch, args.steps, args.rounds, args.out,
                                    log=_print_line))
     _sync_readme(args.out)
@@ -430,11 +473,11 @@ def cmd_bench_cluster(args):
 def _add_profile(sub):
     p = sub.add_parser("profile", help="where a training step's time goes (TF profiler trace)")
     _layout_arg(p)
-    p.add_argument("--variant", choices=bench.VARIANTS, default="towers_2dev")
-    p.add_argument("--precision", choices=config.PRECISIONS, default="float32")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--out", default=None, help="also write the markdown here")
+    p.add_argument("--variant", choices=spec.VARIANTS, default="towers_2dev", help="the network to profile")
+    p.add_argument("--precision", choices=config.PRECISIONS, default="float32", help="Keras mixed-precision policy")
+    p.add_argument("--batch", type=int, default=64, help="batch size")
+    p.add_argument("--input-size", type=int, default=None, help="square input side (default: the layout's)")
+    p.add_argument("--out", default=None, help="also write the markdown here (default: none)")
     _prefer_arg(p)
     p.set_defaults(func=cmd_profile)
 
@@ -458,15 +501,16 @@ def cmd_profile(args):
 def _add_export_data(sub):
     p = sub.add_parser("export-data", help="write a compact official-layout copy of Flowers 17 (JPEGs at --size)")
     _data_arg(p, help="the source (default $FLOWERS17_DIR or a download)")
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--quality", type=int, default=90)
-    p.add_argument("--out", required=True)
+    p.add_argument("--size", type=int, default=256, help="square image side")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    p.add_argument("--out", required=True, help="output folder (required)")
     p.set_defaults(func=cmd_export_data)
 
 
 def cmd_export_data(args):
     from . import data
 
+    _check_folder(args.out, "--out")
     ds = data.load(args.data, size=args.size)
     out = data.export_folder(ds, args.out, quality=args.quality)
     mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
@@ -480,27 +524,61 @@ COMMANDS = (_add_devices, _add_summary, _add_check_placement, _add_figure3, _add
             _add_report, _add_pipeline_speed, _add_bench, _add_bench_cluster, _add_export_data, _add_profile)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help: argparse's "(default: X)", unless the help says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.required or not action.option_strings or action.default is argparse.SUPPRESS:
+            return text
+        if action.default is False:  # a switch
+            return f"{text} (default: off)"
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="alexnet-split", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="alexnet-split", description=__doc__.split("\n\n")[0],
+                                     formatter_class=_HelpFormatter)
     parser.add_argument("--verbose", action="store_true",
-                        help="show TensorFlow's C++ log (off by default; its start-up banner reads like errors)")
-    sub = parser.add_subparsers(dest="command", required=True)
+                        help="show TensorFlow's C++ log (its start-up banner reads like errors)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
-        add(sub)
+        add(_Subcommands(sub))
     return parser
+
+
+class _Subcommands:
+    """The subparsers action, with every subcommand's help formatted by _HelpFormatter."""
+
+    def __init__(self, action):
+        self.action = action
+
+    def add_parser(self, name, **kw):
+        kw.setdefault("description", kw.get("help"))
+        return self.action.add_parser(name, formatter_class=_HelpFormatter, **kw)
+
+
+# User errors: one line and exit code 2 (OSError: a path that cannot be read or written).
+USER_ERRORS = (ValueError, RuntimeError, OSError)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.verbose and os.environ.get("ALEXNET_SPLIT_VERBOSE") != "1":
-        # TensorFlow was imported quietly with the package: start again with its log on
+        # the package set TensorFlow's log level quietly: start again with its log on
         env = {k: v for k, v in os.environ.items() if k != "_ALEXNET_SPLIT_QUIET"}
         env.update(ALEXNET_SPLIT_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="0")
         argv = sys.argv[1:] if argv is None else list(argv)
         os.execve(sys.executable, [sys.executable, "-m", "alexnet_split.cli", *argv], env)
     try:
         return args.func(args)
-    except (ValueError, RuntimeError) as e:
+    except KeyboardInterrupt as e:  # train.Interrupted names the step a rerun resumes from
+        resumes = "; run the same command to resume" if args.command in ("train", "compare") else ""
+        if sys.stdout.isatty():
+            print(flush=True)  # end a progress bar's line
+        print(f"alexnet-split {args.command}: {str(e) or 'interrupted' + resumes}", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
         print(f"alexnet-split {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -7,6 +7,7 @@ keys are errors that repeat the bad value.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from .spec import INITS
 
@@ -14,6 +15,7 @@ from .spec import INITS
 ENGINES = ("auto", "fit", "device")
 PRECISIONS = ("float32", "mixed_bfloat16")  # Keras mixed-precision policies a recipe may use
 OPTIMIZERS = ("sgd", "adam")  # sgd: PaperSGD, the paper's momentum update (Section 5); adam: Keras's
+PREFER = ("auto", "gpu", "cpu")  # device kinds for the towers (alexnet_split.devices.configure_devices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,18 +45,12 @@ class Recipe:
     init: str = "paper"  # "paper" | "caffe" (biases 0.1) | "fan_in" (He-normal, biases 0); see build_model
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for key, choices in (("optimizer", OPTIMIZERS), ("init", INITS), ("precision", PRECISIONS)):
+            if getattr(self, key) not in choices:
+                raise ValueError(f"{key} must be one of {choices}, got {getattr(self, key)!r}")
+        _check_values(self)
         if (self.steps is None) == (self.epochs is None):
             raise ValueError(f"set exactly one of steps and epochs, got steps={self.steps!r}, epochs={self.epochs!r}")
-        for key in ("batch_size", "image_size", "steps", "epochs", "eval_every", "lr_drop_patience", "chance_patience"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
         if self.steps is not None and (self.eval_every is None or self.steps % self.eval_every):
             raise ValueError(f"eval_every must divide steps, got steps={self.steps}, eval_every={self.eval_every!r}")
         if self.epochs is not None and self.eval_every is not None:
@@ -80,6 +76,39 @@ class Recipe:
         if unknown:
             raise ValueError(f"unknown recipe keys {unknown}; known: {sorted(known)}")
         return cls(**d)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# What each numeric or boolean field accepts, (check, what it must be), so that a bad --set value
+# fails before a run starts, naming its key and value. None passes where the field's type allows it.
+_POSITIVE_INT = (lambda v: _is_int(v) and v >= 1, "a positive integer")
+_RULES = {
+    **{key: _POSITIVE_INT for key in ("batch_size", "image_size", "steps", "epochs", "eval_every", "lr_drop_patience",
+                                      "chance_patience", "input_size")},
+    "max_lr_drops": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "learning_rate": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "momentum": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (or null: none)"),
+    "pca_lighting": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: off)"),
+    "bias_fill": (_is_number, "a finite number (or null: the init's own biases)"),
+    "augment": (lambda v: isinstance(v, bool), "true or false"),
+    "ten_crop": (lambda v: isinstance(v, bool), "true or false"),
+}
+_NULLABLE = {f.name for f in dataclasses.fields(Recipe) if "None" in str(f.type)}
+
+
+def _check_values(recipe: Recipe):
+    for key, (ok, what) in _RULES.items():
+        value = getattr(recipe, key)
+        if not (value is None and key in _NULLABLE) and not ok(value):
+            raise ValueError(f"{key} must be {what}, got {value!r}")
 
 
 def paper() -> Recipe:
@@ -157,6 +186,32 @@ def quick() -> Recipe:
 
 
 PRESETS = {f.__name__: f for f in (paper, paper_cpu, seed, seed_cpu, quick)}
+
+# A finished run is the result of the recipe asked for when they agree key by key (recipe_differences).
+# Runs written before a field existed record no value for it: they trained as its dataclass default
+# does, except for the fields below, added with a preset value other than the default after runs were
+# committed (the dead-run rule came after every committed paper run).
+ADDED_SINCE = ("chance_patience",)
+# Recorded values that mean what today's value means: (key, recorded, today). The seed presets
+# spelled "fixed lr" lr_drop_patience=10**6 before it was None.
+EQUIVALENT = {("lr_drop_patience", 10**6, None)}
+
+
+def recipe_differences(recorded: dict, recipe: Recipe) -> list[str]:
+    """"key recorded -> asked" for each key where a run's recorded recipe (config.json) is not
+    `recipe`; empty when the run is that recipe's."""
+    wanted = recipe.to_dict()
+    defaults = {f.name: f.default for f in dataclasses.fields(Recipe)}
+    differ = []
+    for key in sorted(set(recorded) | set(wanted)):
+        if key not in recorded:
+            same = wanted[key] == defaults[key] or key in ADDED_SINCE
+        else:
+            same = key in wanted and (recorded[key] == wanted[key] or (key, recorded[key], wanted[key]) in EQUIVALENT)
+        if not same:
+            was = repr(recorded[key]) if key in recorded else "(not recorded)"
+            differ.append(f"{key} {was} -> {repr(wanted[key]) if key in wanted else '(no such key)'}")
+    return differ
 
 
 def get_recipe(name: str, **overrides) -> Recipe:

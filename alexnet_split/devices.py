@@ -14,7 +14,7 @@ import warnings
 
 import keras
 
-PREFER = ("auto", "gpu", "cpu")
+from .config import PREFER  # noqa: F401  (the choices live in config: --help imports no Keras)
 
 
 def is_tensorflow() -> bool:

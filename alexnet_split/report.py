@@ -3,7 +3,8 @@
 ``results/<name>/compare.json`` says what the comparison is (recipe, layout, modes, seeds,
 reference rows); ``results/<name>/runs/<layout>_<mode>_s<seed>/`` hold the run logs. The
 report reads only those files, so ``alexnet-split report results/<name>`` regenerates
-``table.md``, ``table.csv`` and ``curves.png`` byte for byte: no number is typed by hand.
+``table.md``, ``table.csv`` and ``curves.png`` byte for byte: no number is typed by hand. Given a
+``train`` run folder instead, ``report`` summarises that run and writes nothing.
 
 Every declared run is a result: finished, unfinished or not started, each is in the table, and
 a run that never left chance counts in the all-seeds figures beside the figures over the runs
@@ -17,6 +18,8 @@ import csv
 import io
 import logging
 import math
+import os
+import shlex
 import tarfile
 from pathlib import Path
 
@@ -24,7 +27,7 @@ import numpy as np
 
 from . import docsync, stats
 from .data import NUM_CLASSES
-from .runlog import atomic_write, read_json, replacing, write_figure, write_json
+from .runlog import atomic_write, check_folder, read_json, replacing, write_figure, write_json
 from .schedule import CHANCE_FACTOR
 
 MANIFEST = "compare.json"
@@ -50,6 +53,7 @@ def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "hal
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes: one model per run
     results_dir = Path(results_dir)
+    _check_before_writing(results_dir, recipe, layout, modes, seeds, data_root, overrides)
     write_manifest(results_dir, recipe, layout, modes, seeds, references, overrides)
     todo = [(m, s) for s in seeds for m in modes]
     for i, (mode, seed) in enumerate(todo, 1):
@@ -62,6 +66,19 @@ def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "hal
                     overrides=overrides, deterministic=deterministic, checkpoint_seconds=checkpoint_seconds,
                     engine=engine, tensorboard=Path(tensorboard) / out.name if tensorboard else None)
     return report(results_dir)
+
+
+def _check_before_writing(results_dir, recipe, layout, modes, seeds, data_root, overrides):
+    """What can fail before a comparison writes anything: its folder, the recipe, and (when a run
+    is left to train) the data and a batch larger than the training images."""
+    from . import config, data, pipeline
+
+    check_folder(results_dir, "results folder")
+    recipe = config.get_recipe(recipe, **(overrides or {}))
+    if all((results_dir / "runs" / run_name(layout, m, s) / "final.json").is_file() for s in seeds for m in modes):
+        return
+    labels = data.load(data_root, size=recipe.image_size).labels
+    pipeline.epoch_steps(len(data.stratified_split(labels, seeds[0])["train"]), recipe.batch_size)
 
 
 def write_manifest(results_dir, recipe, layout, modes, seeds, references=(), overrides=None):
@@ -200,8 +217,11 @@ LAST_VAL = {"test_top1": "val_accuracy", "test_top5": "val_top5", "test_top1_cen
 
 
 def report(results_dir) -> str:
-    """Write table.md, table.csv and curves.png of a comparison from its run logs; returns table.md."""
+    """Write table.md, table.csv and curves.png of a comparison from its run logs; returns table.md
+    (:func:`for_terminal` gives its "Regenerate" line for the working directory)."""
     results_dir = Path(results_dir)
+    if not (results_dir / MANIFEST).is_file():
+        raise ValueError(f"{results_dir}: {_not_a_comparison(results_dir)}")
     manifest = read_json(results_dir / MANIFEST)
     runs = declared_runs(results_dir)
     if not any(r["state"] != NOT_STARTED and r["reference"] is None for r in runs):
@@ -209,10 +229,86 @@ def report(results_dir) -> str:
     keys = _accuracy_keys(runs)
     rows = [_row(name, [r for r in runs if r["row"] == name], keys) for name in _order(runs)]
     atomic_write(results_dir / "table.csv", _csv(rows, keys))
-    md = _markdown(manifest, runs, rows, keys, results_dir)
+    md = _markdown(manifest, runs, rows, keys) + _regenerate(_rel(results_dir))
     atomic_write(results_dir / "table.md", md)
     write_figure(curves_figure(runs, manifest), results_dir / "curves.png", dpi=100)
     return md
+
+
+def for_terminal(md: str, results_dir) -> str:
+    """A comparison's table.md as printed: the command under "Regenerate" typed from here, and where
+    the files are."""
+    file_line = _regenerate(_rel(Path(results_dir)))
+    if md.endswith(file_line):
+        md = md[:-len(file_line)] + _regenerate(shell_path(results_dir))
+    return md + written(results_dir)
+
+
+def is_run_folder(folder) -> bool:
+    """A ``train`` run folder (config.json), not a comparison (compare.json)."""
+    return (Path(folder) / "config.json").is_file() and not (Path(folder) / MANIFEST).is_file()
+
+
+def run_summary(run_dir) -> str:
+    """What a ``train`` run folder holds, read from its config.json, history.csv and final.json."""
+    run_dir = Path(run_dir)
+    run = _read_run(run_dir, None, None)
+    cfg, f, h = run["config"], run["final"] or {}, run["history"]
+    recipe = cfg["recipe"]
+    unit = "step" if "steps" in f or (not f and h and h[-1].get("step")) else "epoch"
+    left = f.get("steps_to_leave_chance") if "steps_to_leave_chance" in f else \
+        next((r[unit] for r in h if r["val_accuracy"] > CHANCE), None)
+    files = ", ".join(sorted(p.name for p in run_dir.iterdir()))
+    return "\n".join([
+        f"{shell_path(run_dir)}: {cfg['layout']} layout, {cfg['mode']} mode, seed {cfg['seed']}, recipe "
+        f"{recipe['name']} ({_length(recipe)}; {recipe['optimizer']} lr {recipe['learning_rate']}, batch "
+        f"{recipe['batch_size']}, {recipe['precision']}, {cfg['input_size']}px input)",
+        f"ran on: backend {cfg['backend']}, engine {cfg.get('engine', 'fit')}, "
+        f"{', '.join(cfg['devices']) or 'one device'}; {cfg['machine']}",
+        _run_state(f, h, unit, recipe),
+        f"left chance: {'never' if f else 'not yet'}" if left is None else f"left chance: at {unit} {left:,.0f}",
+        f"files: {files}"])
+
+
+def _run_state(f, h, unit, recipe) -> str:
+    if f:
+        stopped = f" ({f['stopped_by']})" if "stopped_by" in f else ""
+        return (f"finished{stopped}: test top-1 {f['test_top1']:.4f}, top-5 {f['test_top5']:.4f} "
+                f"({f.get('test_crops', 10 if recipe['ten_crop'] else 1)}-crop), best val top-1 "
+                f"{f['best_val_accuracy']:.4f} at {unit} {_num(f.get('best_' + unit))} of {_num(f.get(unit + 's'))}, "
+                f"{f['train_images_per_second']:.1f} train images/s, {f['train_seconds'] / 60:.1f} min")
+    if not h:
+        return "no validation yet; rerun its train command to resume"
+    best = max(h, key=lambda x: x["val_accuracy"])
+    return (f"unfinished: {len(h)} validation{'s' * (len(h) > 1)} to {unit} {_num(h[-1][unit])}, last val top-1 "
+            f"{h[-1]['val_accuracy']:.4f}, best {best['val_accuracy']:.4f} at {unit} {_num(best[unit])}; rerun its "
+            "train command to resume")
+
+
+def _not_a_comparison(folder: Path) -> str:
+    if not folder.exists():
+        return "no such folder"
+    if not folder.is_dir():
+        return "a file, not a folder"
+    return (f"neither a comparison folder (no {MANIFEST}) nor a train run folder (no config.json); "
+            "give the folder that `alexnet-split compare` or `alexnet-split train --out` wrote")
+
+
+def _regenerate(path: str) -> str:
+    return f"\nRegenerate: `alexnet-split report {path}`; curves: `curves.png`.\n"
+
+
+def written(results_dir) -> str:
+    """Where a comparison's report went, as the working directory reaches it."""
+    shown = shell_path(results_dir)
+    return f"wrote {shown}/table.md, {shown}/table.csv and {shown}/curves.png"
+
+
+def shell_path(path) -> str:
+    """`path` as a shell argument from the working directory: relative below it, else absolute."""
+    path = Path(path).resolve()
+    rel = os.path.relpath(path)
+    return shlex.quote(path.as_posix() if rel.startswith("..") else Path(rel).as_posix())
 
 
 def _order(runs) -> list[str]:
@@ -353,7 +449,7 @@ def _by_steps(runs) -> bool:
     return any(_unit(r) == "step" for r in runs if r["state"] != NOT_STARTED)
 
 
-def _markdown(manifest, runs, rows, keys, results_dir) -> str:
+def _markdown(manifest, runs, rows, keys) -> str:
     main = [r for r in runs if r["reference"] is None]
     main_rows = [r for r in rows if r["reference"] is None]
     lines = [f"# {manifest['layout']} layout, recipe `{manifest['recipe']}`: {' vs '.join(manifest['modes'])}", ""]
@@ -365,8 +461,7 @@ def _markdown(manifest, runs, rows, keys, results_dir) -> str:
                   "its own protocol, below.", ""]
         lines += _section([r for r in runs if r["row"] == label], ref_rows, keys, "Columns as in the first table.")
         lines += _reference_pairing(main_rows, ref_rows[0])
-    lines += ["", f"Regenerate: `alexnet-split report {_rel(results_dir)}`; curves: `curves.png`.", ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def _section(runs, rows, keys, legend) -> list[str]:
@@ -587,8 +682,12 @@ def _length(recipe) -> str:
 
 
 def _rel(path: Path) -> str:
+    """table.md's path to its own folder: from the repository root for a folder under ``results/``
+    (as the README shows the committed tables), else as the working directory reaches it."""
     parts = path.resolve().parts
-    return "/".join(parts[parts.index("results"):]) if "results" in parts else path.name
+    if "results" not in parts:
+        return shell_path(path)
+    return "/".join(parts[len(parts) - 1 - parts[::-1].index("results"):])
 
 
 def _diff(d):

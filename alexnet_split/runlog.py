@@ -4,6 +4,7 @@ and the provenance of a run (git commit, machine, versions)."""
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
 import importlib.util
 import json
 import os
@@ -39,6 +40,18 @@ def remove_partial_files(*folders):
         for f in Path(folder).glob(f".*{TMP_MARK}*"):
             if re.fullmatch(rf"\..+{re.escape(TMP_MARK)}\d+(\.\w+)?", f.name) and f.is_file():
                 f.unlink()
+
+
+def check_folder(path, what: str):
+    """Refuse (ValueError naming it) a folder path that is a file or lies under one, before
+    anything is written there; a missing folder is fine (it is made when the first file is)."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"lies under {p}, a file"
+                raise ValueError(f"{what} {path} {where}; give a folder path (a missing folder is made)")
+            return
 
 
 def atomic_write(path, content: str | bytes):
@@ -111,33 +124,59 @@ def versions() -> dict:
 
 
 def quiet_tensorflow_import():
-    """Import TensorFlow with its C++ start-up banner (absl INFO lines, a cuInit "error" on a
-    machine without CUDA) kept off the terminal, and its C++ logging at ERRORs-off level 3.
+    """Keep TensorFlow's C++ start-up banner (absl INFO lines, a cuInit "error" on a machine
+    without CUDA) off the terminal whenever this process imports TensorFlow, and set its C++
+    logging to level 3 (errors off). Imports nothing itself: ``alexnet-split --help`` never starts
+    TensorFlow.
 
     The banner is written to file descriptor 2 before TensorFlow reads TF_CPP_MIN_LOG_LEVEL, so
-    the import runs with fd 2 pointed at a temporary file, which is replayed if the import fails.
-    Nothing is changed when the user set TF_CPP_MIN_LOG_LEVEL, or ALEXNET_SPLIT_VERBOSE=1
-    (``alexnet-split --verbose``), or when a caller (the placement proof's child, which reads the
-    placer log) set another level for its process."""
+    the first ``import tensorflow`` (Keras's, or anyone's) runs with fd 2 pointed at a temporary
+    file, which is replayed if the import fails. Nothing is changed when the user set
+    TF_CPP_MIN_LOG_LEVEL, or ALEXNET_SPLIT_VERBOSE=1 (``alexnet-split --verbose``), or when a
+    caller (the placement proof's child, which reads the placer log) set another level for its
+    process."""
 
     ours = os.environ.get("_ALEXNET_SPLIT_QUIET") == "1" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3"
     if os.environ.get("ALEXNET_SPLIT_VERBOSE") == "1" or ("TF_CPP_MIN_LOG_LEVEL" in os.environ and not ours):
         return
     os.environ.update(TF_CPP_MIN_LOG_LEVEL="3", _ALEXNET_SPLIT_QUIET="1")  # children inherit the choice
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "tensorflow" in sys.modules \
-            or importlib.util.find_spec("tensorflow") is None:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as log:
-        os.dup2(log.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        except BaseException:
-            os.dup2(saved, 2)
-            log.seek(0)
-            sys.stderr.write(log.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Finds ``tensorflow`` once (then leaves sys.meta_path) and loads it with fd 2 muted."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _MutedLoader(spec.loader)
+        return spec
+
+
+class _MutedLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self.loader  # the real one from here on
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as log:
+            os.dup2(log.fileno(), 2)
+            try:
+                self.loader.exec_module(module)
+            except Exception:  # its log says why (not on Ctrl-C)
+                os.dup2(saved, 2)
+                log.seek(0)
+                sys.stderr.write(log.read().decode(errors="replace"))
+                raise
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)

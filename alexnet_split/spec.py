@@ -22,6 +22,8 @@ MODES = ("towers", "merged", "half")
 # Weight initialisations (alexnet_split.models.build_model): the paper's (Section 5), Caffe's
 # bvlc_alexnet biases, or He-normal fan-in scaling
 INITS = ("paper", "caffe", "fan_in")
+# The networks alexnet_split.bench times: towers on two devices or one, one grouped-conv model, merged, half
+VARIANTS = ("towers_2dev", "towers_1dev", "grouped", "merged", "half")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -35,7 +35,17 @@ import numpy as np
 from . import config, data, pipeline, spec
 from .models import build_model, init_summary, with_softmax
 from .optimizers import PaperSGD
-from .runlog import atomic_write, git_commit, machine, read_json, remove_partial_files, replacing, versions, write_json
+from .runlog import (
+    atomic_write,
+    check_folder,
+    git_commit,
+    machine,
+    read_json,
+    remove_partial_files,
+    replacing,
+    versions,
+    write_json,
+)
 from .schedule import Plateau
 
 HISTORY_FIELDS = ["step", "epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5", "lr", "seconds"]
@@ -43,6 +53,10 @@ HISTORY_FIELDS = ["step", "epoch", "loss", "accuracy", "top5", "val_loss", "val_
 
 class TrainingDiverged(RuntimeError):
     pass
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message names the step a rerun of the same command resumes from."""
 
 
 def history_csv(rows: list[dict]) -> str:
@@ -214,33 +228,43 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
     `checkpoint_seconds` have passed since its last commit; the last interval commits the logs
     only. `engine`: see :func:`resolve_engine`. `tensorboard`: a folder for TensorBoard's
     training and validation curves of this run. `save_model`: also write ``model.keras``, the
-    trained network with its softmax output.
+    trained network with its softmax output. Ctrl-C raises :class:`Interrupted`; nothing is
+    written before the recipe, the data and the model have been checked.
     """
     out = Path(out)
     recipe = config.get_recipe(recipe, **(overrides or {})) if isinstance(recipe, str) else recipe
     engine = resolve_engine(engine)
     crop = recipe.input_size or spec.get_layout(layout).input_shape[0]
     identity = {"layout": layout, "mode": mode, "seed": seed, "recipe": recipe.to_dict(), "engine": engine}
-    state, final = _open_run_folder(out, identity, devices)
+    state, final = _inspect_run_folder(out, identity, devices)
     if final is not None:
         return final
 
+    # Every check that can fail (data, batch size, model, TensorBoard) before the folder is made.
     _seed_everything(seed, recipe.precision, deterministic)
     split = _load_split(data_root, recipe, crop, seed, splits_mat)
     steps_per_epoch = pipeline.epoch_steps(len(split.train_y), recipe.batch_size)
-    interval_steps = recipe.eval_every or steps_per_epoch
     n_intervals = recipe.steps // recipe.eval_every if recipe.steps else recipe.epochs
+    _check_tensorboard(tensorboard)
+    model = new_model(layout, mode, crop, devices, recipe) if state is None else None
+    _open_run_folder(out)
     if state is None:
-        model = new_model(layout, mode, crop, devices, recipe)
         state = _new_state(recipe)
         _write_config(out, identity, devices, recipe, split, crop, steps_per_epoch, model)
     else:
         model = _resume_model(out, state, n_intervals)
-    run = _Run(out, state, n_intervals, interval_steps, steps_per_epoch, checkpoint_seconds)
+    run = _Run(out, state, n_intervals, recipe.eval_every or steps_per_epoch, steps_per_epoch, checkpoint_seconds)
     run.tensorboard = _tensorboard(tensorboard, model)
-
     if verbose is None:  # a live bar on a terminal, one line per interval in a log file
         verbose = 1 if sys.stdout.isatty() else 2
+    try:
+        return _finish(run, model, engine, split, recipe, crop, seed, verbose, save_model)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{out}: interrupted at step {resume_step(out)}; run the same command to resume") from None
+
+
+def _finish(run: _Run, model, engine, split, recipe, crop, seed, verbose, save_model) -> dict:
+    """Train the run's remaining intervals on `engine`, test, and write conv1.npz and final.json."""
     if engine == "fit":
         diverged, predict = _fit(model, run, split, recipe, crop, seed, verbose)
     else:
@@ -250,15 +274,21 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
     if run.tensorboard is not None:
         run.tensorboard.on_train_end()
     if diverged:
-        _raise_diverged(out, diverged, state, recipe)
-
-    save_conv1(model, out / "conv1.npz")
+        _raise_diverged(run.out, diverged, run.state, recipe)
+    save_conv1(model, run.out / "conv1.npz")
     if save_model:
-        with replacing(out / "model.keras") as tmp:
+        with replacing(run.out / "model.keras") as tmp:
             with_softmax(model).save(tmp)
-    final = {**_test(predict, split, recipe.ten_crop), **_summary(run, recipe, split, steps_per_epoch)}
-    write_json(out / "final.json", final)
+    final = {**_test(predict, split, recipe.ten_crop), **_summary(run, recipe, split, run.steps_per_epoch)}
+    write_json(run.out / "final.json", final)
     return final
+
+
+def resume_step(out) -> int:
+    """The step a rerun of run folder `out` resumes after: its last checkpoint's (0 without one)."""
+    path = Path(out) / "state.json"
+    state = read_json(path) if path.is_file() else {}
+    return state["step"] if state.get("checkpoint") else 0
 
 
 class Split(NamedTuple):
@@ -275,20 +305,22 @@ class Split(NamedTuple):
     sizes: dict
 
 
-def _open_run_folder(out: Path, identity: dict, devices):
-    """(state to resume or None, final.json if the run is finished); refuses another run's folder."""
-    out.mkdir(parents=True, exist_ok=True)
+def _inspect_run_folder(out: Path, identity: dict, devices):
+    """(state to resume or None, final.json if the run is finished), reading only; refuses a path
+    that is a file, another run's folder, and a finished run of another recipe."""
+    check_folder(out, "run folder")
     state = read_json(out / "state.json") if (out / "state.json").is_file() else None
     if state is not None and not state.get("checkpoint"):  # logs without a checkpoint: start again
         state = None
     old = read_json(out / "config.json") if (out / "config.json").is_file() else {}
-    # A finished run of the same layout, mode, seed and recipe name is its result, whatever code
-    # version wrote it (committed runs predate fields added since); an unfinished one resumes
-    # only with everything equal.
+    # A finished run of the same layout, mode, seed and recipe is its result, whatever code version
+    # wrote it (config.recipe_differences: committed runs predate fields added since); an
+    # unfinished one resumes only with everything equal.
     who = ("layout", "mode", "seed")
     same_run = ({k: old.get(k) for k in who} == {k: identity[k] for k in who}
                 and old.get("recipe", {}).get("name") == identity["recipe"]["name"])
     if same_run and (out / "final.json").is_file():
+        _refuse_another_recipe(out, old["recipe"], identity["recipe"])
         return None, read_json(out / "final.json")
     if old and {k: old.get(k) for k in identity} != identity:
         raise ValueError(f"{out} holds a different run ({ {k: old.get(k) for k in who} }, "
@@ -298,8 +330,20 @@ def _open_run_folder(out: Path, identity: dict, devices):
         raise ValueError(f"{out} was placed on {old.get('devices') or 'one device'}; this process has "
                          f"{list(devices or []) or 'one device'}. Resume it with the same devices (the same "
                          "--cluster), or start a new --out")
-    remove_partial_files(out, out / "ckpt")  # writes cut short by a kill
     return state, None
+
+
+def _refuse_another_recipe(out: Path, recorded: dict, wanted: dict):
+    differ = config.recipe_differences(recorded, config.Recipe.from_dict(wanted))
+    if differ:
+        raise ValueError(f"{out} holds a finished run whose recipe differs from this one ({'; '.join(differ)}); "
+                         "it is not trained again: choose another --out for this recipe")
+
+
+def _open_run_folder(out: Path):
+    """The run's first write: its folder, cleared of the temporary files a kill left."""
+    out.mkdir(parents=True, exist_ok=True)
+    remove_partial_files(out, out / "ckpt")
 
 
 def _seed_everything(seed: int, precision: str, deterministic: bool):
@@ -348,11 +392,14 @@ def _resume_model(out: Path, state: dict, n_intervals: int):
     return model
 
 
+def _check_tensorboard(folder):
+    if folder and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError(f"--tensorboard {folder}: the tensorboard package is not installed (pip install tensorboard)")
+
+
 def _tensorboard(folder, model):
     if not folder:
         return None
-    if importlib.util.find_spec("tensorboard") is None:
-        raise ValueError(f"--tensorboard {folder}: the tensorboard package is not installed (pip install tensorboard)")
     writer = _TensorBoard(str(folder))
     writer.set_model(model)
     return writer

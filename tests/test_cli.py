@@ -1,10 +1,15 @@
 """The CLI, run as users run it (a fresh process each)."""
 
+import argparse
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import cli
 
+from alexnet_split import cli as cli_module
 from alexnet_split import spec
 
 
@@ -68,3 +73,76 @@ def test_check_placement_command_succeeds(optimizer, tmp_path):
 def test_check_placement_refuses_a_figure_it_cannot_draw(tmp_path):
     proc = cli("check-placement", "--figure", tmp_path / "f.pdf")
     assert proc.returncode != 0 and "--figure " in proc.stderr and "f.pdf: give a .svg or .png" in proc.stderr
+
+
+# --- the command line's own behaviour: help, --set, one-line errors, Ctrl-C outside a run -----------
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["report", "--help"]])
+def test_help_starts_no_tensorflow(argv):
+    """`alexnet-split --help` imports neither TensorFlow, Keras nor JAX (seconds to import; the
+    help answers in a fraction of one), as the command runs it: `python -m alexnet_split.cli`."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "alexnet_split.cli", *argv], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "usage: alexnet-split" in proc.stdout, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines()}
+    assert "alexnet_split" in imported and not imported & {"tensorflow", "keras", "jax"}
+    if argv[0] == "report":
+        assert "usage: alexnet-split report [-h] FOLDER" in proc.stdout and "a run folder" in proc.stdout
+
+
+def subcommand_parsers():
+    parser = cli_module.build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {"alexnet-split": parser, **sub.choices}
+
+
+def test_every_option_shows_its_default():
+    formatter = cli_module._HelpFormatter("alexnet-split")
+    missing = [f"{name} {action.option_strings[-1]}" for name, p in subcommand_parsers().items()
+               for action in p._actions if action.option_strings and action.dest != "help" and not action.required
+               and "default" not in formatter._get_help_string(action)]
+    assert not missing, missing
+    assert "(default: 0,1,2,3,4)" in subcommand_parsers()["compare"].format_help()
+
+
+def test_set_is_repeatable_and_null_unsets_a_key():
+    args = cli_module.build_parser().parse_args(["train", "--out", "x", "--set", "epochs=1", "--set", "bias_fill=30",
+                                          "steps=null"])
+    assert cli_module._overrides(args.set) == {"epochs": 1, "bias_fill": 30, "steps": None}
+    assert "null unsets a key" in " ".join(subcommand_parsers()["train"].format_help().split())
+
+
+def test_user_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("x")
+    Path("empty").mkdir()
+    cases = [
+        (["train", "--recipe", "quick", "--out", "afile"], "--out afile is a file; give a folder path"),
+        (["train", "--recipe", "quick", "--out", "afile/run"], "--out afile/run lies under afile, a file"),
+        (["compare", "--recipe", "quick", "--results", "afile"], "--results afile/quick lies under afile, a file"),
+        (["export-data", "--out", "afile"], "--out afile is a file"),
+        (["train", "--recipe", "quick", "--out", "new", "--set", "learning_rate=fast"],
+         "learning_rate must be a number > 0, got 'fast'"),
+        (["train", "--recipe", "quick", "--out", "new", "--set", "epochs"], "--set expects key=value, got 'epochs'"),
+        (["report", "missing"], "missing: no such folder"),
+        (["report", "empty"], "empty: neither a comparison folder (no compare.json) nor a train run folder"),
+    ]
+    for argv, message in cases:
+        assert cli_module.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"alexnet-split {argv[0]}: error: {message}") and err.count("\n") == 1, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty"] and not any(Path("empty").iterdir())
+
+
+def test_ctrl_c_before_a_run_starts_exits_130_without_a_folder(tmp_path, monkeypatch, capsys):
+    from alexnet_split import data
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, "load", interrupted)
+    argv = ["train", "--recipe", "quick", "--out", str(tmp_path / "run"), "--data", str(tmp_path)]
+    assert cli_module.main(argv) == 130
+    assert capsys.readouterr().err == "alexnet-split train: interrupted; run the same command to resume\n"
+    assert not (tmp_path / "run").exists()

@@ -125,3 +125,44 @@ def test_committed_runs_recorded_their_presets_recipe():
                 problems.append(f"{path.relative_to(RESULTS)}: {key} recorded {recorded.get(key, '<absent>')!r}, "
                                 f"preset {value!r}")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("learning_rate", "fast", "learning_rate must be a number > 0, got 'fast'"),
+    ("learning_rate", 0, "learning_rate must be a number > 0, got 0"),
+    ("momentum", 1.5, "momentum must be a number in [0, 1], got 1.5"),
+    ("weight_decay", -1e-4, "weight_decay must be a number >= 0 (or null: none), got -0.0001"),
+    ("pca_lighting", "0.1", "pca_lighting must be a number >= 0 (0: off), got '0.1'"),
+    ("bias_fill", float("nan"), "bias_fill must be a finite number (or null: the init's own biases), got nan"),
+    ("bias_fill", True, "bias_fill must be a finite number"),
+    ("augment", "yes", "augment must be true or false, got 'yes'"),
+    ("input_size", "67", "input_size must be a positive integer, got '67'"),
+    ("max_lr_drops", -1, "max_lr_drops must be an integer >= 0, got -1"),
+])
+def test_numeric_fields_are_numbers_in_range(key, value, message):
+    """A bad --set value fails when the recipe is made (before any folder or optimizer), repeating it."""
+    with pytest.raises(ValueError) as e:
+        config.get_recipe("quick", **{key: value})
+    assert str(e.value).startswith(message)
+
+
+def test_nullable_fields_accept_null():
+    r = config.get_recipe("paper", weight_decay=None, bias_fill=30, steps=None, eval_every=None, epochs=3,
+                          chance_patience=None, lr_drop_patience=None)
+    assert (r.weight_decay, r.bias_fill, r.steps, r.epochs) == (None, 30, None, 3)
+
+
+def test_every_committed_run_is_its_recipe_and_a_changed_recipe_is_named():
+    """What train's finished-run rule compares: committed runs (which predate fields added since)
+    are the result of their preset with their overrides; a changed key is named with both values."""
+    for path in sorted(RESULTS.rglob("config.json")):
+        recorded = json.loads(path.read_text())["recipe"]
+        wanted = config.get_recipe(recorded["name"], **_overrides(path))
+        assert config.recipe_differences(recorded, wanted) == [], path
+    quick = config.get_recipe("quick").to_dict()
+    assert config.recipe_differences(quick, config.get_recipe("quick", epochs=3, bias_fill=30)) == [
+        "bias_fill None -> 30", "epochs 2 -> 3"]
+    old = {k: v for k, v in quick.items() if k != "init"}  # written before `init` existed: its default then
+    assert config.recipe_differences(old, config.get_recipe("quick")) == []
+    assert config.recipe_differences(old, config.get_recipe("quick", init="caffe")) == [
+        "init (not recorded) -> 'caffe'"]

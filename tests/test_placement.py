@@ -8,6 +8,7 @@ logical CPU devices; see alexnet_split/placement_check.py for what is parsed.
 import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from alexnet_split import figure2, placement_check, spec
@@ -127,3 +128,32 @@ def test_naive_keras_training_misplaces_backward_ops_and_slots():
     assert any(s["device"] != s["reference_device"] for s in report.slots)
     # Tower 1's weight gradients are computed on device 0, so its conv outputs cross back.
     assert len(data_edges(report)) > len(PAPER_FORWARD) * 2
+
+
+# Every private Keras attribute the package patches, calls or overrides (grep -rn "\._[a-z]" alexnet_split):
+# placement.place_optimizer and placement_check read or replace the first four, train._TensorBoard
+# overrides the last. A Keras release that renames one must fail here, by name, not deep in a run.
+OPTIMIZER_HOOKS = ("_backend_update_step", "_apply_weight_decay", "_get_variable_index", "_use_weight_decay")
+
+
+def test_the_private_keras_hooks_the_package_uses_exist_and_are_called():
+    import keras
+
+    for name in OPTIMIZER_HOOKS:
+        assert hasattr(keras.optimizers.Optimizer, name), \
+            f"Keras {keras.__version__} has no Optimizer.{name}; alexnet_split.placement patches or calls it"
+    assert hasattr(keras.callbacks.TensorBoard, "_collect_learning_rate"), \
+        f"Keras {keras.__version__} has no TensorBoard._collect_learning_rate; alexnet_split.train overrides it"
+    # Patched per instance, they must still be on the path optimizer.apply takes.
+    w = keras.Variable(np.ones((3, 2), "float32"))
+    opt = keras.optimizers.Adam(0.1, weight_decay=0.01)
+    opt.build([w])
+    assert opt._get_variable_index(w) == 0 and opt._use_weight_decay(w)
+    assert len(opt._momentums) == len(opt._velocities) == 1, "placement_check._slots_of reads Adam's slots there"
+    called = []
+    for name in ("_backend_update_step", "_apply_weight_decay"):
+        original = getattr(opt, name)
+        setattr(opt, name, lambda *a, _name=name, _original=original: (called.append(_name), _original(*a))[1])
+    opt.apply([keras.ops.ones((3, 2))], [w])
+    assert sorted(set(called)) == ["_apply_weight_decay", "_backend_update_step"], \
+        f"Keras {keras.__version__}'s optimizer.apply no longer calls {set(OPTIMIZER_HOOKS[:2]) - set(called)}"

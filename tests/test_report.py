@@ -156,6 +156,7 @@ def test_compare_runs_resumes_and_reports(tmp_path, data_root):
     assert curves == {(run, sub) for run in ("paper_towers_s0", "paper_merged_s0") for sub in ("train", "validation")}
     assert "[1/2] paper/towers seed 0: new" in first.stdout and "| towers - merged | 1 |" in first.stdout
     out = tmp_path / "results" / "quick"
+    assert f"wrote {out}/table.md, {out}/table.csv and {out}/curves.png" in first.stdout
     table = (out / "table.md").read_bytes()
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0 and "[2/2] paper/merged seed 0: done" in second.stdout
@@ -375,3 +376,43 @@ def test_the_readme_is_a_front_page_with_the_headline_table(tmp_path):
         RESULTS / "headline.md") + "\n"
     for comparison in COMMITTED:
         assert f"[table]({comparison.relative_to(RESULTS).as_posix()}/table.md)" in committed
+
+
+def test_report_on_a_train_run_folder_summarises_it_and_writes_nothing(tmp_path, capsys):
+    from alexnet_split import cli
+
+    fake_run(tmp_path, "paper", "towers", 0, 0.5, 0.9)
+    done = tmp_path / "runs" / "paper_towers_s0"
+    going = step_run(tmp_path, "merged", 0, [0.05, 0.3, 0.4])
+    before = sorted(p for p in tmp_path.rglob("*"))
+    assert cli.main(["report", str(done)]) == 0
+    out = capsys.readouterr().out
+    assert f"{done}: paper layout, towers mode, seed 0, recipe fake (3 epochs; sgd lr 0.01, batch 8" in out
+    assert "finished: test top-1 0.5000, top-5 0.9000 (1-crop), best val top-1 0.5100 at epoch 3 of 3" in out
+    assert cli.main(["report", str(going)]) == 0
+    out = capsys.readouterr().out
+    assert "unfinished: 3 validations to step 150, last val top-1 0.4000, best 0.4000 at step 150" in out
+    assert "left chance: at step 100" in out
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_every_printed_regenerate_hint_works_from_where_the_user_stands(tmp_path, monkeypatch, capsys):
+    """A comparison outside any results/ folder (as scripts/run.sh writes runs/demo): the printed
+    command is the one to type here, and typed from elsewhere it still regenerates the table."""
+    from alexnet_split import cli
+
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "runs" / "demo"
+    for seed in range(2):
+        fake_run(root, "paper", "towers", seed, 0.5, 0.9)
+    manifest(root, ["towers"], [0, 1])
+    assert cli.main(["report", "runs/demo"]) == 0
+    out = capsys.readouterr().out
+    assert "Regenerate: `alexnet-split report runs/demo`" in out and "wrote runs/demo/table.md, " in out
+    assert "`alexnet-split report runs/demo`" in (root / "table.md").read_text()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert cli.main(["report", "../runs/demo"]) == 0
+    hint = capsys.readouterr().out.split("Regenerate: `alexnet-split ")[1].split("`")[0]
+    assert hint == f"report {root}"
+    assert cli.main(hint.split()) == 0

@@ -111,9 +111,14 @@ def test_run_folder_contents(tmp_path, data_root):
     assert model.layers[-1].name == "softmax" and cfg["loss"] == "logits"
     assert final["test_crops"] == 1 and {"test_top1_centre", "test_top5_centre"} <= set(final)
     # a finished run is not trained again, and another run's folder is refused
+    assert f"wrote {out}/final.json, " in proc.stdout and f"summary: alexnet-split report {out}" in proc.stdout
     again = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1"), capture_output=True, text=True, env=env(),
                            timeout=900)
     assert again.returncode == 0 and "resuming" not in again.stderr
+    # ... unless asked for another recipe: said, not trained, not a success
+    changed = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1", "bias_fill=30"), capture_output=True,
+                             text=True, env=env(), timeout=900)
+    assert changed.returncode == 2 and "recipe differs from this one (bias_fill None -> 30)" in changed.stderr
     other = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1", "--mode", "merged"), capture_output=True,
                            text=True, env=env(), timeout=900)
     assert other.returncode == 2 and "holds a different run" in other.stderr
@@ -237,3 +242,70 @@ def test_a_run_still_at_chance_after_chance_patience_ends_as_dead(tmp_path):
     assert [run.record(chance, 0.01, 1.0) for _ in range(2)] == [None, "stop"]
     assert run.done and run.state["stopped"] == "dead: validation never above 2x chance in 100 steps"
     assert train._new_state(config.get_recipe("paper"))["schedule"]["give_up"] == 5_000
+
+
+# --- what a user meets: Ctrl-C, errors before side effects, a finished run asked for another recipe --
+
+SHORT = ["--recipe", "quick", "--set", "epochs=null", "steps=200", "eval_every=1", "batch_size=16"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_where_the_run_resumes_and_exits_130(tmp_path, data_root):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "alexnet_split.cli", "train", "--data", str(data_root), "--out", str(out), *SHORT]
+    # SIGINT as a terminal sends it (a shell's background job would start with it ignored); the
+    # environment as the package leaves it (TensorFlow quiet), so stderr holds only what the CLI says
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 600
+    while time.time() < deadline and child.poll() is None and not (out / "state.json").is_file():
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside a later interval
+    assert child.poll() is None, "the run ended before it could be interrupted"
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=300)
+    state = json.loads((out / "state.json").read_text())
+    assert child.returncode == 130, err[-3000:]
+    assert err.strip() == f"alexnet-split train: {out}: interrupted at step {state['step']}; run the same command " \
+                          "to resume", err[-3000:]
+    assert state["step"] >= 1 and (out / state["checkpoint"]).is_file() and not (out / "final.json").exists()
+
+
+def test_errors_come_before_the_run_folder_is_made(tmp_path, data_root):
+    from alexnet_split import train
+
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match="batch_size=5000 is larger than the 680 training images"):
+        train.train(out, recipe="quick", data_root=data_root, overrides={"batch_size": 5000})
+    not_data = tmp_path / "notes.txt"
+    not_data.write_text("not flowers")
+    with pytest.raises(RuntimeError, match="notes.txt: not a Flowers 17 source"):
+        train.train(out, recipe="quick", data_root=not_data)
+    with pytest.raises(ValueError, match="learning_rate must be a number > 0, got 'fast'"):
+        train.train(out, recipe="quick", data_root=data_root, overrides={"learning_rate": "fast"})
+    with pytest.raises(ValueError, match=r"run folder .*notes.txt is a file; give a folder path"):
+        train.train(not_data, recipe="quick", data_root=data_root)
+    assert not out.exists()
+
+
+def fake_finished_run(out, recipe: dict, final=None):
+    out.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps({"layout": "paper", "mode": "towers", "seed": 0, "recipe": recipe,
+                                                 "engine": "fit"}))
+    (out / "final.json").write_text(json.dumps(final or {"test_top1": 0.5}))
+
+
+def test_a_finished_run_is_its_result_only_for_the_same_recipe(tmp_path):
+    from alexnet_split import config, train
+
+    quick = config.get_recipe("quick").to_dict()
+    fake_finished_run(tmp_path / "quick", quick)
+    assert train.train(tmp_path / "quick", recipe="quick", engine="fit") == {"test_top1": 0.5}
+    with pytest.raises(ValueError, match=r"holds a finished run whose recipe differs from this one \(bias_fill None "
+                                         r"-> 30; epochs 2 -> 3\); it is not trained again: choose another --out"):
+        train.train(tmp_path / "quick", recipe="quick", overrides={"epochs": 3, "bias_fill": 30}, engine="fit")
+    # a committed paper run predates chance_patience (paper: 5,000): still the paper recipe's result
+    old = {k: v for k, v in config.get_recipe("paper").to_dict().items() if k != "chance_patience"}
+    fake_finished_run(tmp_path / "paper", old)
+    assert train.train(tmp_path / "paper", recipe="paper", engine="fit") == {"test_top1": 0.5}
