@@ -44,6 +44,11 @@ ARCHIVE = "17flowers.tgz"
 PICKLE = "17flowers.pkl"
 SPLITS_MAT = "datasplits.mat"
 _IMAGE_RE = re.compile(r"(?:^|/)image_(\d{4})\.jpe?g$", re.IGNORECASE)
+# How an image becomes size x size (a recipe's `resize`): {size} is filled in.
+RESIZES = {
+    "crop": "short side resized to {size} px, bilinear, then the central square: the paper's resize",
+    "squash": "whole image squashed to {size}x{size}, PIL LANCZOS: tflearn's oxflower17 resize",
+}
 
 
 class DatasetError(RuntimeError):
@@ -81,21 +86,31 @@ class Flowers17:
 # --------------------------------------------------------------------------- decoding
 
 
-def decode_resize(data: bytes, size: int, name: str) -> np.ndarray:
-    """JPEG bytes -> uint8 size x size x 3: short side to `size`, then the central square
-    (the paper's 256x256 preprocessing, Section 2)."""
+def resize_image(im, size: int, resize: str = "crop"):
+    """A PIL image -> size x size, by `resize` (see RESIZES): "crop" is the paper's short side to
+    `size` then the central square; "squash" is tflearn's whole image resized with LANCZOS."""
+    from PIL import Image
+
+    if resize == "squash":
+        return im.resize((size, size), Image.LANCZOS)
+    if resize != "crop":
+        raise ValueError(f"resize must be one of {sorted(RESIZES)}, got {resize!r}")
+    w, h = im.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def decode_resize(data: bytes, size: int, name: str, resize: str = "crop") -> np.ndarray:
+    """JPEG bytes -> uint8 size x size x 3, resized by `resize` (:func:`resize_image`)."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # decodes fully, so a truncated file fails here
-            im = im.convert("RGB")
-            w, h = im.size
-            scale = size / min(w, h)
-            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-            im = im.resize((nw, nh), Image.BILINEAR)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+            return np.asarray(resize_image(im.convert("RGB"), size, resize), dtype=np.uint8)
     except Exception as e:  # PIL raises several types for bad data
         raise DatasetError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from None
 
@@ -131,7 +146,7 @@ def _progress(iterable, total: int, what: str):
         print(file=sys.stderr)
 
 
-def read_folder(folder: Path, size: int) -> Flowers17:
+def read_folder(folder: Path, size: int, resize: str = "crop") -> Flowers17:
     files = {}
     for p in folder.rglob("*"):
         m = _IMAGE_RE.search(p.as_posix())
@@ -139,12 +154,12 @@ def read_folder(folder: Path, size: int) -> Flowers17:
             files[int(m.group(1))] = p
     _check_numbers(list(files), str(folder))
     numbers = np.arange(1, NUM_IMAGES + 1)
-    images = np.stack([decode_resize(files[n].read_bytes(), size, str(files[n]))
+    images = np.stack([decode_resize(files[n].read_bytes(), size, str(files[n]), resize)
                        for n in _progress(numbers, NUM_IMAGES, f"decoding {folder}")])
     return Flowers17(images, np.array([label_of(n) for n in numbers]), numbers, str(folder))
 
 
-def read_archive(path: Path, size: int) -> Flowers17:
+def read_archive(path: Path, size: int, resize: str = "crop") -> Flowers17:
     try:
         tar = tarfile.open(path, "r:*")
     except (tarfile.TarError, OSError, EOFError) as e:
@@ -158,7 +173,7 @@ def read_archive(path: Path, size: int) -> Flowers17:
             _check_numbers([int(_IMAGE_RE.search(m.name).group(1)) for m in members], str(path))
             for m in _progress(members, len(members), f"decoding {path.name}"):
                 n = int(_IMAGE_RE.search(m.name).group(1))
-                decoded[n] = decode_resize(tar.extractfile(m).read(), size, f"{path}:{m.name}")
+                decoded[n] = decode_resize(tar.extractfile(m).read(), size, f"{path}:{m.name}", resize)
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise DatasetError(f"{path}: archive is truncated or corrupt ({type(e).__name__}: {e})") from None
     numbers = np.arange(1, NUM_IMAGES + 1)
@@ -187,22 +202,23 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
 
 
-# tflearn moves the images into folders 0..16 and labels them by *sorted folder name*, so its
-# label j is the class whose folder name sorts j-th: 0, 1, 10, 11, ..., 16, 2, 3, ..., 9.
+# tflearn 0.5.0 moves the images into folders 0..16 (class c in folder str(c)) and labels each folder
+# by its position in sorted() order of the names, so its label j is the class whose folder name
+# sorts j-th: 0, 1, 10, 11, ..., 16, 2, 3, ..., 9.
 TFLEARN_LABEL_TO_CLASS = np.array(sorted(range(NUM_CLASSES), key=str))
+TFLEARN_LABELS = np.argsort(TFLEARN_LABEL_TO_CLASS)  # class c -> tflearn's label of c
 
 
-def read_tflearn_pickle(path: Path, size: int | None = None) -> Flowers17:
-    """tflearn's ``17flowers.pkl``: ``(X, Y)``, X float images in [0, 1], Y lexicographic labels
-    (ints or one-hot). Returns uint8 images and the true classes."""
-    try:
-        with open(path, "rb") as f:
-            obj = _NumpyOnlyUnpickler(f).load()
-        x, y = obj
-        x = np.asarray(x)
-        y = np.asarray(y)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, OSError) as e:
-        raise DatasetError(f"{path}: unreadable tflearn pickle ({type(e).__name__}: {e})") from None
+def tflearn_labels(classes) -> np.ndarray:
+    """True classes -> the labels tflearn's ``oxflower17.load_data`` gives the same images."""
+    return TFLEARN_LABELS[np.asarray(classes, dtype=np.int64)]
+
+
+def read_tflearn_pickle(path: Path, size: int | None = None, resize: str = "crop") -> Flowers17:
+    """tflearn's ``17flowers.pkl``: ``(X, Y)``, X float images in [0, 1] (an array, or a list of
+    arrays when unshuffled), Y tflearn's labels (ints or one-hot). Returns uint8 images in the
+    pickle's order and the true classes; a pickle of another size is resized by `resize`."""
+    x, y = _unpickle_xy(path)
     if x.ndim != 4 or x.shape[-1] != 3 or len(x) != len(y):
         raise DatasetError(f"{path}: expected (X, Y) with X of shape (N, H, W, 3), got X {x.shape}, Y {y.shape}")
     if len(x) != NUM_IMAGES:
@@ -212,14 +228,23 @@ def read_tflearn_pickle(path: Path, size: int | None = None) -> Flowers17:
         raise DatasetError(f"{path}: labels outside 0..16 (min {raw.min()}, max {raw.max()})")
     images = np.clip(np.rint(x.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
     if size is not None and images.shape[1:3] != (size, size):
-        images = np.stack([_resize_array(im, size) for im in images])
+        images = np.stack([_resize_array(im, size, resize) for im in images])
     return Flowers17(images, TFLEARN_LABEL_TO_CLASS[raw], np.zeros(len(raw), np.int64), str(path))
 
 
-def _resize_array(im: np.ndarray, size: int) -> np.ndarray:
+def _unpickle_xy(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            x, y = _NumpyOnlyUnpickler(f).load()
+        return np.asarray(x), np.asarray(y)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, OSError) as e:
+        raise DatasetError(f"{path}: unreadable tflearn pickle ({type(e).__name__}: {e})") from None
+
+
+def _resize_array(im: np.ndarray, size: int, resize: str) -> np.ndarray:
     from PIL import Image
 
-    return np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return np.asarray(resize_image(Image.fromarray(im), size, resize), dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------- download
@@ -284,19 +309,22 @@ def find_source(root: Path) -> tuple[str, Path]:
     return "download", root / ARCHIVE
 
 
-def load(root=None, size: int = 256, cache: bool = True, url: str = URL + ARCHIVE) -> Flowers17:
-    """Load Flowers 17 decoded at size x size, from the best source in `root` (see module doc).
+def load(root=None, size: int = 256, cache: bool = True, url: str = URL + ARCHIVE, resize: str = "crop") -> Flowers17:
+    """Load Flowers 17 decoded at size x size by `resize` (RESIZES), from the best source in `root`
+    (see module doc).
 
-    Decoded arrays are cached (see :func:`cache_dir`) keyed by the source file and `size`.
+    Decoded arrays are cached (see :func:`cache_dir`) keyed by the source file, `size` and `resize`.
     """
     root = Path(root) if root is not None else default_dir()
     if not isinstance(size, int) or size < 16:
         raise ValueError(f"size must be an integer >= 16, got {size!r}")
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {sorted(RESIZES)}, got {resize!r}")
     kind, path = find_source(root)
     if kind == "download":
         download(url, path)
         kind = "archive"
-    cache_file = _cache_path(root if root.is_dir() else root.parent, kind, path, size)
+    cache_file = _cache_path(root if root.is_dir() else root.parent, kind, path, size, resize)
     if cache and cache_file.is_file():
         try:
             with np.load(cache_file) as z:
@@ -304,20 +332,20 @@ def load(root=None, size: int = 256, cache: bool = True, url: str = URL + ARCHIV
         except (OSError, ValueError, KeyError, EOFError):
             cache_file.unlink()  # a stale or damaged cache is rebuilt, never trusted
     reader = {"folder": read_folder, "archive": read_archive, "pickle": read_tflearn_pickle}[kind]
-    ds = reader(path, size)
+    ds = reader(path, size, resize)
     if cache:
         _atomic_savez(cache_file, images=ds.images, labels=ds.labels, numbers=ds.numbers, source=np.array(ds.source))
     return ds
 
 
-def _cache_path(root: Path, kind: str, path: Path, size: int) -> Path:
+def _cache_path(root: Path, kind: str, path: Path, size: int, resize: str) -> Path:
     st = path.stat()
     if kind == "folder":  # a folder's identity: its file names, sizes and times
         st_key = "".join(f"{p.name}{p.stat().st_size}{p.stat().st_mtime_ns}" for p in sorted(path.rglob("*.jp*g")))
     else:
         st_key = f"{st.st_size}{st.st_mtime_ns}"
-    key = hashlib.sha256(f"{kind}|{path.resolve()}|{st_key}|{size}|v1".encode()).hexdigest()[:16]
-    return cache_dir(root) / f"flowers17_{kind}_{size}px_{key}.npz"
+    key = hashlib.sha256(f"{kind}|{path.resolve()}|{st_key}|{size}|{resize}|v2".encode()).hexdigest()[:16]
+    return cache_dir(root) / f"flowers17_{kind}_{size}px_{resize}_{key}.npz"
 
 
 def cache_dir(root: Path) -> Path:
@@ -419,23 +447,27 @@ def official_split(ds: Flowers17, mat_path, which: int = 1) -> dict[str, np.ndar
 # --------------------------------------------------------------------------- tflearn API
 
 
-def load_data(dirname="17flowers", resize_pics=(224, 224), shuffle=True, one_hot=False):
-    """tflearn's ``oxflower17.load_data`` without tflearn (which cannot import under TF 2.x).
+def load_data(dirname="17flowers", resize_pics=(224, 224), shuffle=True, one_hot=False, true_labels=False, seed=0,
+              resize="squash"):
+    """tflearn 0.5.0's ``oxflower17.load_data`` without tflearn (which cannot import under TF 2.x).
 
-    Returns ``(X, Y)``: X float32 (1360, h, w, 3) in [0, 1]; Y the **true** classes (tflearn's own
-    labels are the lexicographic permutation 0, 1, 10, ..., 9; see TFLEARN_LABEL_TO_CLASS), as
-    ints or one-hot. Reads `dirname` like :func:`load` (folder, archive, tflearn's pickle, or a
-    download into it). Shuffling uses a fixed seed so repeated calls agree.
+    Returns tflearn's ``(X, Y)``: X float32 (1360, h, w, 3) in [0, 1], each whole image squashed to
+    `resize_pics` with LANCZOS; Y tflearn's folder-id labels (int64, or one-hot float64), which are
+    not the true classes (:data:`TFLEARN_LABELS`). ``true_labels=True`` gives the true classes;
+    ``resize="crop"`` the paper's short side and central square. Unshuffled, the images come by
+    label, then image number (tflearn: by label, then directory order); a pickle keeps its order.
+    The shuffle is seeded by `seed` (tflearn's is not). `dirname`: a folder, archive or pickle
+    as :func:`load` reads (or a download into it).
     """
-    h, w = resize_pics
+    w, h = resize_pics
     if h != w:
         raise ValueError(f"resize_pics must be square, got {resize_pics!r}")
-    ds = load(dirname, size=int(h))
-    x = ds.images.astype(np.float32) / 255.0
-    y = ds.labels
+    ds = load(dirname, size=int(h), resize=resize)
+    y = ds.labels if true_labels else tflearn_labels(ds.labels)
+    order = np.argsort(y, kind="stable") if ds.numbers.any() else np.arange(len(y))
     if shuffle:
-        order = np.random.default_rng(0).permutation(len(y))
-        x, y = x[order], y[order]
-    if one_hot:
-        y = np.eye(NUM_CLASSES, dtype=np.float32)[y]
-    return x, y
+        order = order[np.random.default_rng(seed).permutation(len(y))]
+    x = ds.images[order].astype(np.float32)
+    x /= 255.0  # in place, as tflearn does: float32 throughout
+    y = y[order]
+    return x, (np.eye(NUM_CLASSES)[y] if one_hot else y)  # tflearn's to_categorical: float64

@@ -255,7 +255,7 @@ def test_cache_is_used_keyed_and_atomic(tmp_path, jpg_dir, monkeypatch):
     root = make_root(tmp_path, jpg_dir, "archive")
     first = data.load(root, size=SIZE)
     caches = list((root / "cache").iterdir())
-    assert len(caches) == 1 and caches[0].suffix == ".npz"
+    assert len(caches) == 1 and caches[0].suffix == ".npz" and "_crop_" in caches[0].name
 
     def boom(*a, **k):
         raise AssertionError("decoded again despite the cache")
@@ -265,10 +265,32 @@ def test_cache_is_used_keyed_and_atomic(tmp_path, jpg_dir, monkeypatch):
     assert np.array_equal(first.images, second.images) and np.array_equal(first.labels, second.labels)
     with pytest.raises(AssertionError, match="decoded again"):
         data.load(root, size=SIZE + 8)  # another size is another cache entry
+    with pytest.raises(AssertionError, match="decoded again"):
+        data.load(root, size=SIZE, resize="squash")  # and so is another resize
     caches[0].write_bytes(b"damaged")
     monkeypatch.undo()
     assert np.array_equal(data.load(root, size=SIZE).images, first.images)  # rebuilt, not trusted
     assert not [f for f in (root / "cache").iterdir() if ".tmp" in f.name]
+
+
+def test_crop_is_the_papers_centre_square_and_squash_is_tflearns_whole_image():
+    """A 60x20 image of three colour bands: the crop keeps the middle band, the squash all three."""
+    from PIL import Image
+
+    bands = np.zeros((20, 60, 3), np.uint8)
+    bands[:, :20, 0], bands[:, 20:40, 1], bands[:, 40:, 2] = 255, 255, 255
+    buf = io.BytesIO()
+    Image.fromarray(bands).save(buf, "PNG")
+    crop = data.decode_resize(buf.getvalue(), 18, "bands", "crop")
+    squash = data.decode_resize(buf.getvalue(), 18, "bands", "squash")
+    assert crop.shape == squash.shape == (18, 18, 3)
+    assert crop[:, 1:-1, 1].min() == 255 and crop[:, 1:-1, [0, 2]].max() == 0  # bilinear blurs the edge columns
+    assert crop[:, :, [0, 2]].max() < 20
+    assert squash.argmax(axis=2)[9].tolist() == [0] * 6 + [1] * 6 + [2] * 6  # red, green, blue: all three bands
+    expected = Image.fromarray(bands).resize((18, 18), Image.LANCZOS)
+    assert np.array_equal(squash, np.asarray(expected))
+    with pytest.raises(ValueError, match=r"resize must be one of \['crop', 'squash'\], got 'stretch'"):
+        data.load(None, size=SIZE, resize="stretch")
 
 
 def test_stratified_split_is_deterministic_disjoint_and_balanced():
@@ -299,12 +321,23 @@ def test_official_split_from_a_generated_mat(tmp_path, jpg_dir):
 
 
 def test_tflearn_compatible_load_data(tmp_path, jpg_dir):
+    """tflearn's labels by default (its folder order), the true classes one argument away, seeded shuffles."""
     root = make_root(tmp_path, jpg_dir, "archive")
     x, y = data.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), shuffle=True, one_hot=True)
     assert x.shape == (1360, SIZE, SIZE, 3) and x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
-    assert y.shape == (1360, 17) and np.array_equal(class_from_pixels((x * 255).round()), y.argmax(1))
+    assert y.shape == (1360, 17) and y.dtype == np.float64  # tflearn's to_categorical
+    true = class_from_pixels((x * 255).round())
+    assert np.array_equal(data.tflearn_labels(true), y.argmax(1)) and not np.array_equal(true, y.argmax(1))
+    x1, y1 = data.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), one_hot=True)
+    assert np.array_equal(x1, x) and np.array_equal(y1, y)  # the same seed, the same order
+    assert not np.array_equal(data.load_data(root, (SIZE, SIZE), seed=1)[1], y.argmax(1))
     x2, y2 = data.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), shuffle=False)
-    assert np.array_equal(y2, np.repeat(np.arange(17), 80))
+    assert np.array_equal(y2, np.repeat(np.arange(17), 80))  # tflearn's unshuffled Y: folder '0', '1', '10', ...
+    assert np.array_equal(class_from_pixels((x2 * 255).round()), data.TFLEARN_LABEL_TO_CLASS[y2])
+    x3, y3 = data.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), shuffle=False, true_labels=True)
+    assert np.array_equal(y3, np.repeat(np.arange(17), 80))
+    assert np.array_equal(class_from_pixels((x3 * 255).round()), y3)
+    assert data.TFLEARN_LABELS[10] == 2 and data.TFLEARN_LABELS[2] == 9  # '10' sorts third, '2' tenth
 
 
 @pytest.mark.skipif(not REAL_ARCHIVE.is_file(), reason=f"real archive not at {REAL_ARCHIVE}")
