@@ -6,13 +6,17 @@ Sources, in order of preference, inside one data directory (``--data``, ``$FLOWE
 1. an extracted ``jpg/`` folder (flat ``jpg/image_0001.jpg`` ... or tflearn's ``jpg/<k>/``);
 2. the official archive ``17flowers.tgz`` (read in place, never extracted);
 3. tflearn's cache ``17flowers.pkl`` (read with a numpy-only unpickler);
-4. a download of ``17flowers.tgz`` from the official VGG page.
+4. a download of ``17flowers.tgz`` from the official VGG page: only into the default folder
+   ``~/.cache/alexnet_split/17flowers``, or into another one when asked (``download=True``,
+   ``--download``). A path that does not exist is an error naming it.
 
+The loader only reads the data folder: decoded arrays are cached in :func:`cache_dir`.
 Labels are ``(image number - 1) // 80``: the images come in 17 consecutive blocks of 80.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -25,6 +29,7 @@ import tarfile
 import tempfile
 import time
 import urllib.request
+import warnings
 import zlib
 from pathlib import Path
 
@@ -63,6 +68,8 @@ def label_of(number: int) -> int:
 
 
 def default_dir() -> Path:
+    """``$FLOWERS17_DIR``, else ``~/.cache/alexnet_split/17flowers`` (the only folder downloaded into
+    unasked)."""
     env = os.environ.get("FLOWERS17_DIR")
     return Path(env) if env else Path.home() / ".cache" / "alexnet_split" / "17flowers"
 
@@ -250,7 +257,7 @@ def _resize_array(im: np.ndarray, size: int, resize: str) -> np.ndarray:
 # --------------------------------------------------------------------------- download
 
 
-def download(url: str, dest: Path, retries: int = 3, timeout: float = 60.0) -> Path:
+def download_file(url: str, dest: Path, retries: int = 3, timeout: float = 60.0) -> Path:
     """Download `url` to `dest` atomically (:func:`alexnet_split.runlog.replacing`), with a
     progress bar. A failed attempt deletes its partial file and retries from scratch."""
     dest = Path(dest)
@@ -281,13 +288,14 @@ def download(url: str, dest: Path, retries: int = 3, timeout: float = 60.0) -> P
 # --------------------------------------------------------------------------- loading + cache
 
 
-ACCEPTED = (f"a data folder (holding jpg/, {ARCHIVE} or {PICKLE}, or empty for a download), the archive "
-            f"{ARCHIVE} itself (any name; a gzipped tar) or tflearn's pickle {PICKLE} itself (any name)")
+ACCEPTED = (f"a data folder (holding jpg/, {ARCHIVE} or {PICKLE}), the archive {ARCHIVE} itself (any name; "
+            f"a gzipped tar) or tflearn's pickle {PICKLE} itself (any name)")
+_FILE_SUFFIXES = (".tgz", ".gz", ".pkl", ".tar")
 
 
 def find_source(root: Path) -> tuple[str, Path]:
     """The best available source in `root`: ("folder" | "archive" | "pickle" | "download", path).
-    `root` may also be the archive or the pickle file itself."""
+    `root` may also be the archive or the pickle file itself; a `root` that does not exist is an error."""
     root = Path(root)
     if root.is_file():
         with open(root, "rb") as f:
@@ -298,8 +306,8 @@ def find_source(root: Path) -> tuple[str, Path]:
             return "pickle", root
         raise DatasetError(f"{root}: not a Flowers 17 source (neither a gzipped tar nor a pickle). Accepted: "
                            f"{ACCEPTED}")
-    if not root.exists() and root.suffix in (".tgz", ".gz", ".pkl", ".tar"):
-        raise DatasetError(f"{root}: no such file. Accepted: {ACCEPTED}")
+    if not root.exists():
+        raise DatasetError(f"{root}: no such file or folder. Accepted: {ACCEPTED}")
     if (root / "jpg").is_dir():
         return "folder", root / "jpg"
     if (root / ARCHIVE).is_file():
@@ -309,57 +317,103 @@ def find_source(root: Path) -> tuple[str, Path]:
     return "download", root / ARCHIVE
 
 
-def load(root=None, size: int = 256, cache: bool = True, url: str = URL + ARCHIVE, resize: str = "crop") -> Flowers17:
-    """Load Flowers 17 decoded at size x size by `resize` (RESIZES), from the best source in `root`
-    (see module doc).
+def locate(root=None, download: bool = False, url: str = URL + ARCHIVE) -> tuple[str, Path]:
+    """The source to read (:func:`find_source`), after downloading the archive where that is allowed:
+    into the default folder (`root` None and no ``$FLOWERS17_DIR``), or into `root` when `download`.
 
-    Decoded arrays are cached (see :func:`cache_dir`) keyed by the source file, `size` and `resize`.
+    So a mistyped path is an error naming it, never a download target; a failed download removes
+    what it made, the folders included.
     """
+    may_download = download or (root is None and not os.environ.get("FLOWERS17_DIR"))
     root = Path(root) if root is not None else default_dir()
+    if may_download and not root.exists() and root.suffix not in _FILE_SUFFIXES:
+        kind, path = "download", root / ARCHIVE
+    else:
+        kind, path = find_source(root)
+    if kind != "download":
+        return kind, path
+    if not may_download:
+        raise DatasetError(f"{root}: holds no Flowers 17 data (jpg/, {ARCHIVE} or {PICKLE}); --download "
+                           f"(download=True) downloads {ARCHIVE} into it")
+    with _made_for(root):
+        download_file(url, path)
+    return "archive", path
+
+
+@contextlib.contextmanager
+def _made_for(folder: Path):
+    """Makes `folder` and its missing parents; removes those it made if the block fails."""
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for p in made:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
+
+
+def load(root=None, size: int = 256, cache: bool = True, url: str = URL + ARCHIVE, resize: str = "crop",
+         download: bool = False) -> Flowers17:
+    """Load Flowers 17 decoded at size x size by `resize` (RESIZES), from the best source in `root`
+    (see the module doc and :func:`locate`, which says when `url` is downloaded).
+
+    Reads the data folder and nothing else: decoded arrays are cached in :func:`cache_dir`, keyed
+    by the source file, `size` and `resize`.
+    """
     if not isinstance(size, int) or size < 16:
         raise ValueError(f"size must be an integer >= 16, got {size!r}")
     if resize not in RESIZES:
         raise ValueError(f"resize must be one of {sorted(RESIZES)}, got {resize!r}")
-    kind, path = find_source(root)
-    if kind == "download":
-        download(url, path)
-        kind = "archive"
-    cache_file = _cache_path(root if root.is_dir() else root.parent, kind, path, size, resize)
-    if cache and cache_file.is_file():
-        try:
-            with np.load(cache_file) as z:
-                return Flowers17(z["images"], z["labels"], z["numbers"], str(z["source"]))
-        except (OSError, ValueError, KeyError, EOFError):
-            cache_file.unlink()  # a stale or damaged cache is rebuilt, never trusted
-    reader = {"folder": read_folder, "archive": read_archive, "pickle": read_tflearn_pickle}[kind]
-    ds = reader(path, size, resize)
-    if cache:
-        _atomic_savez(cache_file, images=ds.images, labels=ds.labels, numbers=ds.numbers, source=np.array(ds.source))
+    kind, path = locate(root, download, url)
+    cache_file = _cache_path(kind, path, size, resize)
+    ds = _read_cache(cache_file) if cache else None
+    if ds is None:
+        reader = {"folder": read_folder, "archive": read_archive, "pickle": read_tflearn_pickle}[kind]
+        ds = reader(path, size, resize)
+        if cache:
+            _write_cache(cache_file, ds)
     return ds
 
 
-def _cache_path(root: Path, kind: str, path: Path, size: int, resize: str) -> Path:
+def _cache_path(kind: str, path: Path, size: int, resize: str) -> Path:
     st = path.stat()
     if kind == "folder":  # a folder's identity: its file names, sizes and times
         st_key = "".join(f"{p.name}{p.stat().st_size}{p.stat().st_mtime_ns}" for p in sorted(path.rglob("*.jp*g")))
     else:
         st_key = f"{st.st_size}{st.st_mtime_ns}"
     key = hashlib.sha256(f"{kind}|{path.resolve()}|{st_key}|{size}|{resize}|v2".encode()).hexdigest()[:16]
-    return cache_dir(root) / f"flowers17_{kind}_{size}px_{resize}_{key}.npz"
+    return cache_dir() / f"flowers17_{kind}_{size}px_{resize}_{key}.npz"
 
 
-def cache_dir(root: Path) -> Path:
-    """``$ALEXNET_SPLIT_CACHE``, else ``root/cache``, else (read-only data) ``~/.cache/alexnet_split``."""
+def cache_dir() -> Path:
+    """Where decoded images are cached: ``$ALEXNET_SPLIT_CACHE``, else ``~/.cache/alexnet_split/decoded``;
+    never the data folder, which the loader only reads."""
     if os.environ.get("ALEXNET_SPLIT_CACHE"):
         return Path(os.environ["ALEXNET_SPLIT_CACHE"])
-    if os.access(root, os.W_OK):
-        return root / "cache"
-    return Path.home() / ".cache" / "alexnet_split" / "cache"
+    return Path.home() / ".cache" / "alexnet_split" / "decoded"
 
 
-def _atomic_savez(dest: Path, **arrays):
-    with replacing(dest) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+def _read_cache(cache_file: Path) -> Flowers17 | None:
+    if not cache_file.is_file():
+        return None
+    try:
+        with np.load(cache_file) as z:
+            return Flowers17(z["images"], z["labels"], z["numbers"], str(z["source"]))
+    except (OSError, ValueError, KeyError, EOFError):
+        with contextlib.suppress(OSError):
+            cache_file.unlink()  # a stale or damaged cache is rebuilt, never trusted
+        return None
+
+
+def _write_cache(cache_file: Path, ds: Flowers17):
+    """Best effort: a cache folder that cannot be written costs a decode next time, nothing else."""
+    try:
+        with replacing(cache_file) as tmp, open(tmp, "wb") as f:
+            np.savez(f, images=ds.images, labels=ds.labels, numbers=ds.numbers, source=np.array(ds.source))
+    except OSError as e:
+        warnings.warn(f"decoded images not cached ({e}); set ALEXNET_SPLIT_CACHE to a writable folder", stacklevel=3)
 
 
 def export_folder(ds: Flowers17, out, quality: int = 90) -> Path:
@@ -447,8 +501,8 @@ def official_split(ds: Flowers17, mat_path, which: int = 1) -> dict[str, np.ndar
 # --------------------------------------------------------------------------- tflearn API
 
 
-def load_data(dirname="17flowers", resize_pics=(224, 224), shuffle=True, one_hot=False, true_labels=False, seed=0,
-              resize="squash"):
+def load_data(dirname=None, resize_pics=(224, 224), shuffle=True, one_hot=False, true_labels=False, seed=0,
+              resize="squash", download=False):
     """tflearn 0.5.0's ``oxflower17.load_data`` without tflearn (which cannot import under TF 2.x).
 
     Returns tflearn's ``(X, Y)``: X float32 (1360, h, w, 3) in [0, 1], each whole image squashed to
@@ -457,12 +511,13 @@ def load_data(dirname="17flowers", resize_pics=(224, 224), shuffle=True, one_hot
     ``resize="crop"`` the paper's short side and central square. Unshuffled, the images come by
     label, then image number (tflearn: by label, then directory order); a pickle keeps its order.
     The shuffle is seeded by `seed` (tflearn's is not). `dirname`: a folder, archive or pickle
-    as :func:`load` reads (or a download into it).
+    as :func:`load` reads; None is the default folder (tflearn's is ``./17flowers``), which is
+    downloaded into as :func:`locate` says.
     """
     w, h = resize_pics
     if h != w:
         raise ValueError(f"resize_pics must be square, got {resize_pics!r}")
-    ds = load(dirname, size=int(h), resize=resize)
+    ds = load(dirname, size=int(h), resize=resize, download=download)
     y = ds.labels if true_labels else tflearn_labels(ds.labels)
     order = np.argsort(y, kind="stable") if ds.numbers.any() else np.arange(len(y))
     if shuffle:

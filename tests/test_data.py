@@ -228,38 +228,104 @@ class _Server:
         self.httpd.server_close()
 
 
-def test_download_then_load(tmp_path, archive_bytes):
+def test_download_when_asked_then_load(tmp_path, archive_bytes):
     server = _Server(archive_bytes)
     try:
-        ds = data.load(tmp_path / "empty", size=SIZE, url=server.url)
+        ds = data.load(tmp_path / "new" / "flowers", size=SIZE, url=server.url, download=True)
     finally:
         server.close()
     assert len(ds) == 1360 and np.array_equal(class_from_pixels(ds.images), ds.labels)
-    assert (tmp_path / "empty" / data.ARCHIVE).read_bytes() == archive_bytes
-    assert not [f for f in (tmp_path / "empty").rglob("*") if ".tmp" in f.name]
+    assert (tmp_path / "new" / "flowers" / data.ARCHIVE).read_bytes() == archive_bytes
+    assert not [f for f in (tmp_path / "new").rglob("*") if ".tmp" in f.name]
 
 
-def test_failed_download_leaves_no_file_and_retries(tmp_path, archive_bytes, monkeypatch):
+def test_default_folder_is_downloaded_into_unasked(tmp_path, archive_bytes, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("FLOWERS17_DIR", raising=False)
+    server = _Server(archive_bytes)
+    try:
+        assert len(data.load(size=SIZE, url=server.url)) == 1360
+    finally:
+        server.close()
+    assert (tmp_path / ".cache/alexnet_split/17flowers" / data.ARCHIVE).read_bytes() == archive_bytes
+
+
+def test_failed_download_leaves_nothing_and_retries(tmp_path, archive_bytes, monkeypatch):
     monkeypatch.setenv("ALEXNET_SPLIT_RETRY_DELAY", "0")
     server = _Server(archive_bytes, drop=True)
     try:
         with pytest.raises(DatasetError, match=r"download of http://127\.0\.0\.1:\d+/17flowers\.tgz .* failed after 3"):
-            data.load(tmp_path / "d", size=SIZE, url=server.url)
+            data.load(tmp_path / "d" / "e", size=SIZE, url=server.url, download=True)
     finally:
         server.close()
     assert server.requests == 3
-    assert list((tmp_path / "d").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # the folders it made for the download are gone too
+
+
+def test_missing_data_path_is_an_error_that_creates_nothing(tmp_path, capsys):
+    """A typo in --data names the path; it is not a download target (issue 21)."""
+    from alexnet_split import cli
+
+    missing = tmp_path / "nonexistent" / "flowers"
+    with pytest.raises(DatasetError, match=r"nonexistent/flowers: no such file or folder"):
+        data.load(missing, size=SIZE)
+    assert cli.main(["train", "--data", str(missing), "--out", str(tmp_path / "run"), "--recipe", "quick"]) == 2
+    assert f"{missing}: no such file or folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_without_flowers_is_downloaded_into_only_when_asked(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match=r"empty: holds no Flowers 17 data .*--download"):
+        data.load(tmp_path / "empty", size=SIZE)
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def listing(folder):
+    """Every path under `folder` with its mode, size, mtime and (files) bytes."""
+    return {p.relative_to(folder).as_posix(): (p.stat().st_mode, p.stat().st_size, p.stat().st_mtime_ns,
+                                               p.read_bytes() if p.is_file() else None)
+            for p in sorted([folder, *folder.rglob("*")])}
+
+
+@pytest.mark.parametrize("kind", ["folder", "archive", "pickle"])
+@pytest.mark.parametrize("read_only", [False, True])
+def test_the_data_folder_is_only_read_and_the_cache_is_in_the_cache_folder(tmp_path, jpg_dir, monkeypatch, kind,
+                                                                           read_only):
+    """Byte-identical before and after a load (even as root, for whom every folder is writable); the
+    decoded cache lands in $ALEXNET_SPLIT_CACHE, else ~/.cache/alexnet_split."""
+    if kind == "pickle":
+        root = tmp_path / "data"
+        root.mkdir()
+        tflearn_pickle(root / data.PICKLE)
+    else:
+        root = make_root(tmp_path, jpg_dir, kind)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ALEXNET_SPLIT_CACHE")  # the default: ~/.cache/alexnet_split/decoded
+    if read_only:  # with the override
+        monkeypatch.setenv("ALEXNET_SPLIT_CACHE", str(tmp_path / "my_cache"))
+        for p in [*root.rglob("*"), root]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+    before = listing(root)
+    x, y = data.load_data(root, resize_pics=(SIZE, SIZE))
+    assert listing(root) == before
+    data.load(root, size=SIZE)
+    assert listing(root) == before
+    cache = tmp_path / ("my_cache" if read_only else "home/.cache/alexnet_split/decoded")
+    assert data.cache_dir() == cache and len(list(cache.glob("flowers17_*.npz"))) == 2
 
 
 def test_cache_is_used_keyed_and_atomic(tmp_path, jpg_dir, monkeypatch):
+    monkeypatch.setenv("ALEXNET_SPLIT_CACHE", str(tmp_path / "cache"))
     root = make_root(tmp_path, jpg_dir, "archive")
     first = data.load(root, size=SIZE)
-    caches = list((root / "cache").iterdir())
+    caches = list((tmp_path / "cache").iterdir())
     assert len(caches) == 1 and caches[0].suffix == ".npz" and "_crop_" in caches[0].name
 
     def boom(*a, **k):
         raise AssertionError("decoded again despite the cache")
 
+    read_archive = data.read_archive
     monkeypatch.setattr(data, "read_archive", boom)
     second = data.load(root, size=SIZE)
     assert np.array_equal(first.images, second.images) and np.array_equal(first.labels, second.labels)
@@ -268,9 +334,10 @@ def test_cache_is_used_keyed_and_atomic(tmp_path, jpg_dir, monkeypatch):
     with pytest.raises(AssertionError, match="decoded again"):
         data.load(root, size=SIZE, resize="squash")  # and so is another resize
     caches[0].write_bytes(b"damaged")
-    monkeypatch.undo()
+    monkeypatch.setattr(data, "read_archive", read_archive)
     assert np.array_equal(data.load(root, size=SIZE).images, first.images)  # rebuilt, not trusted
-    assert not [f for f in (root / "cache").iterdir() if ".tmp" in f.name]
+    assert not [f for f in (tmp_path / "cache").iterdir() if ".tmp" in f.name]
+    assert sorted(p.name for p in root.iterdir()) == [data.ARCHIVE]
 
 
 def test_crop_is_the_papers_centre_square_and_squash_is_tflearns_whole_image():
