@@ -274,6 +274,21 @@ def test_missing_data_path_is_an_error_that_creates_nothing(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_cli_download_flag_downloads_into_data(tmp_path, archive_bytes, monkeypatch, capsys):
+    from alexnet_split import cli
+
+    def fake_download(url, dest):
+        assert url == data.URL + data.ARCHIVE
+        dest.write_bytes(archive_bytes)
+
+    monkeypatch.setattr(data, "download_file", fake_download)
+    args = ["export-data", "--data", str(tmp_path / "new"), "--size", "16", "--out", str(tmp_path / "out")]
+    assert cli.main(args) == 2 and "new: no such file or folder" in capsys.readouterr().err
+    assert cli.main([*args, "--download"]) == 0
+    assert (tmp_path / "new" / data.ARCHIVE).read_bytes() == archive_bytes
+    assert len(list((tmp_path / "out" / "jpg").glob("*.jpg"))) == 1360
+
+
 def test_a_folder_without_flowers_is_downloaded_into_only_when_asked(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match=r"empty: holds no Flowers 17 data .*--download"):
