@@ -43,9 +43,18 @@ def _recipe_arg(p):
     p.add_argument("--recipe", choices=sorted(config.PRESETS), default="paper", help="recipe preset")
 
 
-def _data_arg(p, help="Flowers 17: a folder, or the archive or tflearn pickle itself "
-                      "(default $FLOWERS17_DIR or ~/.cache/alexnet_split/17flowers, downloading there)"):
+def _data_arg(p, help="Flowers 17: a folder, or the archive or tflearn pickle itself, which must exist "
+                      "(default $FLOWERS17_DIR, else ~/.cache/alexnet_split/17flowers, downloading there)"):
     p.add_argument("--data", default=None, help=help)
+    p.add_argument("--download", action="store_true",
+                   help="download the official 17flowers.tgz into --data when it holds no Flowers 17 (creating it)")
+
+
+def _find_data(args):
+    """The data source, found (or downloaded, see data.locate) before the command makes anything."""
+    from . import data
+
+    return data.locate(args.data, download=args.download)
 
 
 def _model_args(p):
@@ -288,6 +297,7 @@ def cmd_train(args):
                            splits_mat=args.splits, checkpoint_seconds=args.checkpoint_seconds, engine=args.engine,
                            tensorboard=args.tensorboard, save_model=args.save_model)
 
+    _find_data(args)
     n = 2 if args.mode == "towers" else 1
     source = _cluster_source(args)
     if source is None:
@@ -361,11 +371,12 @@ def cmd_compare(args):
         if m not in spec.MODES:
             raise ValueError(f"unknown mode {m!r} in --modes; expected {list(spec.MODES)}")
     seeds = _csv_list(args.seeds, int)
-    references = [_reference(r) for r in args.reference]
+    references = [_reference(r) for r in args.reference or []]
     overrides = _overrides(args.set)
     config.get_recipe(args.recipe, **overrides)
     results = Path(args.results) / (args.name or args.recipe)
     _check_folder(results, "--results")
+    _find_data(args)
     placed = A.configure_devices(2, prefer=args.prefer)
     md = report.compare(results, args.recipe, args.layout, modes, seeds, references=references, data_root=args.data,
                         devices=placed or None, overrides=overrides, checkpoint_seconds=args.checkpoint_seconds,
@@ -413,6 +424,7 @@ def cmd_pipeline_speed(args):
     from . import pipeline, report
 
     recipe = config.get_recipe(args.recipe)
+    _find_data(args)
     crop, speed = pipeline.recipe_throughput(recipe, args.layout, args.data)
     print(f"input pipeline, recipe {recipe.name} ({crop}x{crop} from {recipe.image_size}, augment "
           f"{recipe.augment}, PCA {recipe.pca_lighting}, batch {recipe.batch_size}): {speed:,.0f} images/s")
@@ -500,7 +512,8 @@ def cmd_profile(args):
 
 def _add_export_data(sub):
     p = sub.add_parser("export-data", help="write a compact official-layout copy of Flowers 17 (JPEGs at --size)")
-    _data_arg(p, help="the source (default $FLOWERS17_DIR or a download)")
+    _data_arg(p, help="the source, which must exist (default $FLOWERS17_DIR, else a download into "
+                      "~/.cache/alexnet_split/17flowers)")
     p.add_argument("--size", type=int, default=256, help="square image side")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality")
     p.add_argument("--out", required=True, help="output folder (required)")
@@ -511,7 +524,7 @@ def cmd_export_data(args):
     from . import data
 
     _check_folder(args.out, "--out")
-    ds = data.load(args.data, size=args.size)
+    ds = data.load(args.data, size=args.size, download=args.download)
     out = data.export_folder(ds, args.out, quality=args.quality)
     mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     print(f"wrote {len(ds)} images ({args.size}x{args.size}, JPEG quality {args.quality}, {mb:.1f} MB) to {out}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from .data import RESIZES
 from .spec import INITS
 
 # How a run trains (alexnet_split.train.resolve_engine): Keras fit, or the JAX device loop.
@@ -38,6 +39,7 @@ class Recipe:
     augment: bool = True  # random input_size crops of image_size images + horizontal flips
     pca_lighting: float = 0.0  # sigma of the PCA colour augmentation (paper: 0.1)
     image_size: int = 256  # decoded square images
+    resize: str = "crop"  # how an image becomes image_size: "crop" the paper's short side + centre | "squash" tflearn's
     input_size: int | None = None  # network input (crop); None: the layout's (227 / 224)
     ten_crop: bool = False  # test: average 4 corners + centre and their flips
     precision: str = "float32"  # "float32" | "mixed_bfloat16"
@@ -45,7 +47,8 @@ class Recipe:
     init: str = "paper"  # "paper" | "caffe" (biases 0.1) | "fan_in" (He-normal, biases 0); see build_model
 
     def __post_init__(self):
-        for key, choices in (("optimizer", OPTIMIZERS), ("init", INITS), ("precision", PRECISIONS)):
+        choices_of = {"optimizer": OPTIMIZERS, "init": INITS, "precision": PRECISIONS, "resize": tuple(RESIZES)}
+        for key, choices in choices_of.items():
             if getattr(self, key) not in choices:
                 raise ValueError(f"{key} must be one of {choices}, got {getattr(self, key)!r}")
         _check_values(self)
@@ -150,7 +153,9 @@ def paper_cpu() -> Recipe:
 
 def seed() -> Recipe:
     """The seed tutorial as written: Adam (Keras defaults), batch 64, categorical cross-entropy,
-    no augmentation (the 224x224 images as they are), 100 epochs, fixed lr, centre-image test.
+    no augmentation (the 224x224 images as they are), 100 epochs, fixed lr, centre-image test, on
+    the images tflearn's ``oxflower17.load_data`` gave it: each whole image squashed to 224x224
+    with LANCZOS (``resize="squash"``).
 
     Command: ``alexnet-split compare --recipe seed --layout seed --modes towers,merged,half``
     Hardware: a GPU (the accelerator machine runs it with KERAS_BACKEND=jax, one device).
@@ -158,12 +163,13 @@ def seed() -> Recipe:
     table fills in results/seed_nvidia-h200/ (``experiments/accelerator_tables.py``).
     """
     return Recipe(name="seed", optimizer="adam", learning_rate=1e-3, weight_decay=None, batch_size=64,
-                  epochs=100, max_lr_drops=0, augment=False, image_size=224)
+                  epochs=100, max_lr_drops=0, augment=False, image_size=224, resize="squash")
 
 
 def seed_cpu() -> Recipe:
     """The seed recipe under the reduced CPU protocol used for results/seed_cpu/: mixed_bfloat16,
-    30 epochs instead of 100.
+    30 epochs instead of 100. (The committed results/seed_cpu runs predate ``resize``: they decoded
+    with "crop", as their table's protocol line says.)
 
     Command: ``alexnet-split compare --recipe seed_cpu --layout seed --modes towers,merged,half --seeds 0,1,2``
     Hardware: this project's 2-core x86 CPU machine (TensorFlow, two logical CPU devices).

@@ -6,13 +6,17 @@ Sources, in order of preference, inside one data directory (``--data``, ``$FLOWE
 1. an extracted ``jpg/`` folder (flat ``jpg/image_0001.jpg`` ... or tflearn's ``jpg/<k>/``);
 2. the official archive ``17flowers.tgz`` (read in place, never extracted);
 3. tflearn's cache ``17flowers.pkl`` (read with a numpy-only unpickler);
-4. a download of ``17flowers.tgz`` from the official VGG page.
+4. a download of ``17flowers.tgz`` from the official VGG page: only into the default folder
+   ``~/.cache/alexnet_split/17flowers``, or into another one when asked (``download=True``,
+   ``--download``). A path that does not exist is an error naming it.
 
+The loader only reads the data folder: decoded arrays are cached in :func:`cache_dir`.
 Labels are ``(image number - 1) // 80``: the images come in 17 consecutive blocks of 80.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -25,6 +29,7 @@ import tarfile
 import tempfile
 import time
 import urllib.request
+import warnings
 import zlib
 from pathlib import Path
 
@@ -44,6 +49,11 @@ ARCHIVE = "17flowers.tgz"
 PICKLE = "17flowers.pkl"
 SPLITS_MAT = "datasplits.mat"
 _IMAGE_RE = re.compile(r"(?:^|/)image_(\d{4})\.jpe?g$", re.IGNORECASE)
+# How an image becomes size x size (a recipe's `resize`): {size} is filled in.
+RESIZES = {
+    "crop": "short side resized to {size} px, bilinear, then the central square: the paper's resize",
+    "squash": "whole image squashed to {size}x{size}, PIL LANCZOS: tflearn's oxflower17 resize",
+}
 
 
 class DatasetError(RuntimeError):
@@ -58,6 +68,8 @@ def label_of(number: int) -> int:
 
 
 def default_dir() -> Path:
+    """``$FLOWERS17_DIR``, else ``~/.cache/alexnet_split/17flowers`` (the only folder downloaded into
+    unasked)."""
     env = os.environ.get("FLOWERS17_DIR")
     return Path(env) if env else Path.home() / ".cache" / "alexnet_split" / "17flowers"
 
@@ -81,21 +93,31 @@ class Flowers17:
 # --------------------------------------------------------------------------- decoding
 
 
-def decode_resize(data: bytes, size: int, name: str) -> np.ndarray:
-    """JPEG bytes -> uint8 size x size x 3: short side to `size`, then the central square
-    (the paper's 256x256 preprocessing, Section 2)."""
+def resize_image(im, size: int, resize: str = "crop"):
+    """A PIL image -> size x size, by `resize` (see RESIZES): "crop" is the paper's short side to
+    `size` then the central square; "squash" is tflearn's whole image resized with LANCZOS."""
+    from PIL import Image
+
+    if resize == "squash":
+        return im.resize((size, size), Image.LANCZOS)
+    if resize != "crop":
+        raise ValueError(f"resize must be one of {sorted(RESIZES)}, got {resize!r}")
+    w, h = im.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def decode_resize(data: bytes, size: int, name: str, resize: str = "crop") -> np.ndarray:
+    """JPEG bytes -> uint8 size x size x 3, resized by `resize` (:func:`resize_image`)."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # decodes fully, so a truncated file fails here
-            im = im.convert("RGB")
-            w, h = im.size
-            scale = size / min(w, h)
-            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-            im = im.resize((nw, nh), Image.BILINEAR)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+            return np.asarray(resize_image(im.convert("RGB"), size, resize), dtype=np.uint8)
     except Exception as e:  # PIL raises several types for bad data
         raise DatasetError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from None
 
@@ -131,7 +153,7 @@ def _progress(iterable, total: int, what: str):
         print(file=sys.stderr)
 
 
-def read_folder(folder: Path, size: int) -> Flowers17:
+def read_folder(folder: Path, size: int, resize: str = "crop") -> Flowers17:
     files = {}
     for p in folder.rglob("*"):
         m = _IMAGE_RE.search(p.as_posix())
@@ -139,12 +161,12 @@ def read_folder(folder: Path, size: int) -> Flowers17:
             files[int(m.group(1))] = p
     _check_numbers(list(files), str(folder))
     numbers = np.arange(1, NUM_IMAGES + 1)
-    images = np.stack([decode_resize(files[n].read_bytes(), size, str(files[n]))
+    images = np.stack([decode_resize(files[n].read_bytes(), size, str(files[n]), resize)
                        for n in _progress(numbers, NUM_IMAGES, f"decoding {folder}")])
     return Flowers17(images, np.array([label_of(n) for n in numbers]), numbers, str(folder))
 
 
-def read_archive(path: Path, size: int) -> Flowers17:
+def read_archive(path: Path, size: int, resize: str = "crop") -> Flowers17:
     try:
         tar = tarfile.open(path, "r:*")
     except (tarfile.TarError, OSError, EOFError) as e:
@@ -158,7 +180,7 @@ def read_archive(path: Path, size: int) -> Flowers17:
             _check_numbers([int(_IMAGE_RE.search(m.name).group(1)) for m in members], str(path))
             for m in _progress(members, len(members), f"decoding {path.name}"):
                 n = int(_IMAGE_RE.search(m.name).group(1))
-                decoded[n] = decode_resize(tar.extractfile(m).read(), size, f"{path}:{m.name}")
+                decoded[n] = decode_resize(tar.extractfile(m).read(), size, f"{path}:{m.name}", resize)
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise DatasetError(f"{path}: archive is truncated or corrupt ({type(e).__name__}: {e})") from None
     numbers = np.arange(1, NUM_IMAGES + 1)
@@ -187,22 +209,23 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
 
 
-# tflearn moves the images into folders 0..16 and labels them by *sorted folder name*, so its
-# label j is the class whose folder name sorts j-th: 0, 1, 10, 11, ..., 16, 2, 3, ..., 9.
+# tflearn 0.5.0 moves the images into folders 0..16 (class c in folder str(c)) and labels each folder
+# by its position in sorted() order of the names, so its label j is the class whose folder name
+# sorts j-th: 0, 1, 10, 11, ..., 16, 2, 3, ..., 9.
 TFLEARN_LABEL_TO_CLASS = np.array(sorted(range(NUM_CLASSES), key=str))
+TFLEARN_LABELS = np.argsort(TFLEARN_LABEL_TO_CLASS)  # class c -> tflearn's label of c
 
 
-def read_tflearn_pickle(path: Path, size: int | None = None) -> Flowers17:
-    """tflearn's ``17flowers.pkl``: ``(X, Y)``, X float images in [0, 1], Y lexicographic labels
-    (ints or one-hot). Returns uint8 images and the true classes."""
-    try:
-        with open(path, "rb") as f:
-            obj = _NumpyOnlyUnpickler(f).load()
-        x, y = obj
-        x = np.asarray(x)
-        y = np.asarray(y)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, OSError) as e:
-        raise DatasetError(f"{path}: unreadable tflearn pickle ({type(e).__name__}: {e})") from None
+def tflearn_labels(classes) -> np.ndarray:
+    """True classes -> the labels tflearn's ``oxflower17.load_data`` gives the same images."""
+    return TFLEARN_LABELS[np.asarray(classes, dtype=np.int64)]
+
+
+def read_tflearn_pickle(path: Path, size: int | None = None, resize: str = "crop") -> Flowers17:
+    """tflearn's ``17flowers.pkl``: ``(X, Y)``, X float images in [0, 1] (an array, or a list of
+    arrays when unshuffled), Y tflearn's labels (ints or one-hot). Returns uint8 images in the
+    pickle's order and the true classes; a pickle of another size is resized by `resize`."""
+    x, y = _unpickle_xy(path)
     if x.ndim != 4 or x.shape[-1] != 3 or len(x) != len(y):
         raise DatasetError(f"{path}: expected (X, Y) with X of shape (N, H, W, 3), got X {x.shape}, Y {y.shape}")
     if len(x) != NUM_IMAGES:
@@ -212,20 +235,29 @@ def read_tflearn_pickle(path: Path, size: int | None = None) -> Flowers17:
         raise DatasetError(f"{path}: labels outside 0..16 (min {raw.min()}, max {raw.max()})")
     images = np.clip(np.rint(x.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
     if size is not None and images.shape[1:3] != (size, size):
-        images = np.stack([_resize_array(im, size) for im in images])
+        images = np.stack([_resize_array(im, size, resize) for im in images])
     return Flowers17(images, TFLEARN_LABEL_TO_CLASS[raw], np.zeros(len(raw), np.int64), str(path))
 
 
-def _resize_array(im: np.ndarray, size: int) -> np.ndarray:
+def _unpickle_xy(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            x, y = _NumpyOnlyUnpickler(f).load()
+        return np.asarray(x), np.asarray(y)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, OSError) as e:
+        raise DatasetError(f"{path}: unreadable tflearn pickle ({type(e).__name__}: {e})") from None
+
+
+def _resize_array(im: np.ndarray, size: int, resize: str) -> np.ndarray:
     from PIL import Image
 
-    return np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return np.asarray(resize_image(Image.fromarray(im), size, resize), dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------- download
 
 
-def download(url: str, dest: Path, retries: int = 3, timeout: float = 60.0) -> Path:
+def download_file(url: str, dest: Path, retries: int = 3, timeout: float = 60.0) -> Path:
     """Download `url` to `dest` atomically (:func:`alexnet_split.runlog.replacing`), with a
     progress bar. A failed attempt deletes its partial file and retries from scratch."""
     dest = Path(dest)
@@ -256,13 +288,14 @@ def download(url: str, dest: Path, retries: int = 3, timeout: float = 60.0) -> P
 # --------------------------------------------------------------------------- loading + cache
 
 
-ACCEPTED = (f"a data folder (holding jpg/, {ARCHIVE} or {PICKLE}, or empty for a download), the archive "
-            f"{ARCHIVE} itself (any name; a gzipped tar) or tflearn's pickle {PICKLE} itself (any name)")
+ACCEPTED = (f"a data folder (holding jpg/, {ARCHIVE} or {PICKLE}), the archive {ARCHIVE} itself (any name; "
+            f"a gzipped tar) or tflearn's pickle {PICKLE} itself (any name)")
+_FILE_SUFFIXES = (".tgz", ".gz", ".pkl", ".tar")
 
 
 def find_source(root: Path) -> tuple[str, Path]:
     """The best available source in `root`: ("folder" | "archive" | "pickle" | "download", path).
-    `root` may also be the archive or the pickle file itself."""
+    `root` may also be the archive or the pickle file itself; a `root` that does not exist is an error."""
     root = Path(root)
     if root.is_file():
         with open(root, "rb") as f:
@@ -273,8 +306,8 @@ def find_source(root: Path) -> tuple[str, Path]:
             return "pickle", root
         raise DatasetError(f"{root}: not a Flowers 17 source (neither a gzipped tar nor a pickle). Accepted: "
                            f"{ACCEPTED}")
-    if not root.exists() and root.suffix in (".tgz", ".gz", ".pkl", ".tar"):
-        raise DatasetError(f"{root}: no such file. Accepted: {ACCEPTED}")
+    if not root.exists():
+        raise DatasetError(f"{root}: no such file or folder. Accepted: {ACCEPTED}")
     if (root / "jpg").is_dir():
         return "folder", root / "jpg"
     if (root / ARCHIVE).is_file():
@@ -284,54 +317,103 @@ def find_source(root: Path) -> tuple[str, Path]:
     return "download", root / ARCHIVE
 
 
-def load(root=None, size: int = 256, cache: bool = True, url: str = URL + ARCHIVE) -> Flowers17:
-    """Load Flowers 17 decoded at size x size, from the best source in `root` (see module doc).
+def locate(root=None, download: bool = False, url: str = URL + ARCHIVE) -> tuple[str, Path]:
+    """The source to read (:func:`find_source`), after downloading the archive where that is allowed:
+    into the default folder (`root` None and no ``$FLOWERS17_DIR``), or into `root` when `download`.
 
-    Decoded arrays are cached (see :func:`cache_dir`) keyed by the source file and `size`.
+    So a mistyped path is an error naming it, never a download target; a failed download removes
+    what it made, the folders included.
     """
+    may_download = download or (root is None and not os.environ.get("FLOWERS17_DIR"))
     root = Path(root) if root is not None else default_dir()
+    if may_download and not root.exists() and root.suffix not in _FILE_SUFFIXES:
+        kind, path = "download", root / ARCHIVE
+    else:
+        kind, path = find_source(root)
+    if kind != "download":
+        return kind, path
+    if not may_download:
+        raise DatasetError(f"{root}: holds no Flowers 17 data (jpg/, {ARCHIVE} or {PICKLE}); --download "
+                           f"(download=True) downloads {ARCHIVE} into it")
+    with _made_for(root):
+        download_file(url, path)
+    return "archive", path
+
+
+@contextlib.contextmanager
+def _made_for(folder: Path):
+    """Makes `folder` and its missing parents; removes those it made if the block fails."""
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for p in made:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
+
+
+def load(root=None, size: int = 256, cache: bool = True, url: str = URL + ARCHIVE, resize: str = "crop",
+         download: bool = False) -> Flowers17:
+    """Load Flowers 17 decoded at size x size by `resize` (RESIZES), from the best source in `root`
+    (see the module doc and :func:`locate`, which says when `url` is downloaded).
+
+    Reads the data folder and nothing else: decoded arrays are cached in :func:`cache_dir`, keyed
+    by the source file, `size` and `resize`.
+    """
     if not isinstance(size, int) or size < 16:
         raise ValueError(f"size must be an integer >= 16, got {size!r}")
-    kind, path = find_source(root)
-    if kind == "download":
-        download(url, path)
-        kind = "archive"
-    cache_file = _cache_path(root if root.is_dir() else root.parent, kind, path, size)
-    if cache and cache_file.is_file():
-        try:
-            with np.load(cache_file) as z:
-                return Flowers17(z["images"], z["labels"], z["numbers"], str(z["source"]))
-        except (OSError, ValueError, KeyError, EOFError):
-            cache_file.unlink()  # a stale or damaged cache is rebuilt, never trusted
-    reader = {"folder": read_folder, "archive": read_archive, "pickle": read_tflearn_pickle}[kind]
-    ds = reader(path, size)
-    if cache:
-        _atomic_savez(cache_file, images=ds.images, labels=ds.labels, numbers=ds.numbers, source=np.array(ds.source))
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {sorted(RESIZES)}, got {resize!r}")
+    kind, path = locate(root, download, url)
+    cache_file = _cache_path(kind, path, size, resize)
+    ds = _read_cache(cache_file) if cache else None
+    if ds is None:
+        reader = {"folder": read_folder, "archive": read_archive, "pickle": read_tflearn_pickle}[kind]
+        ds = reader(path, size, resize)
+        if cache:
+            _write_cache(cache_file, ds)
     return ds
 
 
-def _cache_path(root: Path, kind: str, path: Path, size: int) -> Path:
+def _cache_path(kind: str, path: Path, size: int, resize: str) -> Path:
     st = path.stat()
     if kind == "folder":  # a folder's identity: its file names, sizes and times
         st_key = "".join(f"{p.name}{p.stat().st_size}{p.stat().st_mtime_ns}" for p in sorted(path.rglob("*.jp*g")))
     else:
         st_key = f"{st.st_size}{st.st_mtime_ns}"
-    key = hashlib.sha256(f"{kind}|{path.resolve()}|{st_key}|{size}|v1".encode()).hexdigest()[:16]
-    return cache_dir(root) / f"flowers17_{kind}_{size}px_{key}.npz"
+    key = hashlib.sha256(f"{kind}|{path.resolve()}|{st_key}|{size}|{resize}|v2".encode()).hexdigest()[:16]
+    return cache_dir() / f"flowers17_{kind}_{size}px_{resize}_{key}.npz"
 
 
-def cache_dir(root: Path) -> Path:
-    """``$ALEXNET_SPLIT_CACHE``, else ``root/cache``, else (read-only data) ``~/.cache/alexnet_split``."""
+def cache_dir() -> Path:
+    """Where decoded images are cached: ``$ALEXNET_SPLIT_CACHE``, else ``~/.cache/alexnet_split/decoded``;
+    never the data folder, which the loader only reads."""
     if os.environ.get("ALEXNET_SPLIT_CACHE"):
         return Path(os.environ["ALEXNET_SPLIT_CACHE"])
-    if os.access(root, os.W_OK):
-        return root / "cache"
-    return Path.home() / ".cache" / "alexnet_split" / "cache"
+    return Path.home() / ".cache" / "alexnet_split" / "decoded"
 
 
-def _atomic_savez(dest: Path, **arrays):
-    with replacing(dest) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+def _read_cache(cache_file: Path) -> Flowers17 | None:
+    if not cache_file.is_file():
+        return None
+    try:
+        with np.load(cache_file) as z:
+            return Flowers17(z["images"], z["labels"], z["numbers"], str(z["source"]))
+    except (OSError, ValueError, KeyError, EOFError):
+        with contextlib.suppress(OSError):
+            cache_file.unlink()  # a stale or damaged cache is rebuilt, never trusted
+        return None
+
+
+def _write_cache(cache_file: Path, ds: Flowers17):
+    """Best effort: a cache folder that cannot be written costs a decode next time, nothing else."""
+    try:
+        with replacing(cache_file) as tmp, open(tmp, "wb") as f:
+            np.savez(f, images=ds.images, labels=ds.labels, numbers=ds.numbers, source=np.array(ds.source))
+    except OSError as e:
+        warnings.warn(f"decoded images not cached ({e}); set ALEXNET_SPLIT_CACHE to a writable folder", stacklevel=3)
 
 
 def export_folder(ds: Flowers17, out, quality: int = 90) -> Path:
@@ -419,23 +501,28 @@ def official_split(ds: Flowers17, mat_path, which: int = 1) -> dict[str, np.ndar
 # --------------------------------------------------------------------------- tflearn API
 
 
-def load_data(dirname="17flowers", resize_pics=(224, 224), shuffle=True, one_hot=False):
-    """tflearn's ``oxflower17.load_data`` without tflearn (which cannot import under TF 2.x).
+def load_data(dirname=None, resize_pics=(224, 224), shuffle=True, one_hot=False, true_labels=False, seed=0,
+              resize="squash", download=False):
+    """tflearn 0.5.0's ``oxflower17.load_data`` without tflearn (which cannot import under TF 2.x).
 
-    Returns ``(X, Y)``: X float32 (1360, h, w, 3) in [0, 1]; Y the **true** classes (tflearn's own
-    labels are the lexicographic permutation 0, 1, 10, ..., 9; see TFLEARN_LABEL_TO_CLASS), as
-    ints or one-hot. Reads `dirname` like :func:`load` (folder, archive, tflearn's pickle, or a
-    download into it). Shuffling uses a fixed seed so repeated calls agree.
+    Returns tflearn's ``(X, Y)``: X float32 (1360, h, w, 3) in [0, 1], each whole image squashed to
+    `resize_pics` with LANCZOS; Y tflearn's folder-id labels (int64, or one-hot float64), which are
+    not the true classes (:data:`TFLEARN_LABELS`). ``true_labels=True`` gives the true classes;
+    ``resize="crop"`` the paper's short side and central square. Unshuffled, the images come by
+    label, then image number (tflearn: by label, then directory order); a pickle keeps its order.
+    The shuffle is seeded by `seed` (tflearn's is not). `dirname`: a folder, archive or pickle
+    as :func:`load` reads; None is the default folder (tflearn's is ``./17flowers``), which is
+    downloaded into as :func:`locate` says.
     """
-    h, w = resize_pics
+    w, h = resize_pics
     if h != w:
         raise ValueError(f"resize_pics must be square, got {resize_pics!r}")
-    ds = load(dirname, size=int(h))
-    x = ds.images.astype(np.float32) / 255.0
-    y = ds.labels
+    ds = load(dirname, size=int(h), resize=resize, download=download)
+    y = ds.labels if true_labels else tflearn_labels(ds.labels)
+    order = np.argsort(y, kind="stable") if ds.numbers.any() else np.arange(len(y))
     if shuffle:
-        order = np.random.default_rng(0).permutation(len(y))
-        x, y = x[order], y[order]
-    if one_hot:
-        y = np.eye(NUM_CLASSES, dtype=np.float32)[y]
-    return x, y
+        order = order[np.random.default_rng(seed).permutation(len(y))]
+    x = ds.images[order].astype(np.float32)
+    x /= 255.0  # in place, as tflearn does: float32 throughout
+    y = y[order]
+    return x, (np.eye(NUM_CLASSES)[y] if one_hot else y)  # tflearn's to_categorical: float64

@@ -207,7 +207,7 @@ def recipe_throughput(recipe, layout: str, data_root) -> tuple[int, float]:
     from . import data, spec
 
     crop = recipe.input_size or spec.get_layout(layout).input_shape[0]
-    ds = data.load(data_root, size=recipe.image_size)
+    ds = data.load(data_root, size=recipe.image_size, resize=recipe.resize)
     split = data.stratified_split(ds.labels, 0)
     batches = TrainBatches(ds.images[split["train"]], ds.labels[split["train"]], recipe.batch_size, crop,
                            data.NUM_CLASSES, seed=0, augment=recipe.augment, pca_sigma=recipe.pca_lighting)

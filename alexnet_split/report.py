@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import docsync, stats
-from .data import NUM_CLASSES
+from .data import NUM_CLASSES, RESIZES
 from .runlog import atomic_write, check_folder, read_json, replacing, write_figure, write_json
 from .schedule import CHANCE_FACTOR
 
@@ -510,9 +510,22 @@ def _protocol(cfg, runs, keys) -> str:
                                           "; no centre-crop test figure recorded" if crop == "10-crop" else "")
     return (f"Protocol: {_length(recipe)}, {recipe['optimizer']} lr {recipe['learning_rate']}, batch "
             f"{recipe['batch_size']}, {recipe['precision']}, {cfg['input_size']}x{cfg['input_size']} input from "
-            f"{recipe['image_size']}x{recipe['image_size']} images, augmentation {'on' if recipe['augment'] else 'off'}"
+            f"{recipe['image_size']}x{recipe['image_size']} images ({_resize(recipe)}), augmentation "
+            f"{'on' if recipe['augment'] else 'off'}"
             f"{', PCA lighting ' + str(recipe['pca_lighting']) if recipe['pca_lighting'] else ''}; {test}; split "
             f"{split['train']}/{split['val']}/{split['test']} (train/val/test, stratified by seed).")
+
+
+def _resize(recipe) -> str:
+    """How the run decoded its images (data.RESIZES). A recipe recorded before the `resize` field
+    existed decoded with "crop", the only method then; where its preset now says otherwise, so does the line."""
+    from .config import PRESETS
+
+    text = RESIZES[recipe.get("resize", "crop")].format(size=recipe["image_size"])
+    now = PRESETS[recipe["name"]]().resize if recipe["name"] in PRESETS else "crop"
+    if "resize" not in recipe and now != "crop":
+        text += f"; today's `{recipe['name']}` preset uses resize {now!r} instead"
+    return text
 
 
 def _loss_line(started) -> str:
@@ -665,8 +678,8 @@ def _protocol_differences(a, b) -> list[tuple[str, str, str]]:
     """(setting, value in a, value in b) for each protocol setting of two runs' config.json that differs."""
     pairs = {"layout": (a["layout"], b["layout"]), "model input": (a["input_size"], b["input_size"]),
              "backend": (a["backend"], b["backend"]), "loss": (loss_kind(a), loss_kind(b))}
-    pairs |= {k: (a["recipe"].get(k), b["recipe"].get(k)) for k in sorted(set(a["recipe"]) | set(b["recipe"]))
-              if k != "name"}
+    ra, rb = ({"resize": "crop"} | a["recipe"], {"resize": "crop"} | b["recipe"])  # absent: crop (_resize)
+    pairs |= {k: (ra.get(k), rb.get(k)) for k in sorted(set(ra) | set(rb)) if k != "name"}
     return [(k, str(x), str(y)) for k, (x, y) in pairs.items() if x != y]
 
 

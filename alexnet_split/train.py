@@ -356,7 +356,7 @@ def _seed_everything(seed: int, precision: str, deterministic: bool):
 
 
 def _load_split(data_root, recipe, crop, seed, splits_mat) -> Split:
-    ds = data.load(data_root, size=recipe.image_size)
+    ds = data.load(data_root, size=recipe.image_size, resize=recipe.resize)
     split = data.official_split(ds, splits_mat) if splits_mat else data.stratified_split(ds.labels, seed)
     (val_x,) = pipeline.crops(ds.images[split["val"]], crop)
     return Split(ds.images[split["train"]], ds.labels[split["train"]], val_x, ds.labels[split["val"]],
@@ -378,6 +378,7 @@ def _write_config(out, identity, devices, recipe, split: Split, crop, steps_per_
         **identity, "devices": list(devices or []), "backend": keras.backend.backend(), "versions": versions(),
         "git_commit": git_commit(), "machine": machine(), "data_source": split.source, "split": split.description,
         "split_sizes": split.sizes, "input_size": crop, "steps_per_epoch": steps_per_epoch,
+        "resize": data.RESIZES[recipe.resize].format(size=recipe.image_size),  # recipe["resize"], in words
         "loss": "logits",  # cross-entropy from fc8's logits on both engines
         "init": init_summary(layout, recipe.bias_fill, recipe.init), "parameters": int(model.count_params()),
         "flops_per_image": int(sum(flops.values())),

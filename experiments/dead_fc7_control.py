@@ -63,7 +63,7 @@ def main():
     p.add_argument("--results", default="results/paper_cpu")
     args = p.parse_args()
     recipe = config.get_recipe("paper_cpu")
-    ds = data.load(args.data, size=recipe.image_size)
+    ds = data.load(args.data, size=recipe.image_size, resize=recipe.resize)
     split = data.stratified_split(ds.labels, 0)
     (val_x,) = pipeline.crops(ds.images[split["val"]], recipe.input_size)
     val_x, val_y = val_x.astype("float32"), ds.labels[split["val"]]

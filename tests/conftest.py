@@ -1,16 +1,23 @@
 """Test session set-up: two logical CPU devices, created before TensorFlow's runtime starts."""
 
+import atexit
 import csv
 import io
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Decoded images are cached in a folder of this session (its subprocesses inherit it), never in the
+# user's ~/.cache/alexnet_split.
+os.environ["ALEXNET_SPLIT_CACHE"] = tempfile.mkdtemp(prefix="alexnet_split_test_cache_")
+atexit.register(shutil.rmtree, os.environ["ALEXNET_SPLIT_CACHE"], ignore_errors=True)
 
 import alexnet_split  # noqa: E402  (imports TensorFlow quietly: alexnet_split.runlog)
 

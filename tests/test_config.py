@@ -24,6 +24,9 @@ def test_recipes_reject_unknown_keys_and_values():
     assert (p.optimizer, p.momentum, p.weight_decay, p.batch_size, p.learning_rate) == ("sgd", 0.9, 5e-4, 128, 0.01)
     s = config.get_recipe("seed")
     assert (s.optimizer, s.batch_size, s.augment, s.weight_decay) == ("adam", 64, False, None)
+    assert (s.resize, config.get_recipe("seed_cpu").resize) == ("squash", "squash")  # tflearn's images
+    with pytest.raises(ValueError, match=r"resize must be one of \('crop', 'squash'\), got 'stretch'"):
+        config.get_recipe("paper", resize="stretch")
     for name, make in config.PRESETS.items():
         assert "Command:" in make.__doc__, name
         assert config.Recipe.from_dict(make().to_dict()) == make()
@@ -48,6 +51,8 @@ PAPER = {
     "augment": True,  # §4.1: random crops + horizontal reflections
     "pca_lighting": 0.1,  # §4.1: PCA lighting, Gaussian "standard deviation 0.1"
     "image_size": 256,  # §2/§4.1: images rescaled to 256x256
+    "resize": "crop",  # §2: "rescaled the image such that the shorter side was of length 256, and then cropped out the
+    # central 256x256 patch" (the seed presets use "squash", tflearn's whole image squashed)
     "input_size": None,  # the layout's 227 (§1 of REFERENCE.md: 224 in the text, 227 fits conv1)
     "ten_crop": True,  # §4.1: test on 4 corners + centre and their reflections (10 patches)
     "precision": "float32",  # 2012 GPUs trained in float32
@@ -84,8 +89,10 @@ AD_HOC_OVERRIDES = {
 LEGACY = {("seed", "lr_drop_patience"): (10**6, None), ("seed_cpu", "lr_drop_patience"): (10**6, None)}
 # Fields added with a preset value that is not the default, and what a run written before them did:
 # the dead-run rule came after every committed paper run, which therefore ran without it (their
-# final.json / history show how far each ran).
-ADDED_SINCE = {"chance_patience": None}
+# final.json / history show how far each ran). `resize` came after every committed run, when "crop"
+# was the only method: the seed presets now say "squash" (tflearn's images, issue 22) but the committed
+# seed_cpu and precision_* runs decoded with "crop", as their tables' protocol lines say, until rerun.
+ADDED_SINCE = {"chance_patience": None, "resize": "crop"}
 
 
 def _overrides(path: Path) -> dict:

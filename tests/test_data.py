@@ -228,47 +228,151 @@ class _Server:
         self.httpd.server_close()
 
 
-def test_download_then_load(tmp_path, archive_bytes):
+def test_download_when_asked_then_load(tmp_path, archive_bytes):
     server = _Server(archive_bytes)
     try:
-        ds = data.load(tmp_path / "empty", size=SIZE, url=server.url)
+        ds = data.load(tmp_path / "new" / "flowers", size=SIZE, url=server.url, download=True)
     finally:
         server.close()
     assert len(ds) == 1360 and np.array_equal(class_from_pixels(ds.images), ds.labels)
-    assert (tmp_path / "empty" / data.ARCHIVE).read_bytes() == archive_bytes
-    assert not [f for f in (tmp_path / "empty").rglob("*") if ".tmp" in f.name]
+    assert (tmp_path / "new" / "flowers" / data.ARCHIVE).read_bytes() == archive_bytes
+    assert not [f for f in (tmp_path / "new").rglob("*") if ".tmp" in f.name]
 
 
-def test_failed_download_leaves_no_file_and_retries(tmp_path, archive_bytes, monkeypatch):
+def test_default_folder_is_downloaded_into_unasked(tmp_path, archive_bytes, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("FLOWERS17_DIR", raising=False)
+    server = _Server(archive_bytes)
+    try:
+        assert len(data.load(size=SIZE, url=server.url)) == 1360
+    finally:
+        server.close()
+    assert (tmp_path / ".cache/alexnet_split/17flowers" / data.ARCHIVE).read_bytes() == archive_bytes
+
+
+def test_failed_download_leaves_nothing_and_retries(tmp_path, archive_bytes, monkeypatch):
     monkeypatch.setenv("ALEXNET_SPLIT_RETRY_DELAY", "0")
     server = _Server(archive_bytes, drop=True)
     try:
         with pytest.raises(DatasetError, match=r"download of http://127\.0\.0\.1:\d+/17flowers\.tgz .* failed after 3"):
-            data.load(tmp_path / "d", size=SIZE, url=server.url)
+            data.load(tmp_path / "d" / "e", size=SIZE, url=server.url, download=True)
     finally:
         server.close()
     assert server.requests == 3
-    assert list((tmp_path / "d").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # the folders it made for the download are gone too
+
+
+def test_missing_data_path_is_an_error_that_creates_nothing(tmp_path, capsys):
+    """A typo in --data names the path; it is not a download target (issue 21)."""
+    from alexnet_split import cli
+
+    missing = tmp_path / "nonexistent" / "flowers"
+    with pytest.raises(DatasetError, match=r"nonexistent/flowers: no such file or folder"):
+        data.load(missing, size=SIZE)
+    assert cli.main(["train", "--data", str(missing), "--out", str(tmp_path / "run"), "--recipe", "quick"]) == 2
+    assert f"{missing}: no such file or folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_download_flag_downloads_into_data(tmp_path, archive_bytes, monkeypatch, capsys):
+    from alexnet_split import cli
+
+    def fake_download(url, dest):
+        assert url == data.URL + data.ARCHIVE
+        dest.write_bytes(archive_bytes)
+
+    monkeypatch.setattr(data, "download_file", fake_download)
+    args = ["export-data", "--data", str(tmp_path / "new"), "--size", "16", "--out", str(tmp_path / "out")]
+    assert cli.main(args) == 2 and "new: no such file or folder" in capsys.readouterr().err
+    assert cli.main([*args, "--download"]) == 0
+    assert (tmp_path / "new" / data.ARCHIVE).read_bytes() == archive_bytes
+    assert len(list((tmp_path / "out" / "jpg").glob("*.jpg"))) == 1360
+
+
+def test_a_folder_without_flowers_is_downloaded_into_only_when_asked(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match=r"empty: holds no Flowers 17 data .*--download"):
+        data.load(tmp_path / "empty", size=SIZE)
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def listing(folder):
+    """Every path under `folder` with its mode, size, mtime and (files) bytes."""
+    return {p.relative_to(folder).as_posix(): (p.stat().st_mode, p.stat().st_size, p.stat().st_mtime_ns,
+                                               p.read_bytes() if p.is_file() else None)
+            for p in sorted([folder, *folder.rglob("*")])}
+
+
+@pytest.mark.parametrize("kind", ["folder", "archive", "pickle"])
+@pytest.mark.parametrize("read_only", [False, True])
+def test_the_data_folder_is_only_read_and_the_cache_is_in_the_cache_folder(tmp_path, jpg_dir, monkeypatch, kind,
+                                                                           read_only):
+    """Byte-identical before and after a load (even as root, for whom every folder is writable); the
+    decoded cache lands in $ALEXNET_SPLIT_CACHE, else ~/.cache/alexnet_split."""
+    if kind == "pickle":
+        root = tmp_path / "data"
+        root.mkdir()
+        tflearn_pickle(root / data.PICKLE)
+    else:
+        root = make_root(tmp_path, jpg_dir, kind)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ALEXNET_SPLIT_CACHE")  # the default: ~/.cache/alexnet_split/decoded
+    if read_only:  # with the override
+        monkeypatch.setenv("ALEXNET_SPLIT_CACHE", str(tmp_path / "my_cache"))
+        for p in [*root.rglob("*"), root]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+    before = listing(root)
+    x, y = data.load_data(root, resize_pics=(SIZE, SIZE))
+    assert listing(root) == before
+    data.load(root, size=SIZE)
+    assert listing(root) == before
+    cache = tmp_path / ("my_cache" if read_only else "home/.cache/alexnet_split/decoded")
+    assert data.cache_dir() == cache and len(list(cache.glob("flowers17_*.npz"))) == 2
 
 
 def test_cache_is_used_keyed_and_atomic(tmp_path, jpg_dir, monkeypatch):
+    monkeypatch.setenv("ALEXNET_SPLIT_CACHE", str(tmp_path / "cache"))
     root = make_root(tmp_path, jpg_dir, "archive")
     first = data.load(root, size=SIZE)
-    caches = list((root / "cache").iterdir())
-    assert len(caches) == 1 and caches[0].suffix == ".npz"
+    caches = list((tmp_path / "cache").iterdir())
+    assert len(caches) == 1 and caches[0].suffix == ".npz" and "_crop_" in caches[0].name
 
     def boom(*a, **k):
         raise AssertionError("decoded again despite the cache")
 
+    read_archive = data.read_archive
     monkeypatch.setattr(data, "read_archive", boom)
     second = data.load(root, size=SIZE)
     assert np.array_equal(first.images, second.images) and np.array_equal(first.labels, second.labels)
     with pytest.raises(AssertionError, match="decoded again"):
         data.load(root, size=SIZE + 8)  # another size is another cache entry
+    with pytest.raises(AssertionError, match="decoded again"):
+        data.load(root, size=SIZE, resize="squash")  # and so is another resize
     caches[0].write_bytes(b"damaged")
-    monkeypatch.undo()
+    monkeypatch.setattr(data, "read_archive", read_archive)
     assert np.array_equal(data.load(root, size=SIZE).images, first.images)  # rebuilt, not trusted
-    assert not [f for f in (root / "cache").iterdir() if ".tmp" in f.name]
+    assert not [f for f in (tmp_path / "cache").iterdir() if ".tmp" in f.name]
+    assert sorted(p.name for p in root.iterdir()) == [data.ARCHIVE]
+
+
+def test_crop_is_the_papers_centre_square_and_squash_is_tflearns_whole_image():
+    """A 60x20 image of three colour bands: the crop keeps the middle band, the squash all three."""
+    from PIL import Image
+
+    bands = np.zeros((20, 60, 3), np.uint8)
+    bands[:, :20, 0], bands[:, 20:40, 1], bands[:, 40:, 2] = 255, 255, 255
+    buf = io.BytesIO()
+    Image.fromarray(bands).save(buf, "PNG")
+    crop = data.decode_resize(buf.getvalue(), 18, "bands", "crop")
+    squash = data.decode_resize(buf.getvalue(), 18, "bands", "squash")
+    assert crop.shape == squash.shape == (18, 18, 3)
+    assert crop[:, 1:-1, 1].min() == 255 and crop[:, 1:-1, [0, 2]].max() == 0  # bilinear blurs the edge columns
+    assert crop[:, :, [0, 2]].max() < 20
+    assert squash.argmax(axis=2)[9].tolist() == [0] * 6 + [1] * 6 + [2] * 6  # red, green, blue: all three bands
+    expected = Image.fromarray(bands).resize((18, 18), Image.LANCZOS)
+    assert np.array_equal(squash, np.asarray(expected))
+    with pytest.raises(ValueError, match=r"resize must be one of \['crop', 'squash'\], got 'stretch'"):
+        data.load(None, size=SIZE, resize="stretch")
 
 
 def test_stratified_split_is_deterministic_disjoint_and_balanced():
@@ -299,12 +403,23 @@ def test_official_split_from_a_generated_mat(tmp_path, jpg_dir):
 
 
 def test_tflearn_compatible_load_data(tmp_path, jpg_dir):
+    """tflearn's labels by default (its folder order), the true classes one argument away, seeded shuffles."""
     root = make_root(tmp_path, jpg_dir, "archive")
     x, y = data.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), shuffle=True, one_hot=True)
     assert x.shape == (1360, SIZE, SIZE, 3) and x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
-    assert y.shape == (1360, 17) and np.array_equal(class_from_pixels((x * 255).round()), y.argmax(1))
+    assert y.shape == (1360, 17) and y.dtype == np.float64  # tflearn's to_categorical
+    true = class_from_pixels((x * 255).round())
+    assert np.array_equal(data.tflearn_labels(true), y.argmax(1)) and not np.array_equal(true, y.argmax(1))
+    x1, y1 = data.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), one_hot=True)
+    assert np.array_equal(x1, x) and np.array_equal(y1, y)  # the same seed, the same order
+    assert not np.array_equal(data.load_data(root, (SIZE, SIZE), seed=1)[1], y.argmax(1))
     x2, y2 = data.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), shuffle=False)
-    assert np.array_equal(y2, np.repeat(np.arange(17), 80))
+    assert np.array_equal(y2, np.repeat(np.arange(17), 80))  # tflearn's unshuffled Y: folder '0', '1', '10', ...
+    assert np.array_equal(class_from_pixels((x2 * 255).round()), data.TFLEARN_LABEL_TO_CLASS[y2])
+    x3, y3 = data.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), shuffle=False, true_labels=True)
+    assert np.array_equal(y3, np.repeat(np.arange(17), 80))
+    assert np.array_equal(class_from_pixels((x3 * 255).round()), y3)
+    assert data.TFLEARN_LABELS[10] == 2 and data.TFLEARN_LABELS[2] == 9  # '10' sorts third, '2' tenth
 
 
 @pytest.mark.skipif(not REAL_ARCHIVE.is_file(), reason=f"real archive not at {REAL_ARCHIVE}")

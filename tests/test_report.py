@@ -63,6 +63,30 @@ def test_table_numbers_and_paired_test(comparison):
     assert (root / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _set_recipe(root, **changes):
+    for cfg in root.glob("runs/*/config.json"):
+        c = json.loads(cfg.read_text())
+        c["recipe"] |= changes
+        cfg.write_text(json.dumps(c))
+
+
+def test_protocol_line_names_the_resize(comparison):
+    """A recipe recorded without `resize` (every run before the field) decoded with the crop; one whose
+    preset now says otherwise says so too."""
+    root, _, _ = comparison
+    assert "76x76 images (short side resized to 76 px, bilinear, then the central square: the paper's resize)" \
+        in report.report(root)
+    _set_recipe(root, resize="squash")
+    md = report.report(root)
+    assert "76x76 images (whole image squashed to 76x76, PIL LANCZOS: tflearn's oxflower17 resize)" in md
+    _set_recipe(root, name="seed_cpu")
+    for cfg in root.glob("runs/*/config.json"):
+        c = json.loads(cfg.read_text())
+        del c["recipe"]["resize"]
+        cfg.write_text(json.dumps(c))
+    assert "the paper's resize; today's `seed_cpu` preset uses resize 'squash' instead)" in report.report(root)
+
+
 def test_report_is_byte_for_byte_reproducible(comparison):
     root, _, _ = comparison
     report.report(root)

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from conftest import history
 
+from alexnet_split import data
+
 QUICK = ["--recipe", "quick", "--set", "epochs=4", "--deterministic"]
 
 
@@ -78,6 +80,18 @@ def tensorboard_scalars(log_dir) -> dict:
     return tags
 
 
+@pytest.mark.parametrize("recipe, resize", [("seed_cpu", "squash"), ("paper_cpu", "crop")])
+def test_the_runner_decodes_with_the_recipes_resize(data_root, monkeypatch, recipe, resize):
+    """seed recipes: tflearn's squash (the images the seed tutorial trained on); paper recipes: the crop."""
+    from alexnet_split import config, train
+
+    calls, load = [], data.load
+    monkeypatch.setattr(data, "load", lambda *a, **kw: calls.append(kw) or load(*a, **kw))
+    r = config.get_recipe(recipe, image_size=32, input_size=24)
+    split = train._load_split(data_root, r, 24, 0, None)
+    assert calls == [{"size": 32, "resize": resize}] and split.train_x.shape[1:] == (32, 32, 3)
+
+
 def test_run_folder_contents(tmp_path, data_root):
     out = tmp_path / "run"
     proc = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1", "--tensorboard", tmp_path / "tb",
@@ -89,6 +103,7 @@ def test_run_folder_contents(tmp_path, data_root):
     assert cfg["devices"] == ["/CPU:0", "/CPU:1"] and cfg["backend"] == "tensorflow"
     assert {"tensorflow", "keras", "numpy", "python"} <= set(cfg["versions"]) and cfg["git_commit"]
     assert cfg["split_sizes"] == {"train": 680, "val": 340, "test": 340}
+    assert cfg["recipe"]["resize"] == "crop" and cfg["resize"] == data.RESIZES["crop"].format(size=76)
     final = json.loads((out / "final.json").read_text())
     assert {"test_top1", "test_top5", "best_val_accuracy", "best_step", "steps", "steps_to_leave_chance",
             "lr_drop_steps", "train_seconds", "train_images_per_second"} <= set(final)
