@@ -195,12 +195,12 @@ PRESETS = {f.__name__: f for f in (paper, paper_cpu, seed, seed_cpu, quick)}
 
 # A finished run is the result of the recipe asked for when they agree key by key (recipe_differences).
 # Runs written before a field existed record no value for it: they trained as its dataclass default
-# does, except for the fields below, added with a preset value other than the default after runs were
-# committed (the dead-run rule came after every committed paper run).
-ADDED_SINCE = ("chance_patience",)
-# Recorded values that mean what today's value means: (key, recorded, today). The seed presets
-# spelled "fixed lr" lr_drop_patience=10**6 before it was None.
-EQUIVALENT = {("lr_drop_patience", 10**6, None)}
+# does, except for the fields below, added after runs were committed, with the value those runs had.
+ADDED_SINCE = {"chance_patience": None, "resize": "crop"}
+# Recorded values that mean what today's value means for a finished run: (key, recorded, today). The
+# seed presets spelled "fixed lr" lr_drop_patience=10**6 before it was None; a finished run without
+# the dead-run rule left chance before it could fire or ran to its cap (its final.json says which).
+EQUIVALENT = {("lr_drop_patience", 10**6, None), ("chance_patience", None, 5_000)}
 
 
 def recipe_differences(recorded: dict, recipe: Recipe) -> list[str]:
@@ -210,13 +210,13 @@ def recipe_differences(recorded: dict, recipe: Recipe) -> list[str]:
     defaults = {f.name: f.default for f in dataclasses.fields(Recipe)}
     differ = []
     for key in sorted(set(recorded) | set(wanted)):
-        if key not in recorded:
-            same = wanted[key] == defaults[key] or key in ADDED_SINCE
-        else:
-            same = key in wanted and (recorded[key] == wanted[key] or (key, recorded[key], wanted[key]) in EQUIVALENT)
-        if not same:
+        if key not in wanted:
+            differ.append(f"{key} {recorded[key]!r} -> (no such key)")
+            continue
+        had = recorded[key] if key in recorded else ADDED_SINCE.get(key, defaults[key])
+        if had != wanted[key] and (key, had, wanted[key]) not in EQUIVALENT:
             was = repr(recorded[key]) if key in recorded else "(not recorded)"
-            differ.append(f"{key} {was} -> {repr(wanted[key]) if key in wanted else '(no such key)'}")
+            differ.append(f"{key} {was} -> {wanted[key]!r}")
     return differ
 
 

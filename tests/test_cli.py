@@ -141,7 +141,7 @@ def test_ctrl_c_before_a_run_starts_exits_130_without_a_folder(tmp_path, monkeyp
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, "load", interrupted)
+    monkeypatch.setattr(data, "locate", interrupted)
     argv = ["train", "--recipe", "quick", "--out", str(tmp_path / "run"), "--data", str(tmp_path)]
     assert cli_module.main(argv) == 130
     assert capsys.readouterr().err == "alexnet-split train: interrupted; run the same command to resume\n"

@@ -182,7 +182,8 @@ def test_test_metrics_come_from_the_test_split_with_the_recipes_crops(monkeypatc
     images = np.zeros((n, 10, 10, 3), np.uint8)
     images[..., 0], images[..., 1] = (np.arange(n) // 256)[:, None, None], (np.arange(n) % 256)[:, None, None]
     labels = np.arange(n) // 80
-    monkeypatch.setattr(data, "load", lambda root, size: data.Flowers17(images, labels, np.arange(1, n + 1), "fake"))
+    monkeypatch.setattr(data, "load", lambda root, size, **kw: data.Flowers17(images, labels, np.arange(1, n + 1),
+                                                                               "fake"))
 
     def ids(x):
         return (x[:, 0, 0, 0].astype(int) * 256 + x[:, 0, 0, 1]).tolist()
