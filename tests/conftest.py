@@ -31,10 +31,13 @@ REAL_ARCHIVE = Path(os.environ.get("FLOWERS17_ARCHIVE",
 SMALL_INPUT = {"paper": (67, 67, 3), "seed": (215, 215, 3)}
 
 
-def run_python(code, backend="tensorflow", timeout=600):
-    """Run `code` in a fresh interpreter (device configuration is per process)."""
-    env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
+def run_check(module, check, *args, backend="tensorflow", env=None, timeout=600):
+    """``python tests/MODULE.py CHECK ARGS`` in a fresh interpreter (device configuration is per
+    process): KERAS_BACKEND=`backend`, JAX on the CPU, plus the variables in `env`."""
+    full = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu") | (env or {})
+    script = Path(__file__).with_name(f"{module}.py")
+    return subprocess.run([sys.executable, str(script), check, *map(str, args)], capture_output=True, text=True,
+                          env=full, timeout=timeout)
 
 
 def cli(*args, timeout=600, env=None, **kw):
@@ -54,19 +57,8 @@ def history(run) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-# A test that starts processes or trains is `slow`: `pytest -m "not slow"` is the quick loop.
-_SLOW_SIGNS = ("run_python(", "cli(", "subprocess", "Popen", "train.train(", "report.compare(", "placement_check.",
-               "LocalCluster", "check_cluster")
-
-
-def pytest_collection_modifyitems(items):
-    import inspect
-
-    for item in items:
-        fn = getattr(item, "function", None)
-        source = inspect.getsource(fn) if fn is not None else ""
-        if any(sign in source for sign in _SLOW_SIGNS) or {"loopback", "comparison"} & set(item.fixturenames):
-            item.add_marker(pytest.mark.slow)
+# A test that trains or starts a process says so with @pytest.mark.slow (a module that holds only such
+# tests: `pytestmark = pytest.mark.slow`); `pytest -m "not slow"` is the quick loop.
 
 
 # --- synthetic Flowers 17: 1360 tiny JPEGs whose colour encodes their class -----------------

@@ -13,6 +13,7 @@ from alexnet_split import cli as cli_module
 from alexnet_split import spec
 
 
+@pytest.mark.slow
 def test_devices_prints_the_plan():
     proc = cli("devices")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -23,6 +24,7 @@ def test_devices_prints_the_plan():
 BANNER = re.compile(r"^[IWE]0000 |absl::InitializeLog|failed call to cuInit", re.M)
 
 
+@pytest.mark.slow
 def test_the_terminal_is_quiet_unless_asked():
     """No TensorFlow C++ start-up banner by default (as a new user runs it: no log variables
     set); ``--verbose`` brings TensorFlow's C++ log back."""
@@ -35,6 +37,7 @@ def test_the_terminal_is_quiet_unless_asked():
     assert BANNER.search(loud.stderr), loud.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_summary_prints_shapes_params_flops_and_devices():
     proc = cli("summary", "--layout", "paper", "--mode", "towers", "--classes", "1000")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -44,6 +47,7 @@ def test_summary_prints_shapes_params_flops_and_devices():
     assert "60,965,224" in proc.stdout.splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_summary_rejects_a_bad_tower_count_with_the_value():
     proc = cli("summary", "--towers", "5")
     assert proc.returncode == 2
@@ -61,6 +65,7 @@ def test_independent_flop_count_paper():
     assert sum(spec.layer_flops(spec.PAPER, "merged", num_classes=1000).values()) == merged_conv + fc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd"])
 def test_check_placement_command_succeeds(optimizer, tmp_path):
     proc = cli("check-placement", "--optimizer", optimizer, "--figure", tmp_path / "f.png")
@@ -70,6 +75,7 @@ def test_check_placement_command_succeeds(optimizer, tmp_path):
     assert "f.png: 22 cross-device arrows" in proc.stdout and (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_check_placement_refuses_a_figure_it_cannot_draw(tmp_path):
     proc = cli("check-placement", "--figure", tmp_path / "f.pdf")
     assert proc.returncode != 0 and "--figure " in proc.stderr and "f.pdf: give a .svg or .png" in proc.stderr
@@ -78,6 +84,7 @@ def test_check_placement_refuses_a_figure_it_cannot_draw(tmp_path):
 # --- the command line's own behaviour: help, --set, one-line errors, Ctrl-C outside a run -----------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["report", "--help"]])
 def test_help_starts_no_tensorflow(argv):
     """`alexnet-split --help` imports neither TensorFlow, Keras nor JAX (seconds to import; the

@@ -12,7 +12,7 @@ import time
 import zipfile
 
 import pytest
-from conftest import cli, history
+from conftest import cli, history, run_check
 
 from alexnet_split import cluster as cl
 from alexnet_split import config, placement_check
@@ -206,9 +206,9 @@ def test_watchdog_names_a_worker_whose_port_closes():
 @pytest.mark.slow
 def test_configure_cluster_reads_tf_config_in_a_fresh_process(tmp_path):
     with LocalCluster(2, tmp_path) as cluster:
-        code = "from alexnet_split.cluster import configure_cluster; print(configure_cluster('TF_CONFIG', 2)[1])"
-        env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+        env = dict(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
                    TF_CONFIG=json.dumps({"cluster": {"worker": cluster.addresses}}))
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        proc = run_check("fresh_process", "configure_cluster_from_tf_config", env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == str([cl.task_device(0), cl.task_device(1)])
+    assert proc.stdout.splitlines() == [str([cl.task_device(0), cl.task_device(1)]),
+                                        "OK configure_cluster_from_tf_config"]

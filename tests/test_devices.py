@@ -1,7 +1,7 @@
 """configure_devices: the device plan, and its errors when called too late or with bad values."""
 
 import pytest
-from conftest import DEVICES, run_python
+from conftest import DEVICES, run_check
 
 import alexnet_split as A
 
@@ -16,13 +16,7 @@ def test_two_logical_cpu_devices_and_idempotent():
 
 @pytest.mark.slow
 def test_called_too_late_raises_a_clear_error():
-    code = (
-        "import tensorflow as tf\n"
-        "tf.constant(1.0) + 1  # starts the runtime with one CPU device\n"
-        "import alexnet_split\n"
-        "alexnet_split.configure_devices(2)\n"
-    )
-    proc = run_python(code)
+    proc = run_check("fresh_process", "configure_devices_after_the_runtime_started")
     assert proc.returncode != 0
     assert "configure_devices() must run before TensorFlow initialises its runtime" in proc.stderr
     assert "with 1 (" in proc.stderr  # says what exists now
@@ -44,12 +38,12 @@ def test_bad_arguments_name_the_value(kwargs, message):
 
 @pytest.mark.slow
 def test_prefer_gpu_without_gpu_says_so():
-    proc = run_python("import alexnet_split\nalexnet_split.configure_devices(2, prefer='gpu')\n")
+    proc = run_check("fresh_process", "configure_devices_prefer_gpu")
     assert proc.returncode != 0 and "TensorFlow sees no GPU" in proc.stderr
 
 
 @pytest.mark.slow
 def test_four_logical_devices_in_a_fresh_process():
-    proc = run_python("import alexnet_split\nprint(alexnet_split.configure_devices(4))\n")
+    proc = run_check("fresh_process", "configure_four_devices")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "['/CPU:0', '/CPU:1', '/CPU:2', '/CPU:3']" in proc.stdout

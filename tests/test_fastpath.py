@@ -28,6 +28,7 @@ def test_device_engine(check):
     assert proc.returncode == 0 and f"OK {check}" in proc.stdout, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_kill_9_and_resume_equals_an_uninterrupted_run_on_the_device_engine(tmp_path, data_root):
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
 

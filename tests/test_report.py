@@ -165,6 +165,7 @@ def test_sync_readme_replaces_only_the_marked_block(comparison, tmp_path):
     assert not report.sync_readme(readme)  # idempotent
 
 
+@pytest.mark.slow
 def test_compare_runs_resumes_and_reports(tmp_path, data_root):
     """End to end on the synthetic data: 2 modes x 1 seed x 1 epoch, then a no-op rerun."""
     import subprocess

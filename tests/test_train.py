@@ -30,6 +30,7 @@ def without_timing(rows):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
+@pytest.mark.slow
 def test_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path, data_root):
     straight = tmp_path / "straight"
     proc = subprocess.run(train_cmd(data_root, straight), capture_output=True, text=True, env=env(), timeout=900)
@@ -92,6 +93,7 @@ def test_the_runner_decodes_with_the_recipes_resize(data_root, monkeypatch, reci
     assert calls == [{"size": 32, "resize": resize}] and split.train_x.shape[1:] == (32, 32, 3)
 
 
+@pytest.mark.slow
 def test_run_folder_contents(tmp_path, data_root):
     out = tmp_path / "run"
     proc = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1", "--tensorboard", tmp_path / "tb",
@@ -139,6 +141,7 @@ def test_run_folder_contents(tmp_path, data_root):
     assert other.returncode == 2 and "holds a different run" in other.stderr
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_clear_message(tmp_path, data_root):
     out = tmp_path / "nan"
     proc = subprocess.run(train_cmd(data_root, out, "--set", "epochs=1", "learning_rate=1e12", "optimizer=\"sgd\""),
@@ -149,6 +152,7 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, data_root):
     assert not (out / "final.json").exists()
 
 
+@pytest.mark.slow
 def test_runner_drops_the_lr_on_a_plateau_and_then_stops(tmp_path, data_root):
     """The schedule's branches in a real run: the colour-coded data leave chance at once, reach a
     plateau, the lr drops once, and the next plateau ends the run before its step cap."""
