@@ -139,9 +139,9 @@ def runner_speed(layout, precision, batch, devices, input_shape=None, interval_s
     synthetic uint8 images 29 px larger than the input (256 for 227): augmentation (crops, flips,
     PCA lighting), the steps, and a validation after every `interval_steps` steps, after one
     warm-up interval. The model, loss and optimizer are ``train.new_model``'s; TensorFlow: the
-    ``fit`` engine's call (``train.fit_intervals``) with the towers placed on `devices`; JAX: the
-    device engine's interval and validation (:mod:`alexnet_split.fastpath`)."""
-    from . import config, train
+    ``fit`` engine's call (``engine_fit.fit_intervals``) with the towers placed on `devices`; JAX: the
+    device engine's interval and validation (:mod:`alexnet_split.engine_device`)."""
+    from . import config, engine_fit, train
     from .pipeline import TrainBatches
 
     keras.backend.clear_session()
@@ -161,17 +161,17 @@ def runner_speed(layout, precision, batch, devices, input_shape=None, interval_s
             batches = TrainBatches(images, labels, batch, crop, NUM_CLASSES, 0, pca_sigma=0.1,
                                    interval_steps=interval_steps)
             val = (val_x.astype("float32"), _one_hot(val_y))
-            train.fit_intervals(model, batches, val, 1, 0)
+            engine_fit.fit_intervals(model, batches, val, 1, 0)
             t0 = time.perf_counter()
-            train.fit_intervals(model, batches, val, 1 + intervals, 1)
+            engine_fit.fit_intervals(model, batches, val, 1 + intervals, 1)
             img_s = intervals * interval_steps * batch / (time.perf_counter() - t0)
             engine = "fit (NumPy pipeline)"
         else:
-            from . import fastpath
+            from . import engine_device
 
-            loop = fastpath.DeviceLoop(model, images, labels, val_x, val_y, batch, crop, 0, pca_sigma=0.1,
-                                       interval_steps=interval_steps)
-            img_s = fastpath.images_per_second(loop, intervals)
+            loop = engine_device.DeviceLoop(model, images, labels, val_x, val_y, batch, crop, 0, pca_sigma=0.1,
+                                            interval_steps=interval_steps)
+            img_s = engine_device.images_per_second(loop, intervals)
             engine = "device (jitted JAX loop)"
         # The same number of compute-only steps on this model, right after: one ready batch,
         # `train_on_batch`, so that the ratio compares two timings of one model in one process.

@@ -497,10 +497,10 @@ def _add_profile(sub):
 def cmd_profile(args):
     import alexnet_split as A
 
-    from . import profile
+    from . import profiling
 
     placed = A.configure_devices(2, prefer=args.prefer)
-    print(profile.run(args.layout, args.variant, args.precision, args.batch, devices=placed or None, out=args.out,
+    print(profiling.run(args.layout, args.variant, args.precision, args.batch, devices=placed or None, out=args.out,
                       input_size=args.input_size))
     if args.out:
         _sync_readme(args.out)

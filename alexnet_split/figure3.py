@@ -69,12 +69,12 @@ def untrained(n=96, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).normal(0.0, 0.01, size=(11, 11, 3, n))
 
 
-def load_runs(*results_dirs) -> tuple[list[dict], list[str]]:
+def read_conv1_runs(*results_dirs) -> tuple[list[dict], list[str]]:
     """Finished runs under the `results_dirs` (any depth) that kept conv1.npz, and why others
     were left out. With several folders a run's name starts with its folder's."""
     runs, skipped = [], []
     for results_dir in map(Path, results_dirs):
-        found, left = _load_runs(results_dir, prefix=f"{results_dir.name}-" if len(results_dirs) > 1 else "")
+        found, left = _read_conv1_runs(results_dir, prefix=f"{results_dir.name}-" if len(results_dirs) > 1 else "")
         runs += found
         skipped += left
     if not runs:
@@ -83,7 +83,7 @@ def load_runs(*results_dirs) -> tuple[list[dict], list[str]]:
     return runs, skipped
 
 
-def _load_runs(results_dir: Path, prefix: str):
+def _read_conv1_runs(results_dir: Path, prefix: str):
     runs, skipped = [], []
     for f in sorted(results_dir.rglob("conv1.npz")):
         run_dir = f.parent
@@ -359,7 +359,7 @@ def figure3(results_dirs, out="results/figure3", n_permutations=N_PERMUTATIONS, 
     or a list of them), written to `out` (figure3.md, scores.csv, scores.png, grids/<run>.png);
     returns figure3.md."""
     results_dirs = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
-    runs, skipped = load_runs(*results_dirs)
+    runs, skipped = read_conv1_runs(*results_dirs)
     folders = " ".join(Path(d).as_posix() for d in results_dirs)
     log(f"{len(runs)} finished runs with conv1 kernels under {folders}"
         + (f"; {len(skipped)} unfinished left out" if skipped else ""))

@@ -211,7 +211,7 @@ def _structure(model) -> tuple:
             repr(sorted(optimizer.items())))
 
 
-def train(model, run, split, recipe, crop, seed, verbose=1):
+def run(model, run, split, recipe, crop, seed, verbose=1):
     """The device engine behind :func:`alexnet_split.train.train`: trains `run`'s remaining
     intervals, committing through `run`. Returns ((step, loss) if the loss became NaN, else
     None; and `predict(images, ten)`, the test-time probabilities computed on the device)."""
