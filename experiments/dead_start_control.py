@@ -23,7 +23,7 @@ import alexnet_split  # noqa: E402, F401 (first: TensorFlow imported without its
 
 import keras  # noqa: E402
 
-from alexnet_split import report, train  # noqa: E402
+from alexnet_split import sweep, train  # noqa: E402
 
 
 def summarise(root: Path) -> str:
@@ -67,7 +67,7 @@ def main():
     t0 = time.monotonic()
     for label, precision in (("single_bf16", "mixed_bfloat16"), ("single_f32", "float32")):
         overrides = {"precision": precision, "steps": args.steps}
-        outs = [work / label / report.run_name("paper", "towers", s) for s in seeds]
+        outs = [work / label / sweep.run_name("paper", "towers", s) for s in seeds]
         keras.backend.clear_session()
         for out, s in zip(outs, seeds):
             train.train(out, "paper", "towers", "paper", seed=s, data_root=args.data, overrides=overrides,
@@ -76,7 +76,7 @@ def main():
             rows = (out / "history.csv").read_text().splitlines()[1:]
             print(f"{label} seed {s}: loss by 50 steps " + " ".join(r.split(",")[2][:6] for r in rows)
                   + " | val " + " ".join(r.split(",")[6][:5] for r in rows), flush=True)
-        report.pack_logs(work, Path(args.out) / "dead_start_control.tar")
+        sweep.pack_logs(work, Path(args.out) / "dead_start_control.tar")
         print(f"{label}: {time.monotonic() - t0:.0f} s", flush=True)
 
 
