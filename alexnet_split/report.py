@@ -16,7 +16,6 @@ config.json and final.json.
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 import shlex
@@ -29,6 +28,7 @@ from .data import NUM_CLASSES, RESIZES
 from .runlog import atomic_write, read_json, write_figure
 from .schedule import CHANCE_FACTOR
 from .sweep import MANIFEST, run_name
+from .tables import csv_text, markdown_table
 
 # --------------------------------------------------------------------------- reading runs
 
@@ -342,13 +342,8 @@ def _flat(row, keys) -> dict:
 
 
 def _csv(rows, keys) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, _csv_fields(keys), lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for row in rows:
-        w.writerow({k: ("" if math.isnan(v) else f"{v:.6f}") if isinstance(v, float) else v
-                    for k, v in _flat(row, keys).items()})
-    return buf.getvalue()
+    return csv_text(_csv_fields(keys), [{k: ("" if math.isnan(v) else f"{v:.6f}") if isinstance(v, float) else v
+                                         for k, v in _flat(row, keys).items()} for row in rows])
 
 
 # --------------------------------------------------------------------------- table.md
@@ -416,10 +411,9 @@ def _section(runs, rows, keys, legend) -> list[str]:
 
 
 def _table(columns, rows) -> list[str]:
-    align = ["---" if c in ("mode", "seeds", "state", "difference") or "top-" in c or "points" in c else "---:"
+    align = ["l" if c in ("mode", "seeds", "state", "difference") or "top-" in c or "points" in c else "r"
              for c in columns]
-    lines = ["| " + " | ".join(c) + " |" for c in [columns] + rows]
-    return lines[:1] + ["|" + "|".join(align) + "|"] + lines[1:]
+    return markdown_table(columns, rows, align)
 
 
 def _test_crops(runs) -> int:
@@ -722,9 +716,10 @@ def write_headline(results_root) -> str:
              "Test top-1 in %, mean over seeds, from each comparison's `table.csv` (its protocol, "
              "hardware and spread are in the linked table). alive: runs that left chance (k/n declared "
              "seeds); all seeds: every run that has a figure, dead ones included († an unfinished run "
-             "at chance counted at its last validation); loss: how the runs computed it.", "",
-             "| comparison | recipe | mode | alive | test top-1, all seeds | test top-1, alive | loss | "
-             "backend | table |", "|---|---|---|---:|---:|---:|---|---|---|"]
+             "at chance counted at its last validation); loss: how the runs computed it.", ""]
+    header = ["comparison", "recipe", "mode", "alive", "test top-1, all seeds", "test top-1, alive", "loss", "backend",
+              "table"]
+    cells = []
     for manifest in sorted(results_root.rglob(MANIFEST)):
         folder = manifest.parent
         if not (folder / "table.csv").is_file():
@@ -736,11 +731,11 @@ def write_headline(results_root) -> str:
         recipe = read_json(manifest)["recipe"]
         for r in rows:
             dagger = " †" if _int(r.get("test_top1_all_last_val")) else ""
-            cells = [name, f"`{recipe}`", r["mode"], f"{r['alive']}/{r['n_seeds']}",
-                     _headline_pct(r.get("test_top1_all_mean")) + dagger, _headline_pct(r.get("test_top1_alive_mean")),
-                     r["loss"] or "-", backend, f"[table]({name}/table.md)"]
-            lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
+            cells.append([name, f"`{recipe}`", r["mode"], f"{r['alive']}/{r['n_seeds']}",
+                          _headline_pct(r.get("test_top1_all_mean")) + dagger,
+                          _headline_pct(r.get("test_top1_alive_mean")), r["loss"] or "-", backend,
+                          f"[table]({name}/table.md)"])
+    text = "\n".join(lines + markdown_table(header, cells, "lllrrrlll")) + "\n"
     atomic_write(results_root / "headline.md", text)
     return text
 

@@ -20,7 +20,6 @@ function of (seed, step), and Dropout's seed state is part of the checkpoint.
 from __future__ import annotations
 
 import contextlib
-import csv
 import importlib.util
 import io
 import sys
@@ -46,6 +45,7 @@ from .runlog import (
     write_json,
 )
 from .schedule import Plateau
+from .tables import csv_text
 
 HISTORY_FIELDS = ["step", "epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5", "lr", "seconds"]
 
@@ -59,12 +59,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def history_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, HISTORY_FIELDS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _fmt(r[k]) for k in HISTORY_FIELDS})
-    return buf.getvalue()
+    return csv_text(HISTORY_FIELDS, [{k: _fmt(r[k]) for k in HISTORY_FIELDS} for r in rows])
 
 
 def _fmt(v):
