@@ -69,7 +69,9 @@ def time_calls(fn, warmup: int, repeats: int, inner: int = 1) -> list[float]:
 
 
 def _one_hot(labels) -> np.ndarray:
-    return keras.utils.to_categorical(labels, NUM_CLASSES).astype("float32")
+    from .pipeline import one_hot
+
+    return one_hot(labels, NUM_CLASSES)
 
 
 @contextlib.contextmanager

@@ -160,7 +160,8 @@ class TrainBatches(keras.utils.PyDataset):
 
 
 def one_hot(labels, num_classes):
-    return np.eye(num_classes, dtype=np.float32)[np.asarray(labels)]
+    """float32 one-hot rows of `labels` (``keras.utils.to_categorical``)."""
+    return keras.utils.to_categorical(np.asarray(labels), num_classes).astype(np.float32)
 
 
 def test_views(size: int, crop: int, ten: bool = False) -> list[tuple[int, int, bool]]:
