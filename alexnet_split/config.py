@@ -62,7 +62,7 @@ class Recipe:
         if self.input_size is not None and self.input_size > self.image_size:
             raise ValueError(f"input_size={self.input_size} is larger than image_size={self.image_size}")
 
-    def replace(self, **overrides) -> "Recipe":
+    def replace(self, **overrides) -> Recipe:
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -73,7 +73,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Recipe":
+    def from_dict(cls, d: dict) -> Recipe:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

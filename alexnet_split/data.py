@@ -450,7 +450,7 @@ def export_folder(ds: Flowers17, out, quality: int = 90) -> Path:
     try:
         (tmp / "jpg").mkdir()
         names = []
-        for image, number in _progress(zip(ds.images, ds.numbers), len(ds), f"writing {out}"):
+        for image, number in _progress(zip(ds.images, ds.numbers, strict=True), len(ds), f"writing {out}"):
             names.append(f"image_{int(number):04d}.jpg")
             Image.fromarray(image).save(tmp / "jpg" / names[-1], quality=quality)
         (tmp / "jpg" / "files.txt").write_text("\n".join(names) + "\n")

@@ -74,7 +74,7 @@ def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=Non
     inputs = keras.Input(input_shape, name="image")
     image = Preprocess(**_PREPROCESS[arch.name], device=device(0), name="preprocess")(inputs)
     towers = [image] * n
-    for row, width in zip(arch.rows, widths):
+    for row, width in zip(arch.rows, widths, strict=True):
         kernel_init, bias_init = _initializers(arch, row, bias_fill, init)
         norm_k = norm if row.norm and (row.kind == "conv" or norm == "batchnorm") else None
         outputs = []
@@ -209,8 +209,8 @@ def format_summary(model, flops: dict[str, int]) -> str:
     total = sum(flops.values())
     rows.append(("total", "", f"{model.count_params():,}", f"{total / 1e6:,.1f}", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(c.ljust(w) if i in (0, 1, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = ["  ".join(c.ljust(w) if i in (0, 1, 4) else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     lines.insert(-1, "-" * len(lines[0]))
     return "\n".join([f"{model.name}: forward FLOPs per image (multiply-add = 2)"] + lines)

@@ -117,7 +117,7 @@ def assemble(images: np.ndarray, draws: Draws, crop: int) -> np.ndarray:
     # One image at a time: a whole batch in float32 outgrows the caches (128 crops are 79 MB),
     # so separate passes over it would run from memory.
     batch = np.empty((len(draws.idx), crop, crop, 3), np.float32)
-    for k, (j, y, x) in enumerate(zip(draws.idx, draws.ys, draws.xs)):
+    for k, (j, y, x) in enumerate(zip(draws.idx, draws.ys, draws.xs, strict=True)):
         src = images[j, y:y + crop, x:x + crop]
         batch[k] = src[:, ::-1] if draws.flips[k] else src
         batch[k] += draws.shifts[k]
@@ -175,7 +175,8 @@ def test_views(size: int, crop: int, ten: bool = False) -> list[tuple[int, int, 
 def crops(images: np.ndarray, crop: int, ten: bool = False) -> list[np.ndarray]:
     """The views of :func:`test_views` cut from `images`."""
     views = [images[:, y:y + crop, x:x + crop] for y, x, _ in test_views(images.shape[1], crop, ten)]
-    return [v[:, :, ::-1] if flip else v for v, (_, _, flip) in zip(views, test_views(images.shape[1], crop, ten))]
+    flips = [flip for _, _, flip in test_views(images.shape[1], crop, ten)]
+    return [v[:, :, ::-1] if flip else v for v, flip in zip(views, flips, strict=True)]
 
 
 def predict_crops(model, images, crop, ten=False, batch_size=128) -> np.ndarray:
@@ -190,7 +191,7 @@ def predict_crops(model, images, crop, ten=False, batch_size=128) -> np.ndarray:
 
 def topk_accuracy(probs: np.ndarray, labels, k: int) -> float:
     top = np.argsort(-probs, axis=1)[:, :k]
-    return float(np.mean([label in row for label, row in zip(np.asarray(labels), top)]))
+    return float(np.mean([label in row for label, row in zip(np.asarray(labels), top, strict=True)]))
 
 
 def throughput(batches, max_batches: int = 20) -> float:

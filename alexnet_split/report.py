@@ -668,7 +668,7 @@ def draw_group(ax, group, key, label, colour, bounds, by_steps):
     """Three or more runs: their mean and a ± std band, clipped to `bounds` (the quantity's range),
     over the steps all of them reached; one or two runs: each drawn as itself, no band."""
     if len(group) < 3:
-        for r, style in zip(group, ("-", "--")):
+        for r, style in zip(group, ("-", "--"), strict=False):
             ax.plot(_x(r, len(r["history"]), by_steps), [h[key] for h in r["history"]], color=colour,
                     linestyle=style, linewidth=1.2, label=f"{label}: seed {r['seed']}")
         return
@@ -690,7 +690,7 @@ def curves_figure(runs, manifest):
     fig = Figure(figsize=(11, 4.2))
     axes = fig.subplots(1, 2)
     for i, (label, group) in enumerate(curve_groups(runs)):
-        for ax, key, bounds in zip(axes, ("val_accuracy", "loss"), ((0.0, 1.0), (0.0, None))):
+        for ax, key, bounds in zip(axes, ("val_accuracy", "loss"), ((0.0, 1.0), (0.0, None)), strict=True):
             draw_group(ax, group, key, label, f"C{i}", bounds, by_steps)
     xlabel = "step" if by_steps else "epoch"
     axes[0].axhline(CHANCE, color="grey", linestyle=":", linewidth=1, label=f"{CHANCE_FACTOR:g}x chance")

@@ -159,7 +159,7 @@ def restore_seed_states(model, states: list):
     variables = _seed_variables(model)
     if len(variables) != len(states):
         raise ValueError(f"checkpoint has {len(variables)} dropout seed states, state.json {len(states)}")
-    for v, value in zip(variables, states):
+    for v, value in zip(variables, states, strict=True):
         v.assign(np.asarray(value, dtype=v.dtype))
 
 

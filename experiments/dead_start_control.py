@@ -70,10 +70,10 @@ def main():
         overrides = {"precision": precision, "steps": args.steps}
         outs = [work / label / sweep.run_name("paper", "towers", s) for s in seeds]
         keras.backend.clear_session()
-        for out, s in zip(outs, seeds):
+        for out, s in zip(outs, seeds, strict=True):
             train.train(out, "paper", "towers", "paper", seed=s, data_root=args.data, overrides=overrides,
                         verbose=0, checkpoint_seconds=1e9, engine="device")
-        for out, s in zip(outs, seeds):
+        for out, s in zip(outs, seeds, strict=True):
             rows = (out / "history.csv").read_text().splitlines()[1:]
             print(f"{label} seed {s}: loss by 50 steps " + " ".join(r.split(",")[2][:6] for r in rows)
                   + " | val " + " ".join(r.split(",")[6][:5] for r in rows), flush=True)
