@@ -21,11 +21,8 @@ def pca_basis(images: np.ndarray, max_pixels: int = 200_000, seed: int = 0):
     """The principal components of the training pixels' RGB values (Section 4.1).
 
     Returns ``(magnitudes, eigvec)``: ``eigvec[:, i]`` is the i-th principal direction and
-    ``magnitudes[i]`` the standard deviation of the pixels along it, in pixel values (0..255),
-    i.e. the square root of the covariance eigenvalue. Using the eigenvalue itself (variance,
-    in pixel values squared: about 10,900 for the first component on Flowers 17) as a magnitude
-    shifted whole images by hundreds to thousands of pixel values and kept every paper-recipe run
-    at chance; see :func:`pca_shifts` for the convention.
+    ``magnitudes[i]`` the standard deviation of the pixels along it in pixel values (0..255), the
+    square root of the covariance eigenvalue (docs/training.md, "PCA lighting's unit").
     """
     px = images.reshape(-1, 3)
     if len(px) > max_pixels:
@@ -35,17 +32,10 @@ def pca_basis(images: np.ndarray, max_pixels: int = 200_000, seed: int = 0):
 
 
 def pca_shifts(rng: np.random.Generator, n: int, basis, sigma: float) -> np.ndarray:
-    """``n`` per-image RGB shifts of the paper's PCA lighting (Section 4.1), in pixel values.
-
-    The paper adds "multiples of the found principal components, with magnitudes proportional to
-    the corresponding eigenvalues times a random variable drawn from a Gaussian with mean zero
-    and standard deviation 0.1" to every pixel of an image. "Proportional" leaves the unit open.
-    This project takes each component's magnitude to be its standard deviation in pixel values
-    (cuda-convnet2 calls its magnitudes "stdevs"), so with sigma 0.1 the shift along a component
-    has a standard deviation of a tenth of the pixels' own spread along it: on Flowers 17 about
-    10 pixel values along the first component and under 30 at the 99th percentile of the shift's
-    length. fb.resnet.torch's eigenvalues on 0..1 pixels (0.2175, 0.0188, 0.0045; MXNet and
-    tensorpack use them x 255) give shifts of the same few-pixel size.
+    """``n`` per-image RGB shifts of the paper's PCA lighting (Section 4.1), in pixel values:
+    ``(alpha * magnitudes) @ eigvec.T`` with ``alpha ~ N(0, sigma)`` per image and component, so
+    the shift along a component has a standard deviation of `sigma` times the pixels' own spread
+    along it. `basis`: :func:`pca_basis`'s ``(magnitudes, eigvec)``.
     """
     magnitudes, eigvec = basis
     alpha = rng.normal(0.0, sigma, (n, 3)).astype(np.float32)
