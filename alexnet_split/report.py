@@ -262,36 +262,33 @@ def _all_seeds(group, key) -> dict:
     """One accuracy over every run of a row that has a figure for it: a finished run's measured test
     figure (dead runs included); an unfinished run that never left chance at its last validation
     figure (`last_val` counts them); `na` says why there is no honest all-seeds figure."""
-    out = {"stats": None, "last_val": 0, "of": len(group), "na": ""}
-    pending = [r for r in group if r["state"] == UNFINISHED and (r["alive"] or not r["history"])]
-    finished = [r for r in group if r["state"] == FINISHED]
-    lacking = [r for r in finished if key not in r["final"]]
-    if pending:  # a live run's test figure is still to come
-        out["na"] = f"n/a ({len(pending)} unfinished)"
-    elif lacking:
-        out["na"] = "-" if len(lacking) == len(finished) else f"n/a ({len(lacking)} did not record it)"
-    else:
+    out = {"stats": None, "last_val": 0, "of": len(group), "na": _no_all_seeds_figure(group, key)}
+    if not out["na"]:
+        finished = [r for r in group if r["state"] == FINISHED]
         dead = [r for r in group if r["state"] == UNFINISHED]
         out["last_val"] = len(dead)
         out["stats"] = _stats([r["final"][key] for r in finished] + [r["history"][-1][LAST_VAL[key]] for r in dead])
     return out
 
 
+def _no_all_seeds_figure(group, key) -> str:
+    """Why a row has no all-seeds figure for `key` ("" when it has one)."""
+    pending = [r for r in group if r["state"] == UNFINISHED and (r["alive"] or not r["history"])]
+    if pending:  # a live run's test figure is still to come
+        return f"n/a ({len(pending)} unfinished)"
+    finished = [r for r in group if r["state"] == FINISHED]
+    lacking = [r for r in finished if key not in r["final"]]
+    if lacking:
+        return "-" if len(lacking) == len(finished) else f"n/a ({len(lacking)} did not record it)"
+    return ""
+
+
 def _row(name, group, keys) -> dict:
     started = [r for r in group if r["state"] != NOT_STARTED]
     finished = [r for r in started if r["state"] == FINISHED]
     alive = [r for r in finished if r["alive"]]
-    left = [r["left_at"] for r in group if r["alive"]]
-    row = {"mode": name, "reference": group[0]["reference"], "runs": group, "n_seeds": len(group),
-           "seeds": " ".join(str(r["seed"]) for r in group), "finished": len(finished),
-           "unfinished": len(started) - len(finished), "not_started": len(group) - len(started),
-           "alive": sum(r["alive"] for r in group), "runs_left_chance": len(left),
-           "left_chance_median": float(np.median(left)) if left else float("nan")}
-    if started:
-        cfg = started[0]["config"]
-        row.update(layout=cfg["layout"], recipe=cfg["recipe"]["name"], parameters=cfg["parameters"],
-                   gflops_per_image=cfg["flops_per_image"] / 1e9,
-                   loss=" ".join(sorted({loss_kind(r["config"]) for r in started})))
+    row = {"mode": name, "reference": group[0]["reference"], "runs": group, **_counts(group, started, finished),
+           **_config_cells(started)}
     for key in keys:
         row[key + "_all"] = _all_seeds(group, key)
         row[key + "_alive"] = _stats([r["final"][key] for r in alive if key in r["final"]])
@@ -300,6 +297,25 @@ def _row(name, group, keys) -> dict:
     row["per_seed_test_top5"] = {r["seed"]: r["final"]["test_top5"] for r in finished}
     row.update(_means(finished))
     return row
+
+
+def _counts(group, started, finished) -> dict:
+    """A row's run counts: declared, finished, unfinished, not started, alive, and when they left chance."""
+    left = [r["left_at"] for r in group if r["alive"]]
+    return {"n_seeds": len(group), "seeds": " ".join(str(r["seed"]) for r in group), "finished": len(finished),
+            "unfinished": len(started) - len(finished), "not_started": len(group) - len(started),
+            "alive": sum(r["alive"] for r in group), "runs_left_chance": len(left),
+            "left_chance_median": float(np.median(left)) if left else float("nan")}
+
+
+def _config_cells(started) -> dict:
+    """What a row's first started run's config.json says: layout, recipe, size, and every run's loss."""
+    if not started:
+        return {}
+    cfg = started[0]["config"]
+    return {"layout": cfg["layout"], "recipe": cfg["recipe"]["name"], "parameters": cfg["parameters"],
+            "gflops_per_image": cfg["flops_per_image"] / 1e9,
+            "loss": " ".join(sorted({loss_kind(r["config"]) for r in started}))}
 
 
 def _means(finished) -> dict:

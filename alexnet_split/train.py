@@ -267,8 +267,7 @@ def _inspect_run_folder(out: Path, identity: dict, devices):
     that is a file, another run's folder, and a finished run of another recipe."""
     check_folder(out, "run folder")
     state = read_json(out / "state.json") if (out / "state.json").is_file() else None
-    if state is not None and not state.get("checkpoint"):  # logs without a checkpoint: start again
-        state = None
+    state = state if state and state.get("checkpoint") else None  # logs without a checkpoint: start again
     old = read_json(out / "config.json") if (out / "config.json").is_file() else {}
     # A finished run of the same layout, mode, seed and recipe is its result, whatever code version
     # wrote it (config.recipe_differences: committed runs predate fields added since); an
@@ -279,6 +278,13 @@ def _inspect_run_folder(out: Path, identity: dict, devices):
     if same_run and (out / "final.json").is_file():
         _refuse_another_recipe(out, old["recipe"], identity["recipe"])
         return None, read_json(out / "final.json")
+    _refuse_another_run(out, old, identity, state, devices)
+    return state, None
+
+
+def _refuse_another_run(out: Path, old: dict, identity: dict, state, devices):
+    """Refuses to resume in `out` (its config.json `old`) a run of another identity, or on other devices."""
+    who = ("layout", "mode", "seed")
     if old and {k: old.get(k) for k in identity} != identity:
         raise ValueError(f"{out} holds a different run ({ {k: old.get(k) for k in who} }, "
                          f"recipe {old.get('recipe', {}).get('name')!r}, engine {old.get('engine')!r}); "
@@ -287,7 +293,6 @@ def _inspect_run_folder(out: Path, identity: dict, devices):
         raise ValueError(f"{out} was placed on {old.get('devices') or 'one device'}; this process has "
                          f"{list(devices or []) or 'one device'}. Resume it with the same devices (the same "
                          "--cluster), or start a new --out")
-    return state, None
 
 
 def _refuse_another_recipe(out: Path, recorded: dict, wanted: dict):
