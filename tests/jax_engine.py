@@ -75,8 +75,8 @@ def interval_equals_stepwise_updates():
         np.testing.assert_allclose(float(loss), float(losses[step]), rtol=1e-4)
         tr, opt = m.optimizer.stateless_apply(opt, g, tr)
     worst = max(float(np.abs(np.asarray(a) - np.asarray(b)).max() / (np.abs(np.asarray(b)).max() + 1e-12))
-                for a, b in zip(s3[0], tr))
-    moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(s3[0], s0[0]))
+                for a, b in zip(s3[0], tr, strict=False))
+    moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(s3[0], s0[0], strict=False))
     assert worst < 1e-4 and moved > 1e-4, (worst, moved)
     assert int(s3[2][0]) == 3  # the optimizer's iteration counter
 

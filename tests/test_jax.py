@@ -77,7 +77,7 @@ def test_both_engines_compute_the_same_run(tmp_path, data_root):
     assert sorted(runs) == ["device", "fit"]  # auto picks the device engine under JAX
     (fit_rows, fit_final), (dev_rows, dev_final) = runs["fit"], runs["device"]
     assert [r["step"] for r in fit_rows] == [r["step"] for r in dev_rows] == ["6", "12"]
-    for a, b in zip(fit_rows, dev_rows):
+    for a, b in zip(fit_rows, dev_rows, strict=False):
         for key in ("loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5", "lr"):
             assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-6), key
     assert float(fit_rows[-1]["loss"]) < float(fit_rows[0]["loss"])  # it trained
