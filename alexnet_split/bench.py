@@ -12,9 +12,7 @@ shared machines.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import platform
 import statistics
 import sys
@@ -30,6 +28,7 @@ from .config import PRECISIONS
 from .data import NUM_CLASSES
 from .devices import host_kind, is_tensorflow
 from .runlog import atomic_write, machine
+from .tables import csv_text, markdown_table
 
 VARIANTS = spec.VARIANTS
 
@@ -70,7 +69,9 @@ def time_calls(fn, warmup: int, repeats: int, inner: int = 1) -> list[float]:
 
 
 def _one_hot(labels) -> np.ndarray:
-    return keras.utils.to_categorical(labels, NUM_CLASSES).astype("float32")
+    from .pipeline import one_hot
+
+    return one_hot(labels, NUM_CLASSES)
 
 
 @contextlib.contextmanager
@@ -139,9 +140,9 @@ def runner_speed(layout, precision, batch, devices, input_shape=None, interval_s
     synthetic uint8 images 29 px larger than the input (256 for 227): augmentation (crops, flips,
     PCA lighting), the steps, and a validation after every `interval_steps` steps, after one
     warm-up interval. The model, loss and optimizer are ``train.new_model``'s; TensorFlow: the
-    ``fit`` engine's call (``train.fit_intervals``) with the towers placed on `devices`; JAX: the
-    device engine's interval and validation (:mod:`alexnet_split.fastpath`)."""
-    from . import config, train
+    ``fit`` engine's call (``engine_fit.fit_intervals``) with the towers placed on `devices`; JAX: the
+    device engine's interval and validation (:mod:`alexnet_split.engine_device`)."""
+    from . import config, engine_fit, train
     from .pipeline import TrainBatches
 
     keras.backend.clear_session()
@@ -161,17 +162,17 @@ def runner_speed(layout, precision, batch, devices, input_shape=None, interval_s
             batches = TrainBatches(images, labels, batch, crop, NUM_CLASSES, 0, pca_sigma=0.1,
                                    interval_steps=interval_steps)
             val = (val_x.astype("float32"), _one_hot(val_y))
-            train.fit_intervals(model, batches, val, 1, 0)
+            engine_fit.fit_intervals(model, batches, val, 1, 0)
             t0 = time.perf_counter()
-            train.fit_intervals(model, batches, val, 1 + intervals, 1)
+            engine_fit.fit_intervals(model, batches, val, 1 + intervals, 1)
             img_s = intervals * interval_steps * batch / (time.perf_counter() - t0)
             engine = "fit (NumPy pipeline)"
         else:
-            from . import fastpath
+            from . import engine_device
 
-            loop = fastpath.DeviceLoop(model, images, labels, val_x, val_y, batch, crop, 0, pca_sigma=0.1,
-                                       interval_steps=interval_steps)
-            img_s = fastpath.images_per_second(loop, intervals)
+            loop = engine_device.DeviceLoop(model, images, labels, val_x, val_y, batch, crop, 0, pca_sigma=0.1,
+                                            interval_steps=interval_steps)
+            img_s = engine_device.images_per_second(loop, intervals)
             engine = "device (jitted JAX loop)"
         # The same number of compute-only steps on this model, right after: one ready batch,
         # `train_on_batch`, so that the ratio compares two timings of one model in one process.
@@ -345,25 +346,21 @@ def _measured_lines(layout, shape, rows, quick, seconds, inner) -> list[str]:
              f"command `alexnet-split bench{' --quick' if quick else ''}` ({seconds / 60:.1f} min).",
              "Median of timed repeats after warm-up"
              + (f" (each repeat times {inner} consecutive calls)" if inner > 1 else "")
-             + "; train = one SGD-momentum step (`train_on_batch`), infer = `predict_on_batch`.", "",
-             "| precision | batch | variant | train img/s | infer img/s | train GFLOP/s | % of matmul peak |",
-             "|---|---:|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['precision']} | {r['batch']} | {r['variant']} | {r['train_img_s']:.1f} | "
-                     f"{r['infer_img_s']:.1f} | {r['gflops']:.1f} | {r['pct_peak']:.0f}% |")
-    return lines
+             + "; train = one SGD-momentum step (`train_on_batch`), infer = `predict_on_batch`.", ""]
+    header = ["precision", "batch", "variant", "train img/s", "infer img/s", "train GFLOP/s", "% of matmul peak"]
+    cells = [[r["precision"], str(r["batch"]), r["variant"], f"{r['train_img_s']:.1f}", f"{r['infer_img_s']:.1f}",
+              f"{r['gflops']:.1f}", f"{r['pct_peak']:.0f}%"] for r in rows]
+    return lines + markdown_table(header, cells, "lrlrrrr")
 
 
 def _flops_lines(arch, shape, peaks, mm_n) -> list[str]:
     """The matmul peaks, and the FLOPs per image of each mode."""
     peak_list = ", ".join(f"{p} {g:,.1f} GFLOP/s" for p, g in peaks.items())
     lines = [f"Matmul peak ({mm_n}x{mm_n}, best of 5" + _precision_note() + "): " + peak_list,
-             "", "FLOPs per image (multiply-add = 2; training = forward + weight and input gradients):", "",
-             "| model | forward GFLOPs | training GFLOPs |", "|---|---:|---:|"]
-    for mode in ("towers", "merged", "half"):
-        lines.append(f"| {mode} | {sum(spec.layer_flops(arch, mode, 2, shape).values()) / 1e9:.3f} | "
-                     f"{spec.training_flops(arch, mode, 2, shape) / 1e9:.3f} |")
-    return lines
+             "", "FLOPs per image (multiply-add = 2; training = forward + weight and input gradients):", ""]
+    cells = [[mode, f"{sum(spec.layer_flops(arch, mode, 2, shape).values()) / 1e9:.3f}",
+              f"{spec.training_flops(arch, mode, 2, shape) / 1e9:.3f}"] for mode in ("towers", "merged", "half")]
+    return lines + markdown_table(["model", "forward GFLOPs", "training GFLOPs"], cells, "lrr")
 
 
 def _placement_ratio_lines(rows, precisions, batches) -> list[str]:
@@ -406,14 +403,12 @@ def _peak_share_lines(rows) -> list[str]:
 
 def _cross_device_lines(arch, shape, batches) -> list[str]:
     """The table of bytes that cross devices per training step, per connection and batch."""
-    lines = ["Bytes crossing devices per training step (towers_2dev, float32 activations; bf16 halves them):",
-             "", "| connection | " + " | ".join(f"batch {b} fwd / bwd (MB)" for b in batches) + " |",
-             "|---|" + "---:|" * len(batches)]
     per_batch = [spec.cross_device_bytes(arch, 2, shape, batch=b) for b in batches]
-    for i, (name, _, _) in enumerate(per_batch[0]):
-        cells = [f"{p[i][1] / 1e6:.1f} / {p[i][2] / 1e6:.1f}" for p in per_batch]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
+    header = ["connection"] + [f"batch {b} fwd / bwd (MB)" for b in batches]
+    cells = [[name] + [f"{p[i][1] / 1e6:.1f} / {p[i][2] / 1e6:.1f}" for p in per_batch]
+             for i, (name, _, _) in enumerate(per_batch[0])]
+    return ["Bytes crossing devices per training step (towers_2dev, float32 activations; bf16 halves them):",
+            "", *markdown_table(header, cells, "l" + "r" * len(batches))]
 
 
 def _pipeline_line(pipe, rows, shape) -> str:
@@ -432,12 +427,11 @@ def _runner_lines(runners) -> list[str]:
              f"{r0['n_val']} images every {r0['interval_steps']} steps, timed over {r0['intervals']} intervals "
              "after a warm-up one; against as many compute-only `train_on_batch` steps of the same model on one "
              "ready batch, timed right after in the same process:",
-             "", "| precision | batch | runner img/s | train_on_batch img/s | runner / compute-only |",
-             "|---|---:|---:|---:|---:|"]
-    for r in runners:
-        lines.append(f"| {r['precision']} | {r['batch']} | {r['runner_img_s']:.1f} | {r['compute_img_s']:.1f} | "
-                     f"**{r['ratio']:.2f}x** |")
-    return lines
+             ""]
+    cells = [[r["precision"], str(r["batch"]), f"{r['runner_img_s']:.1f}", f"{r['compute_img_s']:.1f}",
+              f"**{r['ratio']:.2f}x**"] for r in runners]
+    header = ["precision", "batch", "runner img/s", "train_on_batch img/s", "runner / compute-only"]
+    return lines + markdown_table(header, cells, "lrrrr")
 
 
 def runner_table(layout="paper", precisions=PRECISIONS, batch=128, out_dir="results/bench", log=print,
@@ -469,12 +463,7 @@ def runner_table(layout="paper", precisions=PRECISIONS, batch=128, out_dir="resu
 def _csv(rows) -> str:
     fields = ["variant", "precision", "batch", "train_img_s", "infer_img_s", "forward_flops", "train_flops", "gflops",
               "pct_peak", "repeats"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fields, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
+    return csv_text(fields, [{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows])
 
 
 def cluster_step_ratio(layout="paper", input_size=None, batch=32, steps=8, rounds=2, out_dir="results/bench",
@@ -506,8 +495,9 @@ def cluster_step_ratio(layout="paper", input_size=None, batch=32, steps=8, round
         f"SGD momentum; command `alexnet-split bench-cluster` ({(time.perf_counter() - t_start) / 60:.1f} min).",
         f"{rounds} alternating rounds of {steps} steps each (first 2 of each run are warm-up); the chief, both "
         "workers and the in-process run share this machine's cores.", "",
-        "| placement | median step (ms) | images/s | steps timed |", "|---|---:|---:|---:|",
-        *[f"| {k} | {m * 1e3:.1f} | {batch / m:.1f} | {len(times[k])} |" for k, m in med.items()], "",
+        *markdown_table(["placement", "median step (ms)", "images/s", "steps timed"],
+                        [[k, f"{m * 1e3:.1f}", f"{batch / m:.1f}", str(len(times[k]))] for k, m in med.items()],
+                        "lrrr"), "",
         f"Step time over loopback gRPC / in-process: **{ratio:.2f}x**. Per step {mb:.1f} MB cross between the "
         "towers' devices (activations and their gradients at the cross-connections, and the input images; "
         "`alexnet-split bench` lists them): in one process a copy, across processes a gRPC message.", ""])

@@ -1,5 +1,5 @@
 """Command line: ``alexnet-split devices | summary | check-placement | figure3 | train | worker | compare |
-report | pipeline-speed | bench | bench-cluster | export-data | profile``.
+report | sync-docs | pipeline-speed | bench | bench-cluster | export-data | profile``.
 
 Each command is a pair: ``_add_<command>`` declares its arguments and ``cmd_<command>`` checks
 them, calls one library function and prints what it returns. The library is imported inside
@@ -364,7 +364,7 @@ def _add_compare(sub):
 def cmd_compare(args):
     import alexnet_split as A
 
-    from . import report
+    from . import report, sweep
 
     modes = _csv_list(args.modes)
     for m in modes:
@@ -378,10 +378,10 @@ def cmd_compare(args):
     _check_folder(results, "--results")
     _find_data(args)
     placed = A.configure_devices(2, prefer=args.prefer)
-    md = report.compare(results, args.recipe, args.layout, modes, seeds, references=references, data_root=args.data,
-                        devices=placed or None, overrides=overrides, checkpoint_seconds=args.checkpoint_seconds,
-                        engine=args.engine, tensorboard=args.tensorboard)
-    print(report.for_terminal(md, results))
+    sweep.compare(results, args.recipe, args.layout, modes, seeds, references=references, data_root=args.data,
+                  devices=placed or None, overrides=overrides, checkpoint_seconds=args.checkpoint_seconds,
+                  engine=args.engine, tensorboard=args.tensorboard)
+    print(report.for_terminal(report.report(results), results))
     return 0
 
 
@@ -404,6 +404,30 @@ def cmd_report(args):
         return 0
     print(report.for_terminal(report.report(args.results_dir), args.results_dir))
     _sync_readme(args.results_dir)
+    return 0
+
+
+def _add_sync_docs(sub):
+    p = sub.add_parser("sync-docs", help="refresh results/headline.md and the generated blocks of README.md and docs/",
+                       description="Rewrite results/headline.md from the committed tables, then every "
+                                   "<!-- begin PATH --> ... <!-- end PATH --> block of README.md and docs/*.md from "
+                                   "PATH. `report`, `figure3`, `bench` and the other writers do this after writing.")
+    p.add_argument("--root", default=".", help="the project folder (holds README.md and results/)")
+    p.set_defaults(func=cmd_sync_docs)
+
+
+def cmd_sync_docs(args):
+    from . import docsync, report
+
+    root = Path(args.root)
+    if not (root / "README.md").is_file() or not (root / "results").is_dir():
+        raise ValueError(f"--root {args.root}: not a project folder (README.md and results/)")
+    report.write_headline(root / "results")
+    changed = docsync.sync(root)
+    for document in changed:
+        print(f"updated the generated blocks in {document}")
+    if not changed:
+        print(f"the generated blocks of {root / 'README.md'} and {root / 'docs'} are up to date")
     return 0
 
 
@@ -497,10 +521,10 @@ def _add_profile(sub):
 def cmd_profile(args):
     import alexnet_split as A
 
-    from . import profile
+    from . import profiling
 
     placed = A.configure_devices(2, prefer=args.prefer)
-    print(profile.run(args.layout, args.variant, args.precision, args.batch, devices=placed or None, out=args.out,
+    print(profiling.run(args.layout, args.variant, args.precision, args.batch, devices=placed or None, out=args.out,
                       input_size=args.input_size))
     if args.out:
         _sync_readme(args.out)
@@ -534,7 +558,8 @@ def cmd_export_data(args):
 # --------------------------------------------------------------------------- main
 
 COMMANDS = (_add_devices, _add_summary, _add_check_placement, _add_figure3, _add_train, _add_worker, _add_compare,
-            _add_report, _add_pipeline_speed, _add_bench, _add_bench_cluster, _add_export_data, _add_profile)
+            _add_report, _add_sync_docs, _add_pipeline_speed, _add_bench, _add_bench_cluster, _add_export_data,
+            _add_profile)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

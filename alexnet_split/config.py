@@ -52,6 +52,12 @@ class Recipe:
             if getattr(self, key) not in choices:
                 raise ValueError(f"{key} must be one of {choices}, got {getattr(self, key)!r}")
         _check_values(self)
+        self._check_length()
+        if self.input_size is not None and self.input_size > self.image_size:
+            raise ValueError(f"input_size={self.input_size} is larger than image_size={self.image_size}")
+
+    def _check_length(self):
+        """Exactly one of steps and epochs; eval_every divides steps, and only steps."""
         if (self.steps is None) == (self.epochs is None):
             raise ValueError(f"set exactly one of steps and epochs, got steps={self.steps!r}, epochs={self.epochs!r}")
         if self.steps is not None and (self.eval_every is None or self.steps % self.eval_every):
@@ -59,10 +65,8 @@ class Recipe:
         if self.epochs is not None and self.eval_every is not None:
             raise ValueError(f"eval_every={self.eval_every} counts steps; a recipe measured in epochs "
                              f"(epochs={self.epochs}) validates after every epoch")
-        if self.input_size is not None and self.input_size > self.image_size:
-            raise ValueError(f"input_size={self.input_size} is larger than image_size={self.image_size}")
 
-    def replace(self, **overrides) -> "Recipe":
+    def replace(self, **overrides) -> Recipe:
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -73,7 +77,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Recipe":
+    def from_dict(cls, d: dict) -> Recipe:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

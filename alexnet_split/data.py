@@ -28,7 +28,6 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.request
 import warnings
 import zlib
 from pathlib import Path
@@ -257,32 +256,48 @@ def _resize_array(im: np.ndarray, size: int, resize: str) -> np.ndarray:
 # --------------------------------------------------------------------------- download
 
 
-def download_file(url: str, dest: Path, retries: int = 3, timeout: float = 60.0) -> Path:
-    """Download `url` to `dest` atomically (:func:`alexnet_split.runlog.replacing`), with a
-    progress bar. A failed attempt deletes its partial file and retries from scratch."""
+def download_file(url: str, dest: Path, retries: int = 3) -> Path:
+    """Download the Flowers 17 archive `url` to `dest` with ``keras.utils.get_file`` (its
+    progress bar), atomically (:func:`alexnet_split.runlog.replacing`), and check what it holds
+    (:func:`check_archive`) before it takes the name `dest`. A failed transfer deletes its
+    partial file and retries from scratch; no digest is pinned (copies are re-packed)."""
+    import keras
+
     dest = Path(dest)
     last_error = None
     for attempt in range(1, retries + 1):
         try:
-            with replacing(dest) as part, urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
-                total = int(r.headers.get("Content-Length") or 0)
-                got = 0
-                while chunk := r.read(1 << 20):
-                    f.write(chunk)
-                    got += len(chunk)
-                    if sys.stderr.isatty():
-                        pct = f"{100 * got / total:5.1f}%" if total else ""
-                        print(f"\rdownloading {url} {got / 1e6:7.1f} MB {pct}", end="", file=sys.stderr)
-                if total and got != total:
-                    raise DatasetError(f"{url}: connection closed after {got} of {total} bytes")
-            if sys.stderr.isatty():
-                print(file=sys.stderr)
+            with replacing(dest) as part:
+                keras.utils.get_file(part.name, url, cache_dir=str(part.parent), cache_subdir="")
+                check_archive(part, dest)
             return dest
-        except (OSError, DatasetError) as e:
+        except DatasetError:
+            raise
+        except Exception as e:  # get_file raises a bare Exception for a failed or short transfer
             last_error = e
             if attempt < retries:
                 time.sleep(min(2 ** attempt, 10) * float(os.environ.get("ALEXNET_SPLIT_RETRY_DELAY", "1")))
     raise DatasetError(f"download of {url} to {dest} failed after {retries} attempts: {last_error}")
+
+
+def check_archive(path: Path, name=None):
+    """What the Flowers 17 archive `path` must hold: ``jpg/files.txt`` and image_0001.jpg ..
+    image_1360.jpg, each a decodable JPEG. Errors name `name` (default `path`)."""
+    from PIL import Image
+
+    name = name or path
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            members = [m for m in tar.getmembers() if m.isfile()]
+            if not any(m.name.endswith("files.txt") for m in members):
+                raise DatasetError(f"{name}: no jpg/files.txt inside; is this the Flowers 17 archive?")
+            images = [m for m in members if _IMAGE_RE.search(m.name)]
+            _check_numbers([int(_IMAGE_RE.search(m.name).group(1)) for m in images], str(name))
+            for m in images:
+                with Image.open(io.BytesIO(tar.extractfile(m).read())) as im:
+                    im.verify()
+    except (tarfile.TarError, OSError, EOFError, zlib.error, SyntaxError) as e:
+        raise DatasetError(f"{name}: not a readable Flowers 17 archive ({type(e).__name__}: {e})") from None
 
 
 # --------------------------------------------------------------------------- loading + cache
@@ -435,7 +450,7 @@ def export_folder(ds: Flowers17, out, quality: int = 90) -> Path:
     try:
         (tmp / "jpg").mkdir()
         names = []
-        for image, number in _progress(zip(ds.images, ds.numbers), len(ds), f"writing {out}"):
+        for image, number in _progress(zip(ds.images, ds.numbers, strict=True), len(ds), f"writing {out}"):
             names.append(f"image_{int(number):04d}.jpg")
             Image.fromarray(image).save(tmp / "jpg" / names[-1], quality=quality)
         (tmp / "jpg" / "files.txt").write_text("\n".join(names) + "\n")
@@ -525,4 +540,8 @@ def load_data(dirname=None, resize_pics=(224, 224), shuffle=True, one_hot=False,
     x = ds.images[order].astype(np.float32)
     x /= 255.0  # in place, as tflearn does: float32 throughout
     y = y[order]
-    return x, (np.eye(NUM_CLASSES)[y] if one_hot else y)  # tflearn's to_categorical: float64
+    if one_hot:
+        import keras
+
+        y = keras.utils.to_categorical(y, NUM_CLASSES)  # float64, as tflearn's to_categorical
+    return x, y

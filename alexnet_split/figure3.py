@@ -11,8 +11,6 @@ random relabellings, :func:`figure3` writes the tables, grids and verdict. Findi
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 import shutil
@@ -22,6 +20,7 @@ import numpy as np
 
 from . import stats
 from .runlog import atomic_write, read_json, write_figure
+from .tables import csv_text, markdown_table
 
 AGNOSTIC = 1 / 3  # a kernel with under half as much colour energy as grey energy counts as colour-agnostic
 N_PERMUTATIONS = 10_000
@@ -69,12 +68,12 @@ def untrained(n=96, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).normal(0.0, 0.01, size=(11, 11, 3, n))
 
 
-def load_runs(*results_dirs) -> tuple[list[dict], list[str]]:
+def read_conv1_runs(*results_dirs) -> tuple[list[dict], list[str]]:
     """Finished runs under the `results_dirs` (any depth) that kept conv1.npz, and why others
     were left out. With several folders a run's name starts with its folder's."""
     runs, skipped = [], []
     for results_dir in map(Path, results_dirs):
-        found, left = _load_runs(results_dir, prefix=f"{results_dir.name}-" if len(results_dirs) > 1 else "")
+        found, left = _read_conv1_runs(results_dir, prefix=f"{results_dir.name}-" if len(results_dirs) > 1 else "")
         runs += found
         skipped += left
     if not runs:
@@ -83,7 +82,7 @@ def load_runs(*results_dirs) -> tuple[list[dict], list[str]]:
     return runs, skipped
 
 
-def _load_runs(results_dir: Path, prefix: str):
+def _read_conv1_runs(results_dir: Path, prefix: str):
     runs, skipped = [], []
     for f in sorted(results_dir.rglob("conv1.npz")):
         run_dir = f.parent
@@ -234,9 +233,9 @@ def _no_agnostic_tower(where: str, towers) -> str:
 
 
 def _table(a: dict, skipped) -> str:
-    lines = ["| run | mode | steps | test top-1 | mean score t0 / t1 | median t0 / t1 | median blurred t0 / t1 "
-             "| agnostic kernels t0 / t1 | d = t1 - t0 | permutation p | rank-sum p |",
-             "|---|---|---:|---:|---|---|---|---|---:|---:|---:|"]
+    header = ["run", "mode", "steps", "test top-1", "mean score t0 / t1", "median t0 / t1", "median blurred t0 / t1",
+              "agnostic kernels t0 / t1", "d = t1 - t0", "permutation p", "rank-sum p"]
+    cells = []
     for row in a["rows"]:
         pair = [f"{m:.3f}" for m in row["mean"]]
         med = [f"{m:.3f}" for m in row["median"]]
@@ -246,11 +245,13 @@ def _table(a: dict, skipped) -> str:
         d = f"{row['d']:+.3f}" if "d" in row else "-"
         p = f"{row['p']:.4f}" if "p" in row else "-"
         p_rank = f"{row['p_rank']:.4f}" if "p_rank" in row else "-"
-        lines.append(f"| {row['run']} | {row['mode']} | {row['steps']:,} | {top1} | {' / '.join(pair)} | "
-                     f"{' / '.join(med)} | {' / '.join(blurred)} | {' / '.join(ag)} | {d} | {p} | {p_rank} |")
+        cells.append([row["run"], row["mode"], f"{row['steps']:,}", top1, " / ".join(pair), " / ".join(med),
+                      " / ".join(blurred), " / ".join(ag), d, p, p_rank])
     u = a["untrained"]
-    lines.append(f"| untrained: N(0, 0.01), 96 kernels | - | 0 | - | - | {u['median']:.3f} (10-90%: "
-                 f"{u['range'][0]:.2f}-{u['range'][1]:.2f}) | {u['median_smooth']:.3f} | - | - | - | - |")
+    cells.append(["untrained: N(0, 0.01), 96 kernels", "-", "0", "-", "-",
+                  f"{u['median']:.3f} (10-90%: {u['range'][0]:.2f}-{u['range'][1]:.2f})", f"{u['median_smooth']:.3f}",
+                  "-", "-", "-", "-"])
+    lines = markdown_table(header, cells, "llrrllllrrr")
     if a["controls"]:
         lines += ["", "Control, random 48/48 splits of a merged run's 96 kernels (|difference of means|):", ""]
         lines += [f"- {c['run']} ({c['steps']:,} steps): 95th percentile {c['q95']:.3f}" for c in a["controls"]]
@@ -267,14 +268,11 @@ def _table(a: dict, skipped) -> str:
 
 
 def _csv(a: dict) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["run", "mode", "seed", "steps", "test_top1", "tower", "kernel", "score"])
-    for row in a["rows"]:
-        for t, scores in enumerate(row["scores"]):
-            for i, s in enumerate(scores):
-                w.writerow([row["run"], row["mode"], row["seed"], row["steps"], row["test_top1"], t, i, f"{s:.5f}"])
-    return buf.getvalue()
+    fields = ["run", "mode", "seed", "steps", "test_top1", "tower", "kernel", "score"]
+    return csv_text(fields, [dict(zip(fields, [row["run"], row["mode"], row["seed"], row["steps"], row["test_top1"],
+                                               t, i, f"{s:.5f}"], strict=True))
+                             for row in a["rows"] for t, scores in enumerate(row["scores"])
+                             for i, s in enumerate(scores)])
 
 
 def draw_grid(run: dict, path, scores=None):
@@ -359,7 +357,7 @@ def figure3(results_dirs, out="results/figure3", n_permutations=N_PERMUTATIONS, 
     or a list of them), written to `out` (figure3.md, scores.csv, scores.png, grids/<run>.png);
     returns figure3.md."""
     results_dirs = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
-    runs, skipped = load_runs(*results_dirs)
+    runs, skipped = read_conv1_runs(*results_dirs)
     folders = " ".join(Path(d).as_posix() for d in results_dirs)
     log(f"{len(runs)} finished runs with conv1 kernels under {folders}"
         + (f"; {len(skipped)} unfinished left out" if skipped else ""))

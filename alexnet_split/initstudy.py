@@ -13,6 +13,7 @@ import numpy as np
 from .data import NUM_CLASSES
 from .models import build_model
 from .runlog import write_figure
+from .tables import markdown_table
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
@@ -104,18 +105,19 @@ def markdown(rows, source: str) -> str:
     lines = ["# Signal scale at initialisation (step 0)", "",
              f"One batch: {source}. Activation std: the std of each block's output (ReLU, LRN and pooling "
              "included; fc8: the logits), averaged over towers; gradient std: the std of the block kernel's "
-             "gradient of the mean cross-entropy (dropout on, seed 0). Fan-in: per kernel (per tower).", "",
-             "| init | layer | fan-in towers / merged | activation std towers | merged | half | towers / merged | "
-             "gradient std towers | merged | half |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "gradient of the mean cross-entropy (dropout on, seed 0). Fan-in: per kernel (per tower).", ""]
+    header = ["init", "layer", "fan-in towers / merged", "activation std towers", "merged", "half", "towers / merged",
+              "gradient std towers", "merged", "half"]
     by = {(r["init"], r["mode"], r["layer"]): r for r in rows}
+    cells = []
     for init in dict.fromkeys(r["init"] for r in rows):
         for layer in LAYERS:
             t, m, h = (by[(init, mode, layer)] for mode in ("towers", "merged", "half"))
-            lines.append(f"| {init} | {layer} | {t['fan_in']:,} / {m['fan_in']:,} | {t['activation_std']:.3g} | "
-                         f"{m['activation_std']:.3g} | {h['activation_std']:.3g} | "
-                         f"{t['activation_std'] / m['activation_std']:.2f} | {t['gradient_std']:.3g} | "
-                         f"{m['gradient_std']:.3g} | {h['gradient_std']:.3g} |")
-    return "\n".join(lines) + "\n"
+            cells.append([init, layer, f"{t['fan_in']:,} / {m['fan_in']:,}", f"{t['activation_std']:.3g}",
+                          f"{m['activation_std']:.3g}", f"{h['activation_std']:.3g}",
+                          f"{t['activation_std'] / m['activation_std']:.2f}", f"{t['gradient_std']:.3g}",
+                          f"{m['gradient_std']:.3g}", f"{h['gradient_std']:.3g}"])
+    return "\n".join(lines + markdown_table(header, cells, "lllrrrrrrr")) + "\n"
 
 
 def plot(rows, path):

@@ -55,16 +55,8 @@ def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=Non
     """
     arch = spec.get_layout(layout)
     norm = arch.norm if norm is None else norm
-    if init not in spec.INITS:
-        raise ValueError(f"init must be one of {spec.INITS}, got {init!r}")
-    if norm not in spec.NORMS:
-        raise ValueError(f"norm must be one of {spec.NORMS} or None, got {norm!r}")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     input_shape = tuple(arch.input_shape if input_shape is None else input_shape)
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape!r}")
-    spec.spatial_sizes(arch, input_shape)  # raises, naming the layer, if the input is too small
+    _check_arguments(arch, norm, init, num_classes, input_shape)
     n, widths = spec.tower_widths(arch, mode, n_towers)
     devices = check_devices(devices, n)
 
@@ -74,27 +66,40 @@ def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=Non
     inputs = keras.Input(input_shape, name="image")
     image = Preprocess(**_PREPROCESS[arch.name], device=device(0), name="preprocess")(inputs)
     towers = [image] * n
-    for row, width in zip(arch.rows, widths):
+    for row, width in zip(arch.rows, widths, strict=True):
         kernel_init, bias_init = _initializers(arch, row, bias_fill, init)
         norm_k = norm if row.norm and (row.kind == "conv" or norm == "batchnorm") else None
-        outputs = []
-        for k in range(n):
-            source = (towers if n > 1 else towers[0]) if row.cross else towers[k]
-            if row.kind == "conv":
-                block = ConvBlock(width, row.kernel, row.stride, row.padding, norm=norm_k,
-                                  norm_after_pool=arch.norm_after_pool, pool=row.pool,
-                                  kernel_initializer=kernel_init, bias_initializer=bias_init,
-                                  device=device(k), name=f"t{k}_{row.name}")
-            else:
-                block = DenseBlock(width, dropout=row.dropout, norm=norm_k, kernel_initializer=kernel_init,
-                                   bias_initializer=bias_init, device=device(k), name=f"t{k}_{row.name}")
-            outputs.append(block(source))
-        towers = outputs
+        sources = [(towers if n > 1 else towers[0]) if row.cross else towers[k] for k in range(n)]
+        towers = [_block(arch, row, width, norm_k, kernel_init, bias_init, device(k), f"t{k}_{row.name}")(source)
+                  for k, source in enumerate(sources)]
     kernel_init, _ = _initializers(arch, None, bias_fill, init)
     outputs = DenseBlock(num_classes, activation="logits" if logits else "softmax", kernel_initializer=kernel_init,
                          device=device(0), name="fc8")(towers if n > 1 else towers[0])
     model_cls = placement.model_class(devices)
     return model_cls(inputs, outputs, name=name or f"alexnet_{arch.name}_{mode}")
+
+
+def _check_arguments(arch, norm, init, num_classes, input_shape):
+    """What :func:`build_model` refuses, before building anything."""
+    if init not in spec.INITS:
+        raise ValueError(f"init must be one of {spec.INITS}, got {init!r}")
+    if norm not in spec.NORMS:
+        raise ValueError(f"norm must be one of {spec.NORMS} or None, got {norm!r}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape!r}")
+    spec.spatial_sizes(arch, input_shape)  # raises, naming the layer, if the input is too small
+
+
+def _block(arch, row, width, norm, kernel_init, bias_init, device, name):
+    """One tower's block of table row `row` at `width`: a ConvBlock or a DenseBlock."""
+    if row.kind == "conv":
+        return ConvBlock(width, row.kernel, row.stride, row.padding, norm=norm, norm_after_pool=arch.norm_after_pool,
+                         pool=row.pool, kernel_initializer=kernel_init, bias_initializer=bias_init, device=device,
+                         name=name)
+    return DenseBlock(width, dropout=row.dropout, norm=norm, kernel_initializer=kernel_init,
+                      bias_initializer=bias_init, device=device, name=name)
 
 
 def with_softmax(model):
@@ -209,8 +214,8 @@ def format_summary(model, flops: dict[str, int]) -> str:
     total = sum(flops.values())
     rows.append(("total", "", f"{model.count_params():,}", f"{total / 1e6:,.1f}", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(c.ljust(w) if i in (0, 1, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = ["  ".join(c.ljust(w) if i in (0, 1, 4) else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     lines.insert(-1, "-" * len(lines[0]))
     return "\n".join([f"{model.name}: forward FLOPs per image (multiply-add = 2)"] + lines)

@@ -21,11 +21,8 @@ def pca_basis(images: np.ndarray, max_pixels: int = 200_000, seed: int = 0):
     """The principal components of the training pixels' RGB values (Section 4.1).
 
     Returns ``(magnitudes, eigvec)``: ``eigvec[:, i]`` is the i-th principal direction and
-    ``magnitudes[i]`` the standard deviation of the pixels along it, in pixel values (0..255),
-    i.e. the square root of the covariance eigenvalue. Using the eigenvalue itself (variance,
-    in pixel values squared: about 10,900 for the first component on Flowers 17) as a magnitude
-    shifted whole images by hundreds to thousands of pixel values and kept every paper-recipe run
-    at chance; see :func:`pca_shifts` for the convention.
+    ``magnitudes[i]`` the standard deviation of the pixels along it in pixel values (0..255), the
+    square root of the covariance eigenvalue (docs/training.md, "PCA lighting's unit").
     """
     px = images.reshape(-1, 3)
     if len(px) > max_pixels:
@@ -35,17 +32,10 @@ def pca_basis(images: np.ndarray, max_pixels: int = 200_000, seed: int = 0):
 
 
 def pca_shifts(rng: np.random.Generator, n: int, basis, sigma: float) -> np.ndarray:
-    """``n`` per-image RGB shifts of the paper's PCA lighting (Section 4.1), in pixel values.
-
-    The paper adds "multiples of the found principal components, with magnitudes proportional to
-    the corresponding eigenvalues times a random variable drawn from a Gaussian with mean zero
-    and standard deviation 0.1" to every pixel of an image. "Proportional" leaves the unit open.
-    This project takes each component's magnitude to be its standard deviation in pixel values
-    (cuda-convnet2 calls its magnitudes "stdevs"), so with sigma 0.1 the shift along a component
-    has a standard deviation of a tenth of the pixels' own spread along it: on Flowers 17 about
-    10 pixel values along the first component and under 30 at the 99th percentile of the shift's
-    length. fb.resnet.torch's eigenvalues on 0..1 pixels (0.2175, 0.0188, 0.0045; MXNet and
-    tensorpack use them x 255) give shifts of the same few-pixel size.
+    """``n`` per-image RGB shifts of the paper's PCA lighting (Section 4.1), in pixel values:
+    ``(alpha * magnitudes) @ eigvec.T`` with ``alpha ~ N(0, sigma)`` per image and component, so
+    the shift along a component has a standard deviation of `sigma` times the pixels' own spread
+    along it. `basis`: :func:`pca_basis`'s ``(magnitudes, eigvec)``.
     """
     magnitudes, eigvec = basis
     alpha = rng.normal(0.0, sigma, (n, 3)).astype(np.float32)
@@ -117,7 +107,7 @@ def assemble(images: np.ndarray, draws: Draws, crop: int) -> np.ndarray:
     # One image at a time: a whole batch in float32 outgrows the caches (128 crops are 79 MB),
     # so separate passes over it would run from memory.
     batch = np.empty((len(draws.idx), crop, crop, 3), np.float32)
-    for k, (j, y, x) in enumerate(zip(draws.idx, draws.ys, draws.xs)):
+    for k, (j, y, x) in enumerate(zip(draws.idx, draws.ys, draws.xs, strict=True)):
         src = images[j, y:y + crop, x:x + crop]
         batch[k] = src[:, ::-1] if draws.flips[k] else src
         batch[k] += draws.shifts[k]
@@ -160,7 +150,8 @@ class TrainBatches(keras.utils.PyDataset):
 
 
 def one_hot(labels, num_classes):
-    return np.eye(num_classes, dtype=np.float32)[np.asarray(labels)]
+    """float32 one-hot rows of `labels` (``keras.utils.to_categorical``)."""
+    return keras.utils.to_categorical(np.asarray(labels), num_classes).astype(np.float32)
 
 
 def test_views(size: int, crop: int, ten: bool = False) -> list[tuple[int, int, bool]]:
@@ -174,7 +165,8 @@ def test_views(size: int, crop: int, ten: bool = False) -> list[tuple[int, int, 
 def crops(images: np.ndarray, crop: int, ten: bool = False) -> list[np.ndarray]:
     """The views of :func:`test_views` cut from `images`."""
     views = [images[:, y:y + crop, x:x + crop] for y, x, _ in test_views(images.shape[1], crop, ten)]
-    return [v[:, :, ::-1] if flip else v for v, (_, _, flip) in zip(views, test_views(images.shape[1], crop, ten))]
+    flips = [flip for _, _, flip in test_views(images.shape[1], crop, ten)]
+    return [v[:, :, ::-1] if flip else v for v, flip in zip(views, flips, strict=True)]
 
 
 def predict_crops(model, images, crop, ten=False, batch_size=128) -> np.ndarray:
@@ -189,7 +181,7 @@ def predict_crops(model, images, crop, ten=False, batch_size=128) -> np.ndarray:
 
 def topk_accuracy(probs: np.ndarray, labels, k: int) -> float:
     top = np.argsort(-probs, axis=1)[:, :k]
-    return float(np.mean([label in row for label, row in zip(np.asarray(labels), top)]))
+    return float(np.mean([label in row for label, row in zip(np.asarray(labels), top, strict=True)]))
 
 
 def throughput(batches, max_batches: int = 20) -> float:

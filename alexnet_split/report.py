@@ -1,4 +1,5 @@
-"""Towers vs merged vs half: run a comparison, and rebuild its table and plot from run logs.
+"""Towers vs merged vs half: rebuild a comparison's table and plot from its run logs
+(:mod:`alexnet_split.sweep` runs it).
 
 ``results/<name>/compare.json`` says what the comparison is (recipe, layout, modes, seeds,
 reference rows); ``results/<name>/runs/<layout>_<mode>_s<seed>/`` hold the run logs. The
@@ -15,91 +16,19 @@ config.json and final.json.
 from __future__ import annotations
 
 import csv
-import io
-import logging
 import math
 import os
 import shlex
-import tarfile
 from pathlib import Path
 
 import numpy as np
 
 from . import docsync, stats
 from .data import NUM_CLASSES, RESIZES
-from .runlog import atomic_write, check_folder, read_json, replacing, write_figure, write_json
+from .runlog import atomic_write, read_json, write_figure
 from .schedule import CHANCE_FACTOR
-
-MANIFEST = "compare.json"
-
-
-def run_name(layout, mode, seed):
-    return f"{layout}_{mode}_s{seed}"
-
-
-def compare(results_dir, recipe, layout="paper", modes=("towers", "merged", "half"), seeds=(0, 1, 2),
-            references=(), data_root=None, devices=None, overrides=None, deterministic=False,
-            checkpoint_seconds=0.0, engine="auto", tensorboard=None) -> str:
-    """Run (or resume) every run of the comparison, then write and return the report.
-
-    Seed by seed, every mode of a seed before the next seed: a comparison cut short (a lent
-    accelerator's time runs out) leaves complete seeds, which the report can pair. Finished runs
-    are skipped, so calling it again fills the table. `tensorboard`: a folder with one subfolder
-    of TensorBoard curves per run."""
-
-    import keras
-
-    from . import train
-
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes: one model per run
-    results_dir = Path(results_dir)
-    _check_before_writing(results_dir, recipe, layout, modes, seeds, data_root, overrides)
-    write_manifest(results_dir, recipe, layout, modes, seeds, references, overrides)
-    todo = [(m, s) for s in seeds for m in modes]
-    for i, (mode, seed) in enumerate(todo, 1):
-        out = results_dir / "runs" / run_name(layout, mode, seed)
-        state = "done" if (out / "final.json").is_file() else "resume" if (out / "state.json").is_file() else "new"
-        print(f"[{i}/{len(todo)}] {layout}/{mode} seed {seed}: {state} -> {out}", flush=True)
-        keras.backend.clear_session()
-        mode_devices = devices if mode == "towers" else (devices[:1] if devices else None)
-        train.train(out, layout, mode, recipe, seed=seed, data_root=data_root, devices=mode_devices,
-                    overrides=overrides, deterministic=deterministic, checkpoint_seconds=checkpoint_seconds,
-                    engine=engine, tensorboard=Path(tensorboard) / out.name if tensorboard else None)
-    return report(results_dir)
-
-
-def _check_before_writing(results_dir, recipe, layout, modes, seeds, data_root, overrides):
-    """What can fail before a comparison writes anything: its folder, the recipe, and (when a run
-    is left to train) the data and a batch larger than the training images."""
-    from . import config, data, pipeline
-
-    check_folder(results_dir, "results folder")
-    recipe = config.get_recipe(recipe, **(overrides or {}))
-    if all((results_dir / "runs" / run_name(layout, m, s) / "final.json").is_file() for s in seeds for m in modes):
-        return
-    labels = data.load(data_root, size=recipe.image_size).labels
-    pipeline.epoch_steps(len(data.stratified_split(labels, seeds[0])["train"]), recipe.batch_size)
-
-
-def write_manifest(results_dir, recipe, layout, modes, seeds, references=(), overrides=None):
-    """Declare a comparison's runs (``compare.json``); refuses a folder that holds another one."""
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {"recipe": recipe, "layout": layout, "modes": list(modes), "seeds": [int(s) for s in seeds],
-                "references": [dict(r) for r in references], "overrides": dict(overrides or {})}
-    if (results_dir / MANIFEST).is_file() and read_json(results_dir / MANIFEST) != manifest:
-        raise ValueError(f"{results_dir / MANIFEST} describes another comparison; use another results folder")
-    write_json(results_dir / MANIFEST, manifest)
-    return manifest
-
-
-def pack_logs(src, dest):
-    """Tar the results folder `src` into `dest` without checkpoints (what a lent machine sends
-    back: the run logs, conv1.npz, tables), atomically."""
-
-    with replacing(dest) as tmp, tarfile.open(tmp, "w") as tar:
-        tar.add(src, arcname=".", filter=lambda ti: None if "/ckpt" in ti.name else ti)
-
+from .sweep import MANIFEST, run_name
+from .tables import csv_text, markdown_table
 
 # --------------------------------------------------------------------------- reading runs
 
@@ -333,36 +262,33 @@ def _all_seeds(group, key) -> dict:
     """One accuracy over every run of a row that has a figure for it: a finished run's measured test
     figure (dead runs included); an unfinished run that never left chance at its last validation
     figure (`last_val` counts them); `na` says why there is no honest all-seeds figure."""
-    out = {"stats": None, "last_val": 0, "of": len(group), "na": ""}
-    pending = [r for r in group if r["state"] == UNFINISHED and (r["alive"] or not r["history"])]
-    finished = [r for r in group if r["state"] == FINISHED]
-    lacking = [r for r in finished if key not in r["final"]]
-    if pending:  # a live run's test figure is still to come
-        out["na"] = f"n/a ({len(pending)} unfinished)"
-    elif lacking:
-        out["na"] = "-" if len(lacking) == len(finished) else f"n/a ({len(lacking)} did not record it)"
-    else:
+    out = {"stats": None, "last_val": 0, "of": len(group), "na": _no_all_seeds_figure(group, key)}
+    if not out["na"]:
+        finished = [r for r in group if r["state"] == FINISHED]
         dead = [r for r in group if r["state"] == UNFINISHED]
         out["last_val"] = len(dead)
         out["stats"] = _stats([r["final"][key] for r in finished] + [r["history"][-1][LAST_VAL[key]] for r in dead])
     return out
 
 
+def _no_all_seeds_figure(group, key) -> str:
+    """Why a row has no all-seeds figure for `key` ("" when it has one)."""
+    pending = [r for r in group if r["state"] == UNFINISHED and (r["alive"] or not r["history"])]
+    if pending:  # a live run's test figure is still to come
+        return f"n/a ({len(pending)} unfinished)"
+    finished = [r for r in group if r["state"] == FINISHED]
+    lacking = [r for r in finished if key not in r["final"]]
+    if lacking:
+        return "-" if len(lacking) == len(finished) else f"n/a ({len(lacking)} did not record it)"
+    return ""
+
+
 def _row(name, group, keys) -> dict:
     started = [r for r in group if r["state"] != NOT_STARTED]
     finished = [r for r in started if r["state"] == FINISHED]
     alive = [r for r in finished if r["alive"]]
-    left = [r["left_at"] for r in group if r["alive"]]
-    row = {"mode": name, "reference": group[0]["reference"], "runs": group, "n_seeds": len(group),
-           "seeds": " ".join(str(r["seed"]) for r in group), "finished": len(finished),
-           "unfinished": len(started) - len(finished), "not_started": len(group) - len(started),
-           "alive": sum(r["alive"] for r in group), "runs_left_chance": len(left),
-           "left_chance_median": float(np.median(left)) if left else float("nan")}
-    if started:
-        cfg = started[0]["config"]
-        row.update(layout=cfg["layout"], recipe=cfg["recipe"]["name"], parameters=cfg["parameters"],
-                   gflops_per_image=cfg["flops_per_image"] / 1e9,
-                   loss=" ".join(sorted({loss_kind(r["config"]) for r in started})))
+    row = {"mode": name, "reference": group[0]["reference"], "runs": group, **_counts(group, started, finished),
+           **_config_cells(started)}
     for key in keys:
         row[key + "_all"] = _all_seeds(group, key)
         row[key + "_alive"] = _stats([r["final"][key] for r in alive if key in r["final"]])
@@ -371,6 +297,25 @@ def _row(name, group, keys) -> dict:
     row["per_seed_test_top5"] = {r["seed"]: r["final"]["test_top5"] for r in finished}
     row.update(_means(finished))
     return row
+
+
+def _counts(group, started, finished) -> dict:
+    """A row's run counts: declared, finished, unfinished, not started, alive, and when they left chance."""
+    left = [r["left_at"] for r in group if r["alive"]]
+    return {"n_seeds": len(group), "seeds": " ".join(str(r["seed"]) for r in group), "finished": len(finished),
+            "unfinished": len(started) - len(finished), "not_started": len(group) - len(started),
+            "alive": sum(r["alive"] for r in group), "runs_left_chance": len(left),
+            "left_chance_median": float(np.median(left)) if left else float("nan")}
+
+
+def _config_cells(started) -> dict:
+    """What a row's first started run's config.json says: layout, recipe, size, and every run's loss."""
+    if not started:
+        return {}
+    cfg = started[0]["config"]
+    return {"layout": cfg["layout"], "recipe": cfg["recipe"]["name"], "parameters": cfg["parameters"],
+            "gflops_per_image": cfg["flops_per_image"] / 1e9,
+            "loss": " ".join(sorted({loss_kind(r["config"]) for r in started}))}
 
 
 def _means(finished) -> dict:
@@ -413,13 +358,8 @@ def _flat(row, keys) -> dict:
 
 
 def _csv(rows, keys) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, _csv_fields(keys), lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for row in rows:
-        w.writerow({k: ("" if math.isnan(v) else f"{v:.6f}") if isinstance(v, float) else v
-                    for k, v in _flat(row, keys).items()})
-    return buf.getvalue()
+    return csv_text(_csv_fields(keys), [{k: ("" if math.isnan(v) else f"{v:.6f}") if isinstance(v, float) else v
+                                         for k, v in _flat(row, keys).items()} for row in rows])
 
 
 # --------------------------------------------------------------------------- table.md
@@ -487,10 +427,9 @@ def _section(runs, rows, keys, legend) -> list[str]:
 
 
 def _table(columns, rows) -> list[str]:
-    align = ["---" if c in ("mode", "seeds", "state", "difference") or "top-" in c or "points" in c else "---:"
+    align = ["l" if c in ("mode", "seeds", "state", "difference") or "top-" in c or "points" in c else "r"
              for c in columns]
-    lines = ["| " + " | ".join(c) + " |" for c in [columns] + rows]
-    return lines[:1] + ["|" + "|".join(align) + "|"] + lines[1:]
+    return markdown_table(columns, rows, align)
 
 
 def _test_crops(runs) -> int:
@@ -745,7 +684,7 @@ def draw_group(ax, group, key, label, colour, bounds, by_steps):
     """Three or more runs: their mean and a ± std band, clipped to `bounds` (the quantity's range),
     over the steps all of them reached; one or two runs: each drawn as itself, no band."""
     if len(group) < 3:
-        for r, style in zip(group, ("-", "--")):
+        for r, style in zip(group, ("-", "--"), strict=False):
             ax.plot(_x(r, len(r["history"]), by_steps), [h[key] for h in r["history"]], color=colour,
                     linestyle=style, linewidth=1.2, label=f"{label}: seed {r['seed']}")
         return
@@ -767,7 +706,7 @@ def curves_figure(runs, manifest):
     fig = Figure(figsize=(11, 4.2))
     axes = fig.subplots(1, 2)
     for i, (label, group) in enumerate(curve_groups(runs)):
-        for ax, key, bounds in zip(axes, ("val_accuracy", "loss"), ((0.0, 1.0), (0.0, None))):
+        for ax, key, bounds in zip(axes, ("val_accuracy", "loss"), ((0.0, 1.0), (0.0, None)), strict=True):
             draw_group(ax, group, key, label, f"C{i}", bounds, by_steps)
     xlabel = "step" if by_steps else "epoch"
     axes[0].axhline(CHANCE, color="grey", linestyle=":", linewidth=1, label=f"{CHANCE_FACTOR:g}x chance")
@@ -793,9 +732,10 @@ def write_headline(results_root) -> str:
              "Test top-1 in %, mean over seeds, from each comparison's `table.csv` (its protocol, "
              "hardware and spread are in the linked table). alive: runs that left chance (k/n declared "
              "seeds); all seeds: every run that has a figure, dead ones included († an unfinished run "
-             "at chance counted at its last validation); loss: how the runs computed it.", "",
-             "| comparison | recipe | mode | alive | test top-1, all seeds | test top-1, alive | loss | "
-             "backend | table |", "|---|---|---|---:|---:|---:|---|---|---|"]
+             "at chance counted at its last validation); loss: how the runs computed it.", ""]
+    header = ["comparison", "recipe", "mode", "alive", "test top-1, all seeds", "test top-1, alive", "loss", "backend",
+              "table"]
+    cells = []
     for manifest in sorted(results_root.rglob(MANIFEST)):
         folder = manifest.parent
         if not (folder / "table.csv").is_file():
@@ -807,11 +747,11 @@ def write_headline(results_root) -> str:
         recipe = read_json(manifest)["recipe"]
         for r in rows:
             dagger = " †" if _int(r.get("test_top1_all_last_val")) else ""
-            cells = [name, f"`{recipe}`", r["mode"], f"{r['alive']}/{r['n_seeds']}",
-                     _headline_pct(r.get("test_top1_all_mean")) + dagger, _headline_pct(r.get("test_top1_alive_mean")),
-                     r["loss"] or "-", backend, f"[table]({name}/table.md)"]
-            lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
+            cells.append([name, f"`{recipe}`", r["mode"], f"{r['alive']}/{r['n_seeds']}",
+                          _headline_pct(r.get("test_top1_all_mean")) + dagger,
+                          _headline_pct(r.get("test_top1_alive_mean")), r["loss"] or "-", backend,
+                          f"[table]({name}/table.md)"])
+    text = "\n".join(lines + markdown_table(header, cells, "lllrrrlll")) + "\n"
     atomic_write(results_root / "headline.md", text)
     return text
 

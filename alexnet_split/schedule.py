@@ -86,5 +86,5 @@ class Plateau:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Plateau":
+    def from_dict(cls, d: dict) -> Plateau:
         return cls(**d)

@@ -20,10 +20,8 @@ function of (seed, step), and Dropout's seed state is part of the checkpoint.
 from __future__ import annotations
 
 import contextlib
-import csv
 import importlib.util
 import io
-import math
 import sys
 import time
 from pathlib import Path
@@ -47,6 +45,7 @@ from .runlog import (
     write_json,
 )
 from .schedule import Plateau
+from .tables import csv_text
 
 HISTORY_FIELDS = ["step", "epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5", "lr", "seconds"]
 
@@ -60,12 +59,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def history_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, HISTORY_FIELDS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _fmt(r[k]) for k in HISTORY_FIELDS})
-    return buf.getvalue()
+    return csv_text(HISTORY_FIELDS, [{k: _fmt(r[k]) for k in HISTORY_FIELDS} for r in rows])
 
 
 def _fmt(v):
@@ -151,43 +145,6 @@ class _TensorBoard(keras.callbacks.TensorBoard):
         return logs  # the schedule's rate is in logs; the device engine's optimizer object lags
 
 
-class _FitCallback(keras.callbacks.Callback):
-    """The Keras-fit engine's hooks: a Keras "epoch" is one validation interval. Keeps the
-    pipeline at the training interval, applies the schedule, commits; stops on a NaN loss."""
-
-    def __init__(self, run: _Run, batches):
-        super().__init__()
-        self.run, self.batches = run, batches
-        self.diverged = None
-        self._t0 = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.batches.interval != epoch:
-            raise RuntimeError(f"input pipeline at interval {self.batches.interval}, training at interval {epoch}")
-        self._t0 = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.diverged = (self.run.state["step"] + batch + 1, float(loss))
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        # Move the pipeline on now, before Keras can open the next interval's iterator; a resumed
-        # run constructs it at its first interval. Either way step s sees the same batch.
-        self.batches.set_interval(epoch + 1)
-        if self.diverged:
-            return
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        action = self.run.record(logs, lr, time.perf_counter() - self._t0)
-        if action == "drop":
-            self.model.optimizer.learning_rate.assign(lr / 10.0)  # Section 5: divide by 10 on a plateau
-        elif action == "stop":
-            self.model.stop_training = True
-        if self.run.commit_due():
-            self.run.commit(self.model, checkpoint=not self.run.done)
-
-
 def _seed_variables(model):
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
@@ -202,14 +159,15 @@ def restore_seed_states(model, states: list):
     variables = _seed_variables(model)
     if len(variables) != len(states):
         raise ValueError(f"checkpoint has {len(variables)} dropout seed states, state.json {len(states)}")
-    for v, value in zip(variables, states):
+    for v, value in zip(variables, states, strict=True):
         v.assign(np.asarray(value, dtype=v.dtype))
 
 
 def resolve_engine(engine: str) -> str:
-    """``fit``: Keras ``fit`` fed by the NumPy pipeline (every backend; the TensorFlow path that
-    places the towers on their devices). ``device``: :mod:`alexnet_split.fastpath`, the jitted
-    JAX loop with the data on the accelerator. ``auto``: ``device`` under JAX, else ``fit``."""
+    """``fit``: :mod:`alexnet_split.engine_fit`, Keras ``fit`` fed by the NumPy pipeline (every
+    backend; the TensorFlow path that places the towers on their devices). ``device``:
+    :mod:`alexnet_split.engine_device`, the jitted JAX loop with the data on the accelerator.
+    ``auto``: ``device`` under JAX, else ``fit``."""
     if engine not in config.ENGINES:
         raise ValueError(f"engine must be one of {config.ENGINES}, got {engine!r}")
     if engine == "auto":
@@ -266,11 +224,10 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
 def _finish(run: _Run, model, engine, split, recipe, crop, seed, verbose, save_model) -> dict:
     """Train the run's remaining intervals on `engine`, test, and write conv1.npz and final.json."""
     if engine == "fit":
-        diverged, predict = _fit(model, run, split, recipe, crop, seed, verbose)
+        from . import engine_fit as engine_module
     else:
-        from . import fastpath
-
-        diverged, predict = fastpath.train(model, run, split, recipe, crop, seed, verbose)
+        from . import engine_device as engine_module
+    diverged, predict = engine_module.run(model, run, split, recipe, crop, seed, verbose)
     if run.tensorboard is not None:
         run.tensorboard.on_train_end()
     if diverged:
@@ -310,8 +267,7 @@ def _inspect_run_folder(out: Path, identity: dict, devices):
     that is a file, another run's folder, and a finished run of another recipe."""
     check_folder(out, "run folder")
     state = read_json(out / "state.json") if (out / "state.json").is_file() else None
-    if state is not None and not state.get("checkpoint"):  # logs without a checkpoint: start again
-        state = None
+    state = state if state and state.get("checkpoint") else None  # logs without a checkpoint: start again
     old = read_json(out / "config.json") if (out / "config.json").is_file() else {}
     # A finished run of the same layout, mode, seed and recipe is its result, whatever code version
     # wrote it (config.recipe_differences: committed runs predate fields added since); an
@@ -322,6 +278,13 @@ def _inspect_run_folder(out: Path, identity: dict, devices):
     if same_run and (out / "final.json").is_file():
         _refuse_another_recipe(out, old["recipe"], identity["recipe"])
         return None, read_json(out / "final.json")
+    _refuse_another_run(out, old, identity, state, devices)
+    return state, None
+
+
+def _refuse_another_run(out: Path, old: dict, identity: dict, state, devices):
+    """Refuses to resume in `out` (its config.json `old`) a run of another identity, or on other devices."""
+    who = ("layout", "mode", "seed")
     if old and {k: old.get(k) for k in identity} != identity:
         raise ValueError(f"{out} holds a different run ({ {k: old.get(k) for k in who} }, "
                          f"recipe {old.get('recipe', {}).get('name')!r}, engine {old.get('engine')!r}); "
@@ -330,7 +293,6 @@ def _inspect_run_folder(out: Path, identity: dict, devices):
         raise ValueError(f"{out} was placed on {old.get('devices') or 'one device'}; this process has "
                          f"{list(devices or []) or 'one device'}. Resume it with the same devices (the same "
                          "--cluster), or start a new --out")
-    return state, None
 
 
 def _refuse_another_recipe(out: Path, recorded: dict, wanted: dict):
@@ -451,29 +413,6 @@ def resume_hint(out, message: str) -> str:
     kept = (f"the last checkpoint ({state['checkpoint']}, step {state['step']}) is intact in {out}"
             if state else f"no validation interval had finished, so {out} holds no checkpoint yet")
     return f"{message}; {kept}. Restart the worker and rerun this command to resume."
-
-
-def _fit(model, run: _Run, split: Split, recipe, crop, seed, verbose):
-    """The Keras-fit engine. Returns ((step, loss) if the loss became NaN, else None; and
-    `predict(images, ten)`, the test-time class probabilities)."""
-    batches = pipeline.TrainBatches(split.train_x, split.train_y, recipe.batch_size, crop, data.NUM_CLASSES, seed,
-                                    augment=recipe.augment, pca_sigma=recipe.pca_lighting,
-                                    interval_steps=run.interval_steps, interval=run.state["interval"])
-    callback = _FitCallback(run, batches)
-    if not run.done:
-        val = (split.val_x.astype(np.float32), pipeline.one_hot(split.val_y, data.NUM_CLASSES))
-        fit_intervals(model, batches, val, run.n_intervals, run.state["interval"], [callback], verbose,
-                      max(recipe.batch_size, 64))
-    probs = with_softmax(model)
-    return callback.diverged, lambda images, ten: pipeline.predict_crops(probs, images, crop, ten=ten)
-
-
-def fit_intervals(model, batches, val, intervals, initial, callbacks=(), verbose=0, val_batch=64):
-    """The ``fit`` engine's call: Keras "epochs" are validation intervals of `batches`."""
-    # shuffle=False: TrainBatches draws the order from (seed, step); Keras's own batch shuffle
-    # draws from the process-global RNG, which a resumed process does not share.
-    model.fit(batches, epochs=intervals, initial_epoch=initial, validation_data=val, shuffle=False,
-              validation_batch_size=val_batch, callbacks=list(callbacks), verbose=verbose)
 
 
 def save_conv1(model, path: Path):

@@ -30,7 +30,7 @@ import alexnet_split  # noqa: E402, F401 (first: TensorFlow imported without its
 
 import keras  # noqa: E402
 
-from alexnet_split import bench, devices, report, train  # noqa: E402
+from alexnet_split import bench, devices, report, sweep, train  # noqa: E402
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 
@@ -61,8 +61,8 @@ def main():
     kind = devices.host_kind()
     root = Path(args.work or out) / f"precision_{kind}"
     overrides = {p_: {"precision": p_, **({"epochs": args.epochs} if args.epochs else {})} for p_ in PRECISIONS}
-    report.write_manifest(root / "float32", "seed", "seed", ("towers",), seeds, overrides=overrides["float32"])
-    report.write_manifest(root / "mixed_bfloat16", "seed", "seed", ("towers",), seeds,
+    sweep.write_manifest(root / "float32", "seed", "seed", ("towers",), seeds, overrides=overrides["float32"])
+    sweep.write_manifest(root / "mixed_bfloat16", "seed", "seed", ("towers",), seeds,
                           references=[{"results": "../float32", "layout": "seed", "mode": "towers",
                                        "label": "towers float32"}], overrides=overrides["mixed_bfloat16"])
     longest = 0.0
@@ -73,13 +73,13 @@ def main():
                 break
             start = time.perf_counter()
             keras.backend.clear_session()
-            run_dir = root / precision / "runs" / report.run_name("seed", "towers", seed)
+            run_dir = root / precision / "runs" / sweep.run_name("seed", "towers", seed)
             final = train.train(run_dir, "seed", "towers", "seed", seed=seed, data_root=args.data,
                                 overrides=overrides[precision], checkpoint_seconds=1e9, verbose=2)
             longest = max(longest, time.perf_counter() - start)
             print(f"{precision} seed {seed}: test top-1 {final['test_top1']:.4f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
-            report.pack_logs(root, out / "precision.tar")
+            sweep.pack_logs(root, out / "precision.tar")
         else:
             continue
         break
@@ -88,7 +88,7 @@ def main():
             print(report.report(root / precision), flush=True)
         except ValueError as e:  # no finished run
             print(e, flush=True)
-    report.pack_logs(root, out / "precision.tar")
+    sweep.pack_logs(root, out / "precision.tar")
     print(f"done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 

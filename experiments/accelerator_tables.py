@@ -41,7 +41,7 @@ import alexnet_split  # noqa: E402, F401 (first: TensorFlow imported without its
 
 import keras  # noqa: E402
 
-from alexnet_split import bench, devices, report, runlog, train  # noqa: E402
+from alexnet_split import bench, devices, report, runlog, sweep, train  # noqa: E402
 
 MODES = ("towers", "merged", "half")
 
@@ -102,12 +102,12 @@ def run_job(job, args, table, seeds, extra, out, work, deadline, t0):
     name, recipe, layout, overrides = table[job]
     overrides = {**overrides, **extra}
     root = work / name
-    report.write_manifest(root, recipe, layout, MODES, seeds, overrides=overrides)
+    sweep.write_manifest(root, recipe, layout, MODES, seeds, overrides=overrides)
     data_root = args.data_seed if (layout == "seed" and args.data_seed) else args.data
     longest = 0.0
     for seed in seeds:
         for mode in MODES:
-            run_dir = root / "runs" / report.run_name(layout, mode, seed)
+            run_dir = root / "runs" / sweep.run_name(layout, mode, seed)
             if (run_dir / "final.json").is_file():
                 continue
             left = deadline - time.monotonic()
@@ -125,12 +125,12 @@ def run_job(job, args, table, seeds, extra, out, work, deadline, t0):
             print(f"{name} {mode} seed {seed}: test top-1 {f['test_top1']:.4f}, left chance at step "
                   f"{f['steps_to_leave_chance']}, {f['steps']} steps, {f['stopped_by']} ({took:.0f} s, "
                   f"{time.monotonic() - t0:.0f} s into the budget)", flush=True)
-            report.pack_logs(root, out / f"{name}.tar")
+            sweep.pack_logs(root, out / f"{name}.tar")
     try:
         print(report.report(root), flush=True)
     except ValueError as e:  # no finished run yet
         print(e, flush=True)
-    report.pack_logs(root, out / f"{name}.tar")
+    sweep.pack_logs(root, out / f"{name}.tar")
 
 
 if __name__ == "__main__":

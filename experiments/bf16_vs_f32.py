@@ -14,7 +14,7 @@ The accelerator version (100 epochs, JAX on an H200) is experiments/accelerator.
 import argparse
 
 import alexnet_split as A
-from alexnet_split import report
+from alexnet_split import report, sweep
 
 
 def main():
@@ -29,9 +29,9 @@ def main():
     for precision in ("float32", "mixed_bfloat16"):
         refs = [] if precision == "float32" else [
             {"results": "../float32", "layout": "seed", "mode": "towers", "label": "towers float32"}]
-        print(report.compare(f"{args.results}/{precision}", "seed", "seed", ("towers",), seeds, references=refs,
-                             data_root=args.data, devices=devices or None,
-                             overrides={"precision": precision, "epochs": args.epochs}))
+        print(report.report(sweep.compare(f"{args.results}/{precision}", "seed", "seed", ("towers",), seeds,
+                                          references=refs, data_root=args.data, devices=devices or None,
+                                          overrides={"precision": precision, "epochs": args.epochs})))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 import alexnet_split as A
-from alexnet_split import config, data, pipeline, runlog
+from alexnet_split import config, data, pipeline, runlog, tables
 from alexnet_split.train import _make_optimizer
 
 
@@ -79,17 +79,18 @@ def main():
                   f"not committed): fc7 units that fire for any of the "
                   f"{len(val_y)} validation images: {100 * live_fc7(model, val_x):.1f}%; validation loss "
                   f"{val['loss']:.4f} (ln 17 = {math.log(17):.4f}), accuracy {100 * val['accuracy']:.1f}%.", ""]
-    lines += [f"The same net and pipeline from scratch, {args.steps} steps (seed 0):", "",
-              "| biases of conv2/4/5, fc6/7 | loss, steps 1-5 | largest loss (step) | mean loss, last 50 steps | "
-              "live fc7 units | val accuracy | val loss |", "|---|---|---|---:|---:|---:|---:|"]
+    lines += [f"The same net and pipeline from scratch, {args.steps} steps (seed 0):", ""]
+    header = ["biases of conv2/4/5, fc6/7", "loss, steps 1-5", "largest loss (step)", "mean loss, last 50 steps",
+              "live fc7 units", "val accuracy", "val loss"]
+    cells = []
     for bias_fill in (None, 0.1):
         r = run(ds, split, bias_fill, args.steps, recipe, val_x, val_y)
         worst = int(np.argmax(r["losses"]))
-        lines.append(f"| {r['bias']:g} | {', '.join(f'{v:.2f}' for v in r['losses'][:5])} | "
-                     f"{r['losses'][worst]:.1f} ({worst + 1}) | {np.mean(r['losses'][-50:]):.3f} | "
-                     f"{100 * r['live_fc7']:.1f}% | {100 * r['val_accuracy']:.1f}% | {r['val_loss']:.4f} |")
-        print(lines[-1], flush=True)
-    lines.append("")
+        cells.append([f"{r['bias']:g}", ", ".join(f"{v:.2f}" for v in r["losses"][:5]),
+                      f"{r['losses'][worst]:.1f} ({worst + 1})", f"{np.mean(r['losses'][-50:]):.3f}",
+                      f"{100 * r['live_fc7']:.1f}%", f"{100 * r['val_accuracy']:.1f}%", f"{r['val_loss']:.4f}"])
+        print(tables.markdown_table(header, cells, "lllrrrr")[-1], flush=True)
+    lines += tables.markdown_table(header, cells, "lllrrrr") + [""]
     out = Path(args.results) / "dead_fc7_control.md"
     runlog.atomic_write(out, "\n".join(lines))
     print("\n".join(lines))

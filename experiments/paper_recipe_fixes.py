@@ -27,7 +27,7 @@ import alexnet_split  # noqa: F401 (first: TensorFlow imported without its C++ b
 import keras
 import numpy as np
 
-from alexnet_split import config, data, pipeline, report, runlog
+from alexnet_split import config, data, pipeline, report, runlog, sweep
 from alexnet_split.optimizers import PaperSGD
 from alexnet_split.schedule import Plateau
 
@@ -61,7 +61,7 @@ def old_rule(history, patience=5):
 
 
 def plateau_rows(results):
-    run = results / "runs" / report.run_name("paper", "towers", 0)
+    run = results / "runs" / sweep.run_name("paper", "towers", 0)
     if not (run / "history.csv").is_file():
         return f"(no run log at {run}: run the paper_cpu comparison first)"
     with open(run / "history.csv") as f:

@@ -19,7 +19,7 @@ to 10,000 steps, 5 seeds each) needs a GPU.
 import argparse
 
 import alexnet_split as A
-from alexnet_split import report
+from alexnet_split import report, sweep
 
 SEED_AS_WRITTEN = "seed-as-written"
 PROTOCOLS = {
@@ -46,9 +46,9 @@ def main():
     devices = A.configure_devices(2)
     for recipe, layout, seeds, refs in PROTOCOLS[args.protocol]:
         seeds = [int(s) for s in (args.seeds or seeds).split(",")]
-        print(report.compare(f"{args.results}/{recipe}", recipe, layout, ("towers", "merged", "half"), seeds,
-                             references=refs, data_root=args.data, devices=devices or None,
-                             checkpoint_seconds=args.checkpoint_seconds))
+        print(report.report(sweep.compare(f"{args.results}/{recipe}", recipe, layout, ("towers", "merged", "half"),
+                                          seeds, references=refs, data_root=args.data, devices=devices or None,
+                                          checkpoint_seconds=args.checkpoint_seconds)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Checks of the device engine (alexnet_split.fastpath) that need KERAS_BACKEND=jax.
+"""Checks of the device engine (alexnet_split.engine_device) that need KERAS_BACKEND=jax.
 
-The test process runs Keras on TensorFlow, so tests/test_fastpath.py runs each check here in a
+The test process runs Keras on TensorFlow, so tests/test_engine_device.py runs each check here in a
 fresh interpreter: ``python tests/jax_engine.py CHECK``. A check raises on failure.
 """
 
@@ -15,7 +15,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import alexnet_split as A  # noqa: E402
-from alexnet_split import config, fastpath, pipeline, train  # noqa: E402
+from alexnet_split import config, engine_device, pipeline, train  # noqa: E402
 
 C = 67  # the smallest input the paper net accepts
 
@@ -33,8 +33,8 @@ def _model(seed=0, **recipe):
 def batches_equal_the_numpy_pipeline():
     """The batch contract: step s gives the same pixels and labels on both engines, across epochs."""
     images, labels = _images(40)
-    loop = fastpath.DeviceLoop(_model(), images, labels, images[:8, :C, :C], labels[:8], 8, C, seed=3,
-                               pca_sigma=0.1, interval_steps=2)
+    loop = engine_device.DeviceLoop(_model(), images, labels, images[:8, :C, :C], labels[:8], 8, C, seed=3,
+                                    pca_sigma=0.1, interval_steps=2)
     numpy = pipeline.TrainBatches(images, labels, 8, C, 17, seed=3, pca_sigma=0.1)
     assert loop.steps_per_epoch == numpy.batches_per_epoch == 5
     for step in range(12):  # two epoch boundaries
@@ -57,8 +57,8 @@ def interval_equals_stepwise_updates():
     pipeline and Keras's own cross-entropy from logits as the reference."""
     images, labels = _images()
     m = _model(optimizer="sgd", learning_rate=0.01, weight_decay=0.5)
-    loop = fastpath.DeviceLoop(m, images, labels, images[:6, :C, :C], labels[:6], 8, C, 0, pca_sigma=0.1,
-                               interval_steps=3)
+    loop = engine_device.DeviceLoop(m, images, labels, images[:6, :C, :C], labels[:6], 8, C, 0, pca_sigma=0.1,
+                                    interval_steps=3)
     numpy = pipeline.TrainBatches(images, labels, 8, C, 17, seed=0, pca_sigma=0.1)
     ce = keras.losses.CategoricalCrossentropy(from_logits=True)
     s0 = loop.state()
@@ -75,8 +75,8 @@ def interval_equals_stepwise_updates():
         np.testing.assert_allclose(float(loss), float(losses[step]), rtol=1e-4)
         tr, opt = m.optimizer.stateless_apply(opt, g, tr)
     worst = max(float(np.abs(np.asarray(a) - np.asarray(b)).max() / (np.abs(np.asarray(b)).max() + 1e-12))
-                for a, b in zip(s3[0], tr))
-    moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(s3[0], s0[0]))
+                for a, b in zip(s3[0], tr, strict=False))
+    moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(s3[0], s0[0], strict=False))
     assert worst < 1e-4 and moved > 1e-4, (worst, moved)
     assert int(s3[2][0]) == 3  # the optimizer's iteration counter
 
@@ -87,7 +87,7 @@ def validation_and_test_equal_predict():
     images, labels = _images(30)
     m = _model(init="fan_in")  # He-normal weights: logits far enough apart for exact top-k ties
     val_x, val_y = pipeline.crops(images[:10], C)[0], np.arange(10) % 17
-    loop = fastpath.DeviceLoop(m, images, labels, val_x, val_y, 8, C, 0, interval_steps=2, eval_batch=4)
+    loop = engine_device.DeviceLoop(m, images, labels, val_x, val_y, 8, C, 0, interval_steps=2, eval_batch=4)
     state, _, _ = loop.train_interval(loop.state(), 0)  # moved weights, dropout state advanced
     val = loop.evaluate(state)
     loop.write_back(state)
@@ -106,7 +106,7 @@ def a_saturated_start_has_a_loss_and_a_gradient():
     ceiling -ln(1e-7) = 16.12, and fc8 still gets a gradient."""
     images, labels = _images(16)
     m = _model(bias_fill=30.0)
-    loop = fastpath.DeviceLoop(m, images, labels, images[:4, :C, :C], labels[:4], 8, C, 0, interval_steps=1)
+    loop = engine_device.DeviceLoop(m, images, labels, images[:4, :C, :C], labels[:4], 8, C, 0, interval_steps=1)
     state = loop.state()
     _, means, losses = loop.train_interval(state, 0)
     assert float(losses[0]) > 16.2, float(losses[0])
@@ -115,7 +115,7 @@ def a_saturated_start_has_a_loss_and_a_gradient():
 
     def loss(tr):
         logits, _ = m.stateless_call(tr, state[1], x, training=True)
-        return fastpath.cross_entropy(logits, y).mean()
+        return engine_device.cross_entropy(logits, y).mean()
 
     grads = jax.grad(loss)(state[0])
     assert all(float(np.abs(np.asarray(grads[i])).max()) > 0 for i in fc8), "fc8 has no gradient"
@@ -129,9 +129,9 @@ def one_compile_per_structure():
     """Loops of the same structure share their compiled code, whatever the seed or the init."""
     images, labels = _images(40)
     args = (images, labels, images[:4, :C, :C], labels[:4], 8, C)
-    first = fastpath.DeviceLoop(_model(), *args, 0)
-    assert fastpath.DeviceLoop(_model(seed=5), *args, 5)._train_fn is first._train_fn
-    assert fastpath.DeviceLoop(_model(init="fan_in"), *args, 5)._train_fn is first._train_fn
+    first = engine_device.DeviceLoop(_model(), *args, 0)
+    assert engine_device.DeviceLoop(_model(seed=5), *args, 5)._train_fn is first._train_fn
+    assert engine_device.DeviceLoop(_model(init="fan_in"), *args, 5)._train_fn is first._train_fn
 
 
 CHECKS = {f.__name__: f for f in (batches_equal_the_numpy_pipeline, interval_equals_stepwise_updates,

@@ -100,11 +100,12 @@ def test_gradients_equal(models):
     loss = keras.losses.CategoricalCrossentropy()
     with tf.GradientTape() as tape:
         l_ref = loss(y, ref(x, training=False))
-    g_ref = dict(zip([id(v) for v in ref.trainable_variables], tape.gradient(l_ref, ref.trainable_variables)))
+    g_ref = dict(zip([id(v) for v in ref.trainable_variables], tape.gradient(l_ref, ref.trainable_variables),
+                     strict=False))
     with tf.GradientTape() as tape:
         l_towers = loss(y, towers(x, training=False))
     tv = towers.trainable_variables
-    g_towers = dict(zip([id(v) for v in tv], tape.gradient(l_towers, tv)))
+    g_towers = dict(zip([id(v) for v in tv], tape.gradient(l_towers, tv), strict=False))
     close(l_towers, l_ref)
     checked = 0
     for var, name, i, sl in tower_slices(towers):
@@ -150,7 +151,7 @@ def test_placed_training_matches_stock_keras(optimizer):
             model.train_on_batch(x, y)
         results.append([np.asarray(v) for v in model.trainable_variables + model.optimizer.variables[2:]])
     assert not isinstance(model, A.PlacedModel)
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=False):
         close(a, b)
 
 

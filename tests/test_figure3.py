@@ -77,7 +77,7 @@ def test_a_grey_tower_beside_a_colour_tower_is_found_and_mixed_towers_are_not(tm
               finished=False)
     write_run(tmp_path / "runs/paper_towers_s3", "towers", 3, {"t0_conv1": mixed(), "t1_conv1": mixed()},
               left_chance=None)
-    runs, skipped = figure3.load_runs(tmp_path)
+    runs, skipped = figure3.read_conv1_runs(tmp_path)
     assert [r["name"] for r in runs] == ["paper_towers_s0", "paper_towers_s1"]
     assert "paper_towers_s2: unfinished" in skipped[0] and "paper_towers_s3: never left chance" in skipped[1]
     a = figure3.analyse(runs, n_permutations=2000)
@@ -100,7 +100,7 @@ def test_merged_runs_give_the_random_split_control(tmp_path):
     write_run(tmp_path / "runs/paper_towers_s0", "towers", 0,
               {"t0_conv1": grey_kernels(48, rng), "t1_conv1": opponent_kernels(48, rng)})
     md = figure3.figure3(tmp_path, tmp_path / "out", n_permutations=500, log=lambda *_: None)
-    a = figure3.analyse(figure3.load_runs(tmp_path)[0], n_permutations=500)
+    a = figure3.analyse(figure3.read_conv1_runs(tmp_path)[0], n_permutations=500)
     (control,) = a["controls"]
     # a random half of 48 grey + 48 colour kernels differs from the other half by much less than 1
     assert 0.05 < control["q95"] < 0.4

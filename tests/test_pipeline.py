@@ -117,15 +117,15 @@ def test_crops_are_random_windows_flipped_half_the_time():
     draws = []
     for i in range(len(batches)):
         x, y = batches[i]
-        for crop, onehot in zip(x, y):
+        for crop, onehot in zip(x, y, strict=False):
             j, top, left, flipped = decode(crop)
             window = images[j, top:top + c, left:left + c]
             np.testing.assert_array_equal(crop, window[:, ::-1] if flipped else window)
             assert onehot.argmax() == j % 17 and onehot.sum() == 1
             draws.append((top, left, flipped))
-    tops, lefts, flips = map(np.array, zip(*draws))
+    tops, lefts, flips = map(np.array, zip(*draws, strict=False))
     assert len(draws) == 3 * n
-    assert len(set(zip(tops, lefts))) > 40 and tops.max() == lefts.max() == size - c  # of 9 x 9 offsets
+    assert len(set(zip(tops, lefts, strict=False))) > 40 and tops.max() == lefts.max() == size - c  # of 9 x 9 offsets
     assert 0.25 < flips.mean() < 0.75
     centre = pipeline.TrainBatches(images, labels, b, c, 17, seed=0, augment=False)
     for i in range(len(centre)):
@@ -142,7 +142,7 @@ def test_each_epoch_has_a_new_order_and_new_draws():
     for epoch in (first, second):
         assert sorted(j for j, *_ in epoch) == list(range(n))  # every image exactly once
     assert [j for j, *_ in first] != [j for j, *_ in second]
-    same = sum(a[1:] == b[1:] for a, b in zip(first, second))  # the draw at the same place in the epoch
+    same = sum(a[1:] == b[1:] for a, b in zip(first, second, strict=False))  # the draw at the same place in the epoch
     assert same < n // 4, same  # 1 in 162 by chance
 
 
@@ -159,7 +159,8 @@ def test_a_step_is_a_function_of_the_seed():
     np.testing.assert_array_equal(y, again[1])
     assert not np.array_equal(step(6)[0], x)
     unlit, other = step(5, 0.0)[0], step(6, 0.0)[0]  # decode needs unshifted pixels
-    assert sum(decode(a)[1:] == decode(b)[1:] for a, b in zip(unlit, other)) < 8  # new draws, not just a new order
+    # new draws, not just a new order
+    assert sum(decode(a)[1:] == decode(b)[1:] for a, b in zip(unlit, other, strict=False)) < 8
 
 
 def test_pca_lighting_is_a_tenth_of_the_pixel_spread_on_known_covariance():

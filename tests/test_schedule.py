@@ -37,7 +37,7 @@ def test_lr_drops_only_on_the_late_plateau_then_the_run_stops():
     assert schedule.left_chance_step == first_above > 2000
     # each drop waits a full patience after the last improvement or drop
     assert np.all(np.diff([schedule.best_step, *drops]) >= 0)
-    assert [b - a for a, b in zip(drops, drops[1:])] == [1000, 1000]
+    assert [b - a for a, b in zip(drops, drops[1:], strict=False)] == [1000, 1000]
     stop = [s for s, a in actions.items() if a == "stop"]
     assert stop == [drops[-1] + 1000] and schedule.stop_step == stop[0]
     assert schedule.update(stop[0] + 50, 0.9) == "stop"  # a stopped schedule stays stopped

@@ -215,14 +215,14 @@ def test_test_metrics_come_from_the_test_split_with_the_recipes_crops(monkeypatc
 
 def test_the_fit_engines_test_prediction_averages_the_ten_crops(tmp_path):
     """The fit engine's predict, checked against the 10 views cut by hand from random images."""
-    from alexnet_split import config, train
+    from alexnet_split import config, engine_fit, train
 
     recipe = config.get_recipe("quick", ten_crop=True, batch_size=2, init="fan_in")  # He init: decisive logits
     model = train.new_model("paper", "towers", 67, None, recipe)
     images = np.random.default_rng(0).integers(0, 256, (3, 76, 76, 3), dtype=np.uint8)
     split = train.Split(images, np.arange(3), images[:, 4:71, 4:71], np.arange(3), images, np.arange(3), "", "", {})
     done = train._Run(tmp_path, {**train._new_state(recipe), "interval": 2}, 2, 21, 21)
-    _, predict = train._fit(model, done, split, recipe, 67, 0, 0)
+    _, predict = engine_fit.run(model, done, split, recipe, 67, 0, 0)
     probs = keras.Model(model.input, keras.layers.Softmax()(model.output))
     views = [images[:, y:y + 67, x:x + 67] for y, x in [(4, 4), (0, 0), (0, 9), (9, 0), (9, 9)]]
     views += [v[:, :, ::-1] for v in views]

@@ -16,6 +16,7 @@ from pathlib import Path
 from . import bench
 from .placement_check import classify
 from .runlog import atomic_write, machine
+from .tables import markdown_table
 
 _OP_EVENT = re.compile(r"^(?P<node>[^:\s]+):(?P<type>[A-Za-z_][\w]*)$")
 
@@ -66,9 +67,8 @@ def summarize(trace: dict, top: int = 10) -> str:
         by_phase[phase_of(node, op_type, blocks)] += ms
 
     def table(title, counter, n):
-        rows = [f"| {title} | ms per step | share |", "|---|---:|---:|"]
-        rows += [f"| {k} | {v:.1f} | {100 * v / total:.1f}% |" for k, v in counter.most_common(n)]
-        return rows
+        return markdown_table([title, "ms per step", "share"],
+                              [[k, f"{v:.1f}", f"{100 * v / total:.1f}%"] for k, v in counter.most_common(n)], "lrr")
 
     lines = [f"# Profile of one training step: {trace['layout']} {trace['variant']}, {trace['precision']}, "
              f"batch {trace['batch']}", "",

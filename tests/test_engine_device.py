@@ -1,4 +1,4 @@
-"""The device engine (alexnet_split.fastpath) under JAX on CPU: the batch contract with the NumPy
+"""The device engine (alexnet_split.engine_device) under JAX on CPU: the batch contract with the NumPy
 pipeline, its interval, validation and test against Keras, a saturated start, one compilation
 per model structure, and kill -9 / resume of a run."""
 

@@ -90,8 +90,8 @@ class DeviceLoop:
     def write_back(self, state):
         """Assign `state` to the model and optimizer (before saving or predicting)."""
         for variables, values in zip((self.model.trainable_variables, self.model.non_trainable_variables,
-                                      self.optimizer.variables), state):
-            for v, value in zip(variables, values):
+                                      self.optimizer.variables), state, strict=True):
+            for v, value in zip(variables, values, strict=True):
                 v.assign(value)
 
     def learning_rate(self, state) -> float:
@@ -178,7 +178,7 @@ class DeviceLoop:
         """Test-time class probabilities of uint8 `images` on the device (float64 on the host)."""
         pad = -len(images) % self.eval_batch
         padded = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-        views = tuple(np.asarray(v) for v in zip(*pipeline.test_views(self.size, self.crop, ten)))
+        views = tuple(np.asarray(v) for v in zip(*pipeline.test_views(self.size, self.crop, ten), strict=True))
         probs = self._predict_fn(state[0], state[1], jnp.asarray(padded), views)
         return np.asarray(probs, np.float64)[:len(images)]
 
@@ -211,7 +211,7 @@ def _structure(model) -> tuple:
             repr(sorted(optimizer.items())))
 
 
-def train(model, run, split, recipe, crop, seed, verbose=1):
+def run(model, run, split, recipe, crop, seed, verbose=1):
     """The device engine behind :func:`alexnet_split.train.train`: trains `run`'s remaining
     intervals, committing through `run`. Returns ((step, loss) if the loss became NaN, else
     None; and `predict(images, ten)`, the test-time probabilities computed on the device)."""
@@ -230,7 +230,7 @@ def train(model, run, split, recipe, crop, seed, verbose=1):
             return (start + bad + 1, float(losses[bad])), None
         state = new_state
         lr = loop.learning_rate(state)
-        metrics = dict(zip(("loss", "accuracy", "top5"), np.asarray(means).tolist()), **val)
+        metrics = dict(zip(("loss", "accuracy", "top5"), np.asarray(means).tolist(), strict=True), **val)
         action = run.record(metrics, lr, seconds)
         if action == "drop":
             state = loop.scale_learning_rate(state, 0.1)  # Section 5: divide by 10 on a plateau

@@ -1,0 +1,82 @@
+"""The Keras-fit engine: ``model.fit`` fed by the NumPy pipeline, every backend; on TensorFlow
+the towers stay on the devices that :mod:`alexnet_split.placement` gave them.
+
+A Keras "epoch" is one validation interval. One interval runs, in this order:
+``train.train`` → :func:`run` → ``model.fit`` (via :func:`fit_intervals`) →
+:meth:`_FitCallback.on_epoch_end` → ``train._Run.record`` (history row, TensorBoard) →
+``schedule.Plateau.update`` (the lr drop or stop of Section 5) → ``train._Run.commit``
+(checkpoint + state.json, once the commit is due).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+import numpy as np
+
+from . import data, pipeline
+from .models import with_softmax
+
+
+class _FitCallback(keras.callbacks.Callback):
+    """The Keras-fit engine's hooks: a Keras "epoch" is one validation interval. Keeps the
+    pipeline at the training interval, applies the schedule, commits; stops on a NaN loss."""
+
+    def __init__(self, run, batches):
+        super().__init__()
+        self.run, self.batches = run, batches
+        self.diverged = None
+        self._t0 = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.batches.interval != epoch:
+            raise RuntimeError(f"input pipeline at interval {self.batches.interval}, training at interval {epoch}")
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged = (self.run.state["step"] + batch + 1, float(loss))
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Move the pipeline on now, before Keras can open the next interval's iterator; a resumed
+        # run constructs it at its first interval. Either way step s sees the same batch.
+        self.batches.set_interval(epoch + 1)
+        if self.diverged:
+            return
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        action = self.run.record(logs, lr, time.perf_counter() - self._t0)
+        if action == "drop":
+            self.model.optimizer.learning_rate.assign(lr / 10.0)  # Section 5: divide by 10 on a plateau
+        elif action == "stop":
+            self.model.stop_training = True
+        if self.run.commit_due():
+            self.run.commit(self.model, checkpoint=not self.run.done)
+
+
+def run(model, run, split, recipe, crop, seed, verbose):
+    """The Keras-fit engine behind :func:`alexnet_split.train.train`: trains `run`'s remaining
+    intervals (a ``train._Run``) on `split` (a ``train.Split``), committing through `run`.
+    Returns ((step, loss) if the loss became NaN, else None; and `predict(images, ten)`, the
+    test-time class probabilities)."""
+    batches = pipeline.TrainBatches(split.train_x, split.train_y, recipe.batch_size, crop, data.NUM_CLASSES, seed,
+                                    augment=recipe.augment, pca_sigma=recipe.pca_lighting,
+                                    interval_steps=run.interval_steps, interval=run.state["interval"])
+    callback = _FitCallback(run, batches)
+    if not run.done:
+        val = (split.val_x.astype(np.float32), pipeline.one_hot(split.val_y, data.NUM_CLASSES))
+        fit_intervals(model, batches, val, run.n_intervals, run.state["interval"], [callback], verbose,
+                      max(recipe.batch_size, 64))
+    probs = with_softmax(model)
+    return callback.diverged, lambda images, ten: pipeline.predict_crops(probs, images, crop, ten=ten)
+
+
+def fit_intervals(model, batches, val, intervals, initial, callbacks=(), verbose=0, val_batch=64):
+    """The ``fit`` engine's call: Keras "epochs" are validation intervals of `batches`."""
+    # shuffle=False: TrainBatches draws the order from (seed, step); Keras's own batch shuffle
+    # draws from the process-global RNG, which a resumed process does not share.
+    model.fit(batches, epochs=intervals, initial_epoch=initial, validation_data=val, shuffle=False,
+              validation_batch_size=val_batch, callbacks=list(callbacks), verbose=verbose)
