@@ -24,6 +24,7 @@ import os
 import pickle
 import re
 import shutil
+import socket
 import sys
 import tarfile
 import tempfile
@@ -256,18 +257,19 @@ def _resize_array(im: np.ndarray, size: int, resize: str) -> np.ndarray:
 # --------------------------------------------------------------------------- download
 
 
-def download_file(url: str, dest: Path, retries: int = 3) -> Path:
+def download_file(url: str, dest: Path, retries: int = 3, timeout: float = 60.0) -> Path:
     """Download the Flowers 17 archive `url` to `dest` with ``keras.utils.get_file`` (its
     progress bar), atomically (:func:`alexnet_split.runlog.replacing`), and check what it holds
-    (:func:`check_archive`) before it takes the name `dest`. A failed transfer deletes its
-    partial file and retries from scratch; no digest is pinned (copies are re-packed)."""
+    (:func:`check_archive`) before it takes the name `dest`. A failed transfer, or one stalled for
+    `timeout` seconds, deletes its partial file and retries from scratch; no digest is pinned
+    (copies are re-packed)."""
     import keras
 
     dest = Path(dest)
     last_error = None
     for attempt in range(1, retries + 1):
         try:
-            with replacing(dest) as part:
+            with replacing(dest) as part, _socket_timeout(timeout):
                 keras.utils.get_file(part.name, url, cache_dir=str(part.parent), cache_subdir="")
                 check_archive(part, dest)
             return dest
@@ -278,6 +280,17 @@ def download_file(url: str, dest: Path, retries: int = 3) -> Path:
             if attempt < retries:
                 time.sleep(min(2 ** attempt, 10) * float(os.environ.get("ALEXNET_SPLIT_RETRY_DELAY", "1")))
     raise DatasetError(f"download of {url} to {dest} failed after {retries} attempts: {last_error}")
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    """get_file's urllib reads honour the socket default timeout; it has no argument of its own."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
 
 
 def check_archive(path: Path, name=None):
