@@ -149,8 +149,6 @@ def build_grouped_model(layout="paper", num_classes=NUM_CLASSES, norm=None, inpu
     """
     from keras import layers as kl
 
-    from .layers import LRN
-
     arch = spec.get_layout(layout)
     norm = arch.norm if norm is None else norm
     input_shape = tuple(arch.input_shape if input_shape is None else input_shape)
@@ -159,37 +157,54 @@ def build_grouped_model(layout="paper", num_classes=NUM_CLASSES, norm=None, inpu
     inputs = keras.Input(input_shape, name="image")
     x = Preprocess(**_PREPROCESS[arch.name], name="preprocess")(inputs)
     for i, row in enumerate(arch.rows):
-        kernel_init, bias_init = _initializers(arch, row)
         if row.kind == "conv":
-            groups = 1 if (i == 0 or row.cross) else n_groups
-            x = kl.Conv2D(row.width, row.kernel, strides=row.stride, padding=row.padding, groups=groups,
-                          activation="relu", kernel_initializer=kernel_init, bias_initializer=bias_init,
-                          name=row.name)(x)
-            norm_layer = pool = None
-            if row.norm:
-                norm_layer = (LRN(groups=n_groups, name=f"{row.name}_norm") if norm == "lrn"
-                              else kl.BatchNormalization(name=f"{row.name}_norm"))
-            if row.pool:
-                pool = kl.MaxPooling2D(row.pool[0], row.pool[1], name=f"{row.name}_pool")
-            for stage in ([pool, norm_layer] if arch.norm_after_pool else [norm_layer, pool]):
-                if stage is not None:
-                    x = stage(x)
+            x = _grouped_conv(x, arch, row, 1 if (i == 0 or row.cross) else n_groups, norm, n_groups)
         else:
-            if not row.cross:
-                raise ValueError(f"{arch.name}.{row.name}: a dense layer without a cross-connection has no "
-                                 "grouped equivalent here")
-            if len(x.shape) > 2:
-                x = kl.Flatten(name=f"{row.name}_flatten")(x)
-            x = kl.Dense(row.width, activation="relu", kernel_initializer=kernel_init, bias_initializer=bias_init,
-                         name=row.name)(x)
-            if row.dropout:
-                x = kl.Dropout(row.dropout, name=f"{row.name}_dropout")(x)
-            if row.norm and norm == "batchnorm":
-                x = kl.BatchNormalization(name=f"{row.name}_norm")(x)
+            x = _grouped_dense(x, arch, row, norm)
     kernel_init, _ = _initializers(arch, None)
     x = kl.Dense(num_classes, kernel_initializer=kernel_init, name="fc8")(x)
     probs = kl.Activation("softmax", dtype="float32", name="softmax")(x)
     return keras.Model(inputs, probs, name=name or f"alexnet_{arch.name}_grouped")
+
+
+def _grouped_conv(x, arch, row, groups, norm, n_groups):
+    """One conv row of :func:`build_grouped_model`: Conv2D(groups) -> ReLU, then norm and pool."""
+    from keras import layers as kl
+
+    from .layers import LRN
+
+    kernel_init, bias_init = _initializers(arch, row)
+    x = kl.Conv2D(row.width, row.kernel, strides=row.stride, padding=row.padding, groups=groups, activation="relu",
+                  kernel_initializer=kernel_init, bias_initializer=bias_init, name=row.name)(x)
+    norm_layer = pool = None
+    if row.norm:
+        norm_layer = (LRN(groups=n_groups, name=f"{row.name}_norm") if norm == "lrn"
+                      else kl.BatchNormalization(name=f"{row.name}_norm"))
+    if row.pool:
+        pool = kl.MaxPooling2D(row.pool[0], row.pool[1], name=f"{row.name}_pool")
+    for stage in ([pool, norm_layer] if arch.norm_after_pool else [norm_layer, pool]):
+        if stage is not None:
+            x = stage(x)
+    return x
+
+
+def _grouped_dense(x, arch, row, norm):
+    """One dense row of :func:`build_grouped_model` (every one crosses the towers)."""
+    from keras import layers as kl
+
+    if not row.cross:
+        raise ValueError(f"{arch.name}.{row.name}: a dense layer without a cross-connection has no "
+                         "grouped equivalent here")
+    kernel_init, bias_init = _initializers(arch, row)
+    if len(x.shape) > 2:
+        x = kl.Flatten(name=f"{row.name}_flatten")(x)
+    x = kl.Dense(row.width, activation="relu", kernel_initializer=kernel_init, bias_initializer=bias_init,
+                 name=row.name)(x)
+    if row.dropout:
+        x = kl.Dropout(row.dropout, name=f"{row.name}_dropout")(x)
+    if row.norm and norm == "batchnorm":
+        x = kl.BatchNormalization(name=f"{row.name}_norm")(x)
+    return x
 
 
 def init_summary(layout="paper", bias_fill=None, init="paper") -> dict:
