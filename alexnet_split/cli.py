@@ -417,13 +417,12 @@ def _add_sync_docs(sub):
 
 
 def cmd_sync_docs(args):
-    from . import docsync, report
+    from . import report
 
     root = Path(args.root)
     if not (root / "README.md").is_file() or not (root / "results").is_dir():
         raise ValueError(f"--root {args.root}: not a project folder (README.md and results/)")
-    report.write_headline(root / "results")
-    changed = docsync.sync(root)
+    changed = report.refresh_docs(root)
     for document in changed:
         print(f"updated the generated blocks in {document}")
     if not changed:

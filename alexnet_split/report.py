@@ -101,11 +101,6 @@ def _unit(run) -> str:
 
 # --------------------------------------------------------------------------- README blocks
 
-def sync_readme(readme, results_root=None) -> bool:
-    """Refresh the generated blocks of `readme` (see :mod:`alexnet_split.docsync`)."""
-    return docsync.sync_document(readme, Path(readme).parent)
-
-
 def pipeline_against_runs(speed: float, results_dir) -> list[str]:
     """The input pipeline's images/s against each row's training images/s in a comparison's
     table.csv: the pipeline should be 5x faster to stay out of the way."""
@@ -128,13 +123,15 @@ def sync_readme_for(written) -> Path | None:
     root = docsync.project_root(written)
     if root is None:
         return None
-    write_headline(root / "results")
-    changed = docsync.sync(root)
+    changed = refresh_docs(root)
     return changed[0] if changed else None
 
 
-def readme_body(markdown: str) -> str:
-    return "### " + markdown.replace("\n# ", "\n### ").lstrip("# ").rstrip("\n")
+def refresh_docs(root) -> list[Path]:
+    """``results/headline.md``, then every generated block of the project's README and docs/;
+    returns the documents that changed."""
+    write_headline(Path(root) / "results")
+    return docsync.sync(root)
 
 
 # --------------------------------------------------------------------------- the report

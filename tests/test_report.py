@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from alexnet_split import report
+from alexnet_split import docsync, report
 from alexnet_split.stats import mean_std_ci
 from alexnet_split.train import HISTORY_FIELDS, history_csv
 
@@ -127,7 +127,6 @@ def test_committed_tables_regenerate_bit_for_bit(committed, tmp_path):
 
 def shown_block(key) -> str | None:
     """The generated block for `key` in the README or docs/ (None if no document shows it)."""
-    from alexnet_split import docsync
 
     return next((b for d in docsync.documents(RESULTS.parent) if (b := docsync.block(d, key)) is not None), None)
 
@@ -142,11 +141,11 @@ def test_the_docs_show_the_committed_tables():
                               if other.parent == committed.parent)
         assert block is not None or shown_elsewhere, f"neither README nor docs/ has a block for {key}"
         if block is not None:
-            assert block == "\n" + report.readme_body((committed / "table.md").read_text()) + "\n"
+            assert block == "\n" + docsync.body(committed / "table.md") + "\n"
     for bench in sorted((RESULTS / "bench").glob("*.md")):
         block = shown_block(f"results/bench/{bench.name}")
         if block is not None:
-            assert block == "\n" + report.readme_body(bench.read_text()) + "\n"
+            assert block == "\n" + docsync.body(bench) + "\n"
     for proof in sorted((RESULTS / "placement").glob("*.txt")):
         block = shown_block(f"results/placement/{proof.name}")
         if block is not None:
@@ -158,11 +157,11 @@ def test_sync_readme_replaces_only_the_marked_block(comparison, tmp_path):
     report.report(root)
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- begin results/fake/table.md -->\nold\n<!-- end results/fake/table.md -->\noutro\n")
-    assert report.sync_readme(readme)
+    assert docsync.sync_document(readme, tmp_path)
     text = readme.read_text()
     assert text.startswith("intro\n<!-- begin") and text.endswith("<!-- end results/fake/table.md -->\noutro\n")
     assert "| towers - merged | 3 |" in text and "old" not in text
-    assert not report.sync_readme(readme)  # idempotent
+    assert not docsync.sync_document(readme, tmp_path)  # idempotent
 
 
 @pytest.mark.slow
@@ -388,7 +387,6 @@ def test_curves_split_a_row_into_runs_that_left_chance_and_runs_that_did_not():
 def test_the_readme_is_a_front_page_with_the_headline_table(tmp_path):
     """The README stays short, shows the two commands on its first screen, and its results table
     is results/headline.md, which regenerates byte for byte from the comparisons' tables."""
-    from alexnet_split import docsync
 
     lines = (RESULTS.parent / "README.md").read_text().splitlines()
     assert len(lines) <= 250
