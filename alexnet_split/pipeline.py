@@ -80,11 +80,12 @@ class BatchPlan:
         self.n, self.size, self.batch_size, self.crop, self.seed = n, size, batch_size, crop, seed
         self.augment, self.pca_sigma = augment, float(pca_sigma)
         self.pca = pca_basis(images, seed=seed) if pca_sigma > 0 else None
+        self._epoch_order = (None, None)
 
     def draws(self, step: int) -> Draws:
         epoch, i = divmod(int(step), self.steps_per_epoch)
         b, room = self.batch_size, self.size - self.crop + 1
-        idx = np.random.default_rng([self.seed, epoch]).permutation(self.n)[i * b:(i + 1) * b]
+        idx = self._order(epoch)[i * b:(i + 1) * b]
         rng = np.random.default_rng([self.seed, epoch, i])
         if self.augment:  # Section 4.1: random crops and their horizontal reflections
             ys, xs = rng.integers(0, room, b), rng.integers(0, room, b)
@@ -95,6 +96,14 @@ class BatchPlan:
         shifts = (pca_shifts(rng, b, self.pca, self.pca_sigma) if self.pca is not None
                   else np.zeros((b, 3), np.float32))
         return Draws(idx.astype(np.int32), ys.astype(np.int32), xs.astype(np.int32), flips, shifts)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        """Data epoch `epoch`'s permutation, drawn once per epoch rather than once per step."""
+        cached, order = self._epoch_order  # one read: a loader thread may replace it meanwhile
+        if cached != epoch:
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            self._epoch_order = (epoch, order)
+        return order
 
     def interval(self, start: int, steps: int) -> Draws:
         """The draws of steps ``start .. start + steps - 1``, stacked (what one device call needs)."""
