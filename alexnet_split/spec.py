@@ -224,3 +224,26 @@ def cross_device_bytes(arch: Arch, n_towers: int = 2, input_shape=None, num_clas
     b = (n_towers - 1) * prev_values * batch * bytes_per_value
     out.append((f"{arch.rows[-1].name} -> fc8", b, b))
     return out
+
+
+def parameter_count(arch: Arch, mode: str = "towers", n_towers: int = 2, input_shape=None,
+                    num_classes: int = NUM_CLASSES, norm: str | None = None) -> int:
+    """Weights and biases of the network :func:`alexnet_split.models.build_model` builds, counted
+    from the rows (BatchNorm adds 4 per normalised channel: scale, offset, moving mean and
+    variance, as Keras counts them)."""
+    n, widths = tower_widths(arch, mode, n_towers)
+    input_shape = tuple(input_shape or arch.input_shape)
+    sizes = spatial_sizes(arch, input_shape)
+    norm = norm or arch.norm
+    total, prev, spatial = 0, input_shape[-1], 1
+    for i, (row, width) in enumerate(zip(arch.rows, widths, strict=True)):
+        fan_in = prev * (n if row.cross and i > 0 else 1)
+        if row.kind == "conv":
+            weights = row.kernel * row.kernel * fan_in
+            spatial = sizes[i][0] * sizes[i][1]
+        else:
+            weights, spatial = fan_in * spatial, 1
+        bn = 4 if row.norm and norm == "batchnorm" else 0
+        total += n * width * (weights + 1 + bn)
+        prev = width
+    return total + (prev * n * spatial + 1) * num_classes

@@ -73,12 +73,15 @@ def test_independent_formulas_agree_with_the_hand_counts():
 def test_parameter_counts(layout, mode, classes, expected):
     model = A.build_model(layout, mode, num_classes=classes)
     assert model.count_params() == expected
+    # and the count from the rows alone (what the PyTorch reference is checked against)
+    assert spec.parameter_count(spec.get_layout(layout), mode, num_classes=classes) == expected
 
 
 def test_batchnorm_adds_four_parameters_per_normalised_channel():
     lrn = A.build_model("paper", "towers", 17).count_params()
     bn = A.build_model("paper", "towers", 17, norm="batchnorm").count_params()
     assert bn - lrn == 4 * (96 + 256)
+    assert spec.parameter_count(spec.PAPER, num_classes=17, norm="batchnorm") == bn
 
 
 @pytest.mark.parametrize("layout,mode", VARIANTS)
