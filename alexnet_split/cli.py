@@ -465,8 +465,32 @@ def _add_bench(sub):
     p.add_argument("--variants", default=None, help="comma-separated (default: " + ",".join(spec.VARIANTS) + ")")
     p.add_argument("--input-size", type=int, default=None, help="square input side (default: the layout's)")
     p.add_argument("--out", default="results/bench", help="output folder")
+    p.add_argument("--runner", action="store_true",
+                   help="only the runner against the scanned compute-only loop, per mode, precision and kernel "
+                        "option, with the physical limit, PyTorch and XLA's concurrent command buffers "
+                        "(bench.runner_table; --batches: the first, then extra towers rows)")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="--runner: seconds; no measurement is started that would end after it")
+    p.add_argument("--kernels", default=None,
+                   help="--runner: comma-separated kernel options to compare ('' none; default: all)")
+    p.add_argument("--no-torch", action="store_true", help="--runner: no PyTorch rows")
+    p.add_argument("--no-command-buffer", action="store_true", help="--runner: no XLA command-buffer row")
     _prefer_arg(p)
     p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench_runner(args):
+    from . import bench
+
+    batches = _csv_list(args.batches, int) if args.batches else [128]
+    precisions = _csv_list(args.precisions) if args.precisions else config.PRECISIONS
+    kernels = None if args.kernels is None else [k.strip() for k in args.kernels.split(",") if k.strip()]
+    print(bench.runner_table(args.layout, precisions=precisions, batch=batches[0], extra_batches=tuple(batches[1:]),
+                             out_dir=args.out, log=_print_line, deadline=args.deadline, kernels=kernels,
+                             torch=not args.no_torch, command_buffer=not args.no_command_buffer,
+                             input_size=args.input_size))
+    _sync_readme(args.out)
+    return 0
 
 
 def cmd_bench(args):
@@ -475,6 +499,8 @@ def cmd_bench(args):
     from . import bench
 
     _check_folder(args.out, "--out")
+    if args.runner:
+        return cmd_bench_runner(args)
     placed = A.configure_devices(2, prefer=args.prefer)
     bench.run(args.layout, quick=args.quick, batches=_csv_list(args.batches, int) if args.batches else None,
               precisions=_csv_list(args.precisions) if args.precisions else config.PRECISIONS,

@@ -1,11 +1,16 @@
 """The benchmark command runs and reports; its FLOP and byte counts match independent counts."""
 
+import csv
+import io
+import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from alexnet_split import spec
+from alexnet_split import bench, spec
 
 
 def test_training_flops_against_an_independent_count():
@@ -57,3 +62,70 @@ def test_bench_runner_row_under_jax_uses_the_device_loop(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = next(tmp_path.glob("*-quick.md")).read_text()
     assert "engine `device (jitted JAX loop)`" in md and "`towers_1dev` model" in md
+
+
+# ---------------------------------------------------------------- the runner, side by side (issue 24)
+
+
+def test_kernel_variants_are_baseline_each_alone_then_all():
+    assert bench.kernel_variants(["a", "b"]) == ["", "a", "b", "a,b"]
+    assert bench.kernel_variants(["a"]) == ["", "a"] and bench.kernel_variants([]) == [""]
+    assert [bench.variant_name("towers", k) for k in bench.kernel_variants(["a", "b"])] == [
+        "towers", "towers+a", "towers+b", "towers+a+b"]
+
+
+def test_runner_csv_has_exactly_the_issue_columns_empty_where_not_measured():
+    rows = [{"variant": "towers", "precision": "mixed_bfloat16", "batch": 128, "runner_img_s": 2.0,
+             "scanned_compute_img_s": 3.0, "flops": 1e9, "note": "x"},
+            {"variant": "torchvision alexnet", "precision": "mixed_bfloat16", "batch": 128, "torch_img_s": 4.0},
+            {"variant": "towers+xla_concurrent", "note": "failed"}]
+    text = bench.runner_csv(rows)
+    assert text.splitlines()[0] == "variant,precision,batch,runner_img_s,scanned_compute_img_s,torch_img_s"
+    got = list(csv.DictReader(io.StringIO(text)))
+    assert got[0] == {"variant": "towers", "precision": "mixed_bfloat16", "batch": "128", "runner_img_s": "2.0",
+                      "scanned_compute_img_s": "3.0", "torch_img_s": ""}
+    assert got[1]["torch_img_s"] == "4.0" and got[1]["runner_img_s"] == got[1]["scanned_compute_img_s"] == ""
+    assert got[2]["variant"] == "towers+xla_concurrent" and got[2]["runner_img_s"] == ""
+
+
+def test_jobs_that_would_end_past_the_deadline_are_skipped():
+    """Each kind's estimate is its longest run so far: after a 0.5 s runner job, a second one does
+    not fit in 0.8 s, a first job of another kind (estimate 0.1 s) does; a job that raises is a row."""
+    def sleeper(name):
+        return lambda: (time.sleep(0.5), [{"variant": name}])[1]
+
+    def boom():
+        raise RuntimeError("no torch here")
+
+    jobs = [bench._Job("a", "runner", sleeper("a")), bench._Job("b", "runner", sleeper("b")),
+            bench._Job("c", "torch", boom)]
+    rows, skipped = bench.run_jobs(jobs, bench._Deadline(0.8), first_estimate=0.1, log=lambda line: None)
+    assert skipped == ["b"]
+    assert rows[0] == {"variant": "a"} and rows[1]["variant"] == "c" and "no torch here" in rows[1]["note"]
+    rows, skipped = bench.run_jobs(jobs[:2], bench._Deadline(None), first_estimate=1e9, log=lambda line: None)
+    assert skipped == [] and len(rows) == 2
+
+
+def test_runner_table_past_its_deadline_names_what_it_skipped(tmp_path):
+    md = bench.runner_table(precisions=("mixed_bfloat16", "float32"), batch=4, out_dir=tmp_path, input_size=67,
+                            kernels=("shifted_lrn", "first_max_pool"), torch=False, deadline=0, log=lambda line: None)
+    skipped = md.split("Not measured")[1]
+    names = ["towers mixed_bfloat16 b4", "towers+shifted_lrn+first_max_pool mixed_bfloat16 b4",
+             "towers+shifted_lrn mixed_bfloat16 b4", "towers+first_max_pool mixed_bfloat16 b4",
+             "merged mixed_bfloat16 b4", "half mixed_bfloat16 b4", "towers float32 b4", "merged float32 b4",
+             "half float32 b4", "towers+xla_concurrent mixed_bfloat16 b4"]
+    assert skipped.index(names[0]) < skipped.index(names[1]) < skipped.index(names[2]) < skipped.index(names[-1])
+    assert all(n in skipped for n in names) and "No runner row was measured." in md
+    assert next(tmp_path.glob("*-runner.csv")).read_text() == ",".join(bench.RUNNER_FIELDS) + "\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("check", ["scanned_step_equals_the_runner_step", "runner_table_writes_its_rows",
+                                   "a_failed_child_is_a_row"])
+def test_runner_benchmark_under_jax(check):
+    """tests/jax_bench.py's checks, each in a fresh interpreter with KERAS_BACKEND=jax."""
+    pytest.importorskip("jax")
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("jax_bench.py")), check],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and f"OK {check}" in proc.stdout, proc.stderr[-3000:]
