@@ -7,6 +7,7 @@ import keras
 from . import placement, spec
 from .data import NUM_CLASSES
 from .devices import check_devices
+from .kernels import parse_kernels
 from .layers import ConvBlock, DenseBlock, Preprocess
 
 # Pixel values arrive in [0, 255]. The paper subtracts the mean activity (Section 2; these are
@@ -18,7 +19,7 @@ _PREPROCESS = {
 
 
 def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=None, input_shape=None, devices=None,
-                n_towers=2, name=None, bias_fill=None, init="paper", logits=False):
+                n_towers=2, name=None, bias_fill=None, init="paper", logits=False, kernels=()):
     """Build AlexNet as an uncompiled Keras Functional model.
 
     Args:
@@ -49,6 +50,8 @@ def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=Non
         N(0, 0.01); all biases 0). The ``seed`` layout keeps Keras's defaults.
       logits: end at fc8's logits instead of its softmax: the model the runner trains, so that
         the loss is computed from logits on every backend (see :func:`with_softmax`).
+      kernels: optional cheaper ops, names from :data:`alexnet_split.kernels.KERNELS` (a tuple or
+        a comma-separated string); none keeps today's ops. See :mod:`alexnet_split.kernels`.
 
     Layers are named ``preprocess``, ``t{k}_conv1`` ... ``t{k}_conv5``, ``t{k}_fc6``,
     ``t{k}_fc7`` (and the seed's ``t{k}_fc7b``) and ``fc8``. Inputs are pixel values in [0, 255].
@@ -57,6 +60,9 @@ def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=Non
     norm = arch.norm if norm is None else norm
     input_shape = tuple(arch.input_shape if input_shape is None else input_shape)
     _check_arguments(arch, norm, init, num_classes, input_shape)
+    kernels = parse_kernels(kernels)
+    if kernels:
+        raise NotImplementedError(f"kernels={kernels!r}: not implemented yet")
     n, widths = spec.tower_widths(arch, mode, n_towers)
     devices = check_devices(devices, n)
 

@@ -430,7 +430,7 @@ def new_model(layout, mode, crop, devices, recipe):
     computed from the logits (a stable log-softmax on every backend; on probabilities, Keras
     under JAX clips them and a saturated softmax gets no gradient)."""
     model = build_model(layout, mode, data.NUM_CLASSES, input_shape=(crop, crop, 3), devices=devices,
-                        bias_fill=recipe.bias_fill, init=recipe.init, logits=True)
+                        bias_fill=recipe.bias_fill, init=recipe.init, logits=True, kernels=recipe.kernels)
     model.compile(_make_optimizer(recipe), keras.losses.CategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
     return model
