@@ -10,6 +10,7 @@ import dataclasses
 import math
 
 from .data import RESIZES
+from .kernels import parse_kernels
 from .spec import INITS
 
 # How a run trains (alexnet_split.train.resolve_engine): Keras fit, or the JAX device loop.
@@ -45,6 +46,7 @@ class Recipe:
     precision: str = "float32"  # "float32" | "mixed_bfloat16"
     bias_fill: float | None = None  # replace the paper's bias-1 init (Caffe found 0.1 trains)
     init: str = "paper"  # "paper" | "caffe" (biases 0.1) | "fan_in" (He-normal, biases 0); see build_model
+    kernels: str = ""  # optional cheaper ops, comma-separated (alexnet_split.kernels.KERNELS); "": today's ops
 
     def __post_init__(self):
         choices_of = {"optimizer": OPTIMIZERS, "init": INITS, "precision": PRECISIONS, "resize": tuple(RESIZES)}
@@ -52,6 +54,8 @@ class Recipe:
             if getattr(self, key) not in choices:
                 raise ValueError(f"{key} must be one of {choices}, got {getattr(self, key)!r}")
         _check_values(self)
+        # One spelling per set of options (KERNELS order), so that recipes compare equal key by key
+        object.__setattr__(self, "kernels", ",".join(parse_kernels(self.kernels)))
         self._check_length()
         if self.input_size is not None and self.input_size > self.image_size:
             raise ValueError(f"input_size={self.input_size} is larger than image_size={self.image_size}")
@@ -200,7 +204,7 @@ PRESETS = {f.__name__: f for f in (paper, paper_cpu, seed, seed_cpu, quick)}
 # A finished run is the result of the recipe asked for when they agree key by key (recipe_differences).
 # Runs written before a field existed record no value for it: they trained as its dataclass default
 # does, except for the fields below, added after runs were committed, with the value those runs had.
-ADDED_SINCE = {"chance_patience": None, "resize": "crop"}
+ADDED_SINCE = {"chance_patience": None, "resize": "crop", "kernels": ""}
 # Recorded values that mean what today's value means for a finished run: (key, recorded, today). The
 # seed presets spelled "fixed lr" lr_drop_patience=10**6 before it was None; a finished run without
 # the dead-run rule left chance before it could fire or ran to its cap (its final.json says which).

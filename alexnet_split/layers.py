@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from . import kernels as kernel_ops
 from .devices import device_scope
 
 register = keras.saving.register_keras_serializable(package="alexnet_split")
@@ -30,18 +31,29 @@ class LRN(layers.Layer):
 
     ``groups`` > 1 normalises each block of C/groups channels on its own (the towers of a
     grouped-convolution network), so no window spans two towers.
+
+    ``impl``: ``"band"`` (the window sums as one matmul, in float32 under mixed precision, the
+    gradient from saved intermediates: the ops the committed runs used) or ``"shifted"``
+    (:func:`alexnet_split.kernels.shifted_lrn`: the compute dtype in and out, float32 shifted adds
+    inside, a gradient recomputed from x; the ``shifted_lrn`` kernel option).
     """
 
-    def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, groups=1, **kwargs):
+    IMPLS = ("band", "shifted")
+
+    def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, groups=1, impl="band", **kwargs):
         super().__init__(**kwargs)
         if depth_radius < 0:
             raise ValueError(f"LRN depth_radius must be >= 0, got {depth_radius!r}")
         if groups < 1:
             raise ValueError(f"LRN groups must be >= 1, got {groups!r}")
+        if impl not in self.IMPLS:
+            raise ValueError(f"LRN impl must be one of {self.IMPLS}, got {impl!r}")
         self.depth_radius, self.bias, self.alpha, self.beta = depth_radius, bias, alpha, beta
-        self.groups = groups
+        self.groups, self.impl = groups, impl
 
     def call(self, x):
+        if self.impl == "shifted":
+            return kernel_ops.shifted_lrn(x, self.depth_radius, self.bias, self.alpha, self.beta, self.groups)
         if x.dtype != "float32":
             # Under mixed precision the normalisation runs in float32, as Keras's own
             # BatchNormalization does: in bfloat16, k + alpha * sum rounds to k (its spacing at 2
@@ -93,14 +105,31 @@ class LRN(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
-                "alpha": self.alpha, "beta": self.beta, "groups": self.groups}
+                "alpha": self.alpha, "beta": self.beta, "groups": self.groups, "impl": self.impl}
 
 
-def _norm_layer(norm, name="norm"):
+@register
+class FirstMaxPooling2D(layers.MaxPooling2D):
+    """``MaxPooling2D`` ("valid" padding) whose gradient goes to the first maximum of each window
+    by masks, not by scatter (:func:`alexnet_split.kernels.first_max_pool`; the ``first_max_pool``
+    kernel option): the same values and, on ties too, the same gradients, deterministic on a GPU."""
+
+    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", **kwargs):
+        if padding != "valid":
+            raise ValueError(f"FirstMaxPooling2D supports padding='valid', got {padding!r}")
+        super().__init__(pool_size, strides, padding, **kwargs)
+
+    def call(self, inputs):
+        if self.data_format != "channels_last":
+            raise ValueError(f"FirstMaxPooling2D takes channels_last inputs, got data_format={self.data_format!r}")
+        return kernel_ops.first_max_pool(inputs, self.pool_size, self.strides)
+
+
+def _norm_layer(norm, name="norm", lrn_impl="band"):
     if norm is None:
         return None
     if norm == "lrn":
-        return LRN(name=name)
+        return LRN(impl=lrn_impl, name=name)
     if norm == "batchnorm":
         return layers.BatchNormalization(name=name)
     raise ValueError(f"norm must be None, 'lrn' or 'batchnorm', got {norm!r}")
@@ -183,19 +212,22 @@ class ConvBlock(PlacedBlock):
     """Conv -> ReLU, then normalisation and max-pooling (in the order the layout says)."""
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", norm=None, norm_after_pool=False,
-                 pool=None, kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+                 pool=None, kernel_initializer="glorot_uniform", bias_initializer="zeros", kernels=(), **kwargs):
         super().__init__(**kwargs)
         self.filters, self.kernel_size, self.strides, self.padding = filters, kernel_size, strides, padding
         self.norm, self.norm_after_pool = norm, norm_after_pool
         self.pool = tuple(pool) if pool else None
+        # the kernel options that change a block's ops: shifted_lrn, first_max_pool
+        self.kernels = tuple(k for k in kernel_ops.parse_kernels(kernels) if k != "shared_conv1")
+        pool_cls = FirstMaxPooling2D if "first_max_pool" in self.kernels else layers.MaxPooling2D
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         with device_scope(self.device):
             self.conv = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, activation="relu",
                                       kernel_initializer=self.kernel_initializer,
                                       bias_initializer=self.bias_initializer, name="conv")
-            self.norm_layer = _norm_layer(norm)
-            self.pool_layer = layers.MaxPooling2D(self.pool[0], self.pool[1], name="pool") if self.pool else None
+            self.norm_layer = _norm_layer(norm, lrn_impl="shifted" if "shifted_lrn" in self.kernels else "band")
+            self.pool_layer = pool_cls(self.pool[0], self.pool[1], name="pool") if self.pool else None
 
     def _stages(self):
         tail = [self.pool_layer, self.norm_layer] if self.norm_after_pool else [self.norm_layer, self.pool_layer]
@@ -205,8 +237,59 @@ class ConvBlock(PlacedBlock):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "strides": self.strides, "padding": self.padding, "norm": self.norm,
                 "norm_after_pool": self.norm_after_pool, "pool": list(self.pool) if self.pool else None,
+                "kernels": list(self.kernels),
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer)}
+
+
+@register
+class SharedConv(PlacedBlock):
+    """The towers' first conv blocks (``t{k}_conv1``, each with its own 11x11x3x48 kernel and bias) as
+    ONE conv over the image: their kernels side by side, input channels zero-padded to
+    `pad_channels` for tensor cores (:func:`alexnet_split.kernels.padded_conv`); then the ReLU and
+    each tower's own normalisation and pooling on its slice of the channels. The same function and
+    weights as the towers' separate convs (the ``shared_conv1`` kernel option, for one device).
+    Output: the towers' outputs, a list. ``blocks`` are the towers' ConvBlocks (their weights, their
+    names: :func:`alexnet_split.models.tower_blocks` lists them in this layer's place)."""
+
+    def __init__(self, blocks, pad_channels=8, **kwargs):
+        super().__init__(**kwargs)
+        self.blocks = [b if isinstance(b, ConvBlock) else keras.saving.deserialize_keras_object(b) for b in blocks]
+        self.pad_channels = pad_channels
+        first = self.blocks[0]
+        if any((b.kernel_size, b.strides, b.padding) != (first.kernel_size, first.strides, first.padding)
+               for b in self.blocks):
+            raise ValueError(f"SharedConv {self.name}: the blocks' convs differ in kernel size, stride or padding")
+
+    def build(self, input_shape):
+        with device_scope(self.device):
+            for block in self.blocks:
+                if not block.built:  # from_config builds the blocks it deserialises
+                    block.build(input_shape)
+
+    def call(self, inputs, training=None):
+        with device_scope(self.device):
+            x = _gather(inputs)
+            convs = [block.conv for block in self.blocks]
+            kernel = ops.concatenate([ops.cast(c.kernel, self.compute_dtype) for c in convs], axis=-1)
+            bias = ops.concatenate([ops.cast(c.bias, self.compute_dtype) for c in convs], axis=-1)
+            y = ops.relu(kernel_ops.padded_conv(x, kernel, convs[0].strides, convs[0].padding, self.pad_channels)
+                         + bias)
+            outputs, start = [], 0
+            for block in self.blocks:
+                out = y[..., start:start + block.filters]
+                start += block.filters
+                for layer in block._stages()[1:]:  # after the conv: norm and pool, in the block's order
+                    out = layer(out, training=training) if _takes_training(layer) else layer(out)
+                outputs.append(out)
+            return outputs
+
+    def compute_output_shape(self, input_shape):
+        return [block.compute_output_shape(input_shape) for block in self.blocks]
+
+    def get_config(self):
+        return {**super().get_config(), "pad_channels": self.pad_channels,
+                "blocks": [keras.saving.serialize_keras_object(b) for b in self.blocks]}
 
 
 @register

@@ -7,7 +7,8 @@ import keras
 from . import placement, spec
 from .data import NUM_CLASSES
 from .devices import check_devices
-from .layers import ConvBlock, DenseBlock, Preprocess
+from .kernels import parse_kernels
+from .layers import ConvBlock, DenseBlock, Preprocess, SharedConv
 
 # Pixel values arrive in [0, 255]. The paper subtracts the mean activity (Section 2; these are
 # the ImageNet means Caffe's AlexNet uses); the seed tutorial fed tflearn's [0, 1] pixels.
@@ -18,7 +19,7 @@ _PREPROCESS = {
 
 
 def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=None, input_shape=None, devices=None,
-                n_towers=2, name=None, bias_fill=None, init="paper", logits=False):
+                n_towers=2, name=None, bias_fill=None, init="paper", logits=False, kernels=()):
     """Build AlexNet as an uncompiled Keras Functional model.
 
     Args:
@@ -49,6 +50,8 @@ def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=Non
         N(0, 0.01); all biases 0). The ``seed`` layout keeps Keras's defaults.
       logits: end at fc8's logits instead of its softmax: the model the runner trains, so that
         the loss is computed from logits on every backend (see :func:`with_softmax`).
+      kernels: optional cheaper ops, names from :data:`alexnet_split.kernels.KERNELS` (a tuple or
+        a comma-separated string); none keeps today's ops. See :mod:`alexnet_split.kernels`.
 
     Layers are named ``preprocess``, ``t{k}_conv1`` ... ``t{k}_conv5``, ``t{k}_fc6``,
     ``t{k}_fc7`` (and the seed's ``t{k}_fc7b``) and ``fc8``. Inputs are pixel values in [0, 255].
@@ -57,8 +60,14 @@ def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=Non
     norm = arch.norm if norm is None else norm
     input_shape = tuple(arch.input_shape if input_shape is None else input_shape)
     _check_arguments(arch, norm, init, num_classes, input_shape)
+    kernels = parse_kernels(kernels)
     n, widths = spec.tower_widths(arch, mode, n_towers)
     devices = check_devices(devices, n)
+    # merged and half already compute conv1 as one conv over the image: shared_conv1 concerns towers only
+    shared_conv1 = "shared_conv1" in kernels and mode == "towers"
+    if shared_conv1 and devices and len(set(devices)) > 1:
+        raise ValueError(f"kernels shared_conv1 computes every tower's conv1 in one op on one device; devices="
+                         f"{list(devices)!r} places the towers on different devices (drop the option or the devices)")
 
     def device(k):
         return devices[k] if devices else None
@@ -66,12 +75,16 @@ def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=Non
     inputs = keras.Input(input_shape, name="image")
     image = Preprocess(**_PREPROCESS[arch.name], device=device(0), name="preprocess")(inputs)
     towers = [image] * n
-    for row, width in zip(arch.rows, widths, strict=True):
+    for i, (row, width) in enumerate(zip(arch.rows, widths, strict=True)):
         kernel_init, bias_init = _initializers(arch, row, bias_fill, init)
         norm_k = norm if row.norm and (row.kind == "conv" or norm == "batchnorm") else None
         sources = [(towers if n > 1 else towers[0]) if row.cross else towers[k] for k in range(n)]
-        towers = [_block(arch, row, width, norm_k, kernel_init, bias_init, device(k), f"t{k}_{row.name}")(source)
-                  for k, source in enumerate(sources)]
+        blocks = [_block(arch, row, width, norm_k, kernel_init, bias_init, device(k), f"t{k}_{row.name}", kernels)
+                  for k in range(n)]
+        if shared_conv1 and i == 0:  # every tower reads the image: one conv for all of them
+            towers = list(SharedConv(blocks, device=device(0), name=row.name)(image))
+        else:
+            towers = [block(source) for block, source in zip(blocks, sources, strict=True)]
     kernel_init, _ = _initializers(arch, None, bias_fill, init)
     outputs = DenseBlock(num_classes, activation="logits" if logits else "softmax", kernel_initializer=kernel_init,
                          device=device(0), name="fc8")(towers if n > 1 else towers[0])
@@ -92,12 +105,12 @@ def _check_arguments(arch, norm, init, num_classes, input_shape):
     spec.spatial_sizes(arch, input_shape)  # raises, naming the layer, if the input is too small
 
 
-def _block(arch, row, width, norm, kernel_init, bias_init, device, name):
-    """One tower's block of table row `row` at `width`: a ConvBlock or a DenseBlock."""
+def _block(arch, row, width, norm, kernel_init, bias_init, device, name, kernels=()):
+    """One tower's block of table row `row` at `width`: a ConvBlock (with the kernel options) or a DenseBlock."""
     if row.kind == "conv":
         return ConvBlock(width, row.kernel, row.stride, row.padding, norm=norm, norm_after_pool=arch.norm_after_pool,
-                         pool=row.pool, kernel_initializer=kernel_init, bias_initializer=bias_init, device=device,
-                         name=name)
+                         pool=row.pool, kernel_initializer=kernel_init, bias_initializer=bias_init, kernels=kernels,
+                         device=device, name=name)
     return DenseBlock(width, dropout=row.dropout, norm=norm, kernel_initializer=kernel_init,
                       bias_initializer=bias_init, device=device, name=name)
 
@@ -129,10 +142,16 @@ def _initializers(arch, row, bias_fill=None, init="paper"):
     return keras.initializers.RandomNormal(0.0, 0.01), keras.initializers.Constant(bias)
 
 
+def tower_blocks(model) -> list:
+    """The model's layers, each :class:`~alexnet_split.layers.SharedConv` replaced by the tower
+    blocks it holds (``t0_conv1``, ``t1_conv1``, ... of the ``shared_conv1`` option)."""
+    return [block for layer in model.layers for block in (layer.blocks if isinstance(layer, SharedConv) else [layer])]
+
+
 def tower_layer_names(model) -> dict[int, list[str]]:
     """{k: names of tower k's blocks}, read from the ``t{k}_`` prefixes."""
     towers: dict[int, list[str]] = {}
-    for layer in model.layers:
+    for layer in tower_blocks(model):
         head, _, rest = layer.name.partition("_")
         if head.startswith("t") and head[1:].isdigit() and rest:
             towers.setdefault(int(head[1:]), []).append(layer.name)

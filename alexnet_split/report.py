@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import docsync, stats
+from .config import ADDED_SINCE
 from .data import NUM_CLASSES, RESIZES
 from .runlog import atomic_write, read_json, write_figure
 from .schedule import CHANCE_FACTOR
@@ -445,11 +446,17 @@ def _protocol(cfg, runs, keys) -> str:
     test = f"test top-1/top-5: {crop}" + ("; centre top-1/top-5: centre crop" if keys[2:] else
                                           "; no centre-crop test figure recorded" if crop == "10-crop" else "")
     return (f"Protocol: {_length(recipe)}, {recipe['optimizer']} lr {recipe['learning_rate']}, batch "
-            f"{recipe['batch_size']}, {recipe['precision']}, {cfg['input_size']}x{cfg['input_size']} input from "
+            f"{recipe['batch_size']}, {recipe['precision']}{_kernels(recipe)}, {cfg['input_size']}x{cfg['input_size']} "
+            "input from "
             f"{recipe['image_size']}x{recipe['image_size']} images ({_resize(recipe)}), augmentation "
             f"{'on' if recipe['augment'] else 'off'}"
             f"{', PCA lighting ' + str(recipe['pca_lighting']) if recipe['pca_lighting'] else ''}; {test}; split "
             f"{split['train']}/{split['val']}/{split['test']} (train/val/test, stratified by seed).")
+
+
+def _kernels(recipe) -> str:
+    """The optional kernels a run used (config.Recipe.kernels), if any; absent or "": today's ops."""
+    return f" (kernels {recipe['kernels']})" if recipe.get("kernels") else ""
 
 
 def _resize(recipe) -> str:
@@ -614,7 +621,7 @@ def _protocol_differences(a, b) -> list[tuple[str, str, str]]:
     """(setting, value in a, value in b) for each protocol setting of two runs' config.json that differs."""
     pairs = {"layout": (a["layout"], b["layout"]), "model input": (a["input_size"], b["input_size"]),
              "backend": (a["backend"], b["backend"]), "loss": (loss_kind(a), loss_kind(b))}
-    ra, rb = ({"resize": "crop"} | a["recipe"], {"resize": "crop"} | b["recipe"])  # absent: crop (_resize)
+    ra, rb = (ADDED_SINCE | a["recipe"], ADDED_SINCE | b["recipe"])  # absent: the value before the key existed
     pairs |= {k: (ra.get(k), rb.get(k)) for k in sorted(set(ra) | set(rb)) if k != "name"}
     return [(k, str(x), str(y)) for k, (x, y) in pairs.items() if x != y]
 

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 
 from . import config, data, pipeline, spec
-from .models import build_model, init_summary, with_softmax
+from .models import build_model, init_summary, tower_blocks, with_softmax
 from .optimizers import PaperSGD
 from .runlog import (
     atomic_write,
@@ -419,7 +419,7 @@ def save_conv1(model, path: Path):
     """conv1's kernels of every tower, float16 (~70 KB): what a study of the paper's Figure 3
     needs from a run, without its checkpoint."""
     kernels = {layer.name: keras.ops.convert_to_numpy(layer.conv.kernel).astype(np.float16)
-               for layer in model.layers if layer.name.endswith("_conv1")}
+               for layer in tower_blocks(model) if layer.name.endswith("_conv1")}
     buf = io.BytesIO()
     np.savez(buf, **kernels)
     atomic_write(path, buf.getvalue())
@@ -430,7 +430,7 @@ def new_model(layout, mode, crop, devices, recipe):
     computed from the logits (a stable log-softmax on every backend; on probabilities, Keras
     under JAX clips them and a saturated softmax gets no gradient)."""
     model = build_model(layout, mode, data.NUM_CLASSES, input_shape=(crop, crop, 3), devices=devices,
-                        bias_fill=recipe.bias_fill, init=recipe.init, logits=True)
+                        bias_fill=recipe.bias_fill, init=recipe.init, logits=True, kernels=recipe.kernels)
     model.compile(_make_optimizer(recipe), keras.losses.CategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(5, name="top5")])
     return model

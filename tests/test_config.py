@@ -57,10 +57,29 @@ PAPER = {
     "precision": "float32",  # 2012 GPUs trained in float32
     "bias_fill": None,  # §5: biases 1 in conv2, conv4, conv5, fc6, fc7 (the "paper" init), not replaced
     "init": "paper",  # §5: weights N(0, 0.01), biases 1 / 0
+    "kernels": "",  # today's ops (alexnet_split.kernels: the cheaper options are the GPU benchmark's to adopt)
 }
 # The reduced CPU protocol: the paper's recipe with exactly these differences (config.paper_cpu).
 PAPER_CPU = {**PAPER, "name": "paper_cpu", "precision": "mixed_bfloat16", "image_size": 148, "input_size": 131,
              "batch_size": 32, "steps": 4_000, "chance_patience": None}
+
+
+def test_kernels_are_checked_and_spelled_one_way():
+    """A recipe's kernels: known names only (the error repeats the value and lists the choices), in
+    KERNELS order, each once, so that two spellings of the same options are the same recipe; a run
+    recorded before the field existed used today's ops."""
+    assert all(config.get_recipe(name).kernels == "" for name in config.PRESETS)
+    r = config.get_recipe("paper", kernels=" shared_conv1,shifted_lrn,shifted_lrn")
+    assert r.kernels == "shifted_lrn,shared_conv1"
+    assert r == config.get_recipe("paper", kernels="shifted_lrn,shared_conv1")
+    with pytest.raises(ValueError, match=r"unknown kernels \['lrn'\] in 'lrn,first_max_pool'; choices: shifted_lrn, "
+                                         r"first_max_pool, shared_conv1"):
+        config.get_recipe("paper", kernels="lrn,first_max_pool")
+    with pytest.raises(ValueError, match="kernels must be comma-separated names .* got 3"):
+        config.get_recipe("paper", kernels=3)
+    recorded = {k: v for k, v in config.get_recipe("paper").to_dict().items() if k != "kernels"}
+    assert config.recipe_differences(recorded, config.get_recipe("paper")) == []
+    assert config.recipe_differences(recorded, r) == ["kernels (not recorded) -> 'shifted_lrn,shared_conv1'"]
 
 
 @pytest.mark.parametrize("name, pinned", [("paper", PAPER), ("paper_cpu", PAPER_CPU)])
