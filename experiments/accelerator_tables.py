@@ -8,7 +8,9 @@ made with ``alexnet-split export-data --size 256`` and ``--size 224``, see docs/
 
 Jobs, in the order given, each skipped once the budget is spent:
 
-* ``bench``: the runner row (:func:`alexnet_split.bench.runner_table`, mixed_bfloat16), OUT/bench/.
+* ``bench``: the runner against the scanned compute-only loop, side by side
+  (:func:`alexnet_split.bench.runner_table`: mixed_bfloat16 rows per mode and kernel option, the
+  PyTorch reference, XLA's concurrent command buffers), OUT/bench/, within ``--bench-seconds``.
   ``bench32``: the same in float32.
 * ``paper``: the fixed paper recipe (layout paper, mixed_bfloat16), towers, merged, half.
 * ``seed``: the seed recipe as written (layout seed, float32), towers, merged, half.
@@ -68,6 +70,7 @@ def main():
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--init-steps", type=int, default=2000)
     p.add_argument("--first-estimate", type=float, default=60.0, help="seconds assumed for a job's first group")
+    p.add_argument("--bench-seconds", type=float, default=240.0, help="the most the bench job may take")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more recipe overrides (smoke tests)")
     args = p.parse_args()
     t0 = time.monotonic()
@@ -97,7 +100,7 @@ def run_job(job, args, table, seeds, extra, out, work, deadline, t0):
             return
         bench.runner_table("paper", ("mixed_bfloat16",) if job == "bench" else ("float32",),
                            out_dir=out / "bench", suffix="" if job == "bench" else "-float32",
-                           log=lambda line: print(line, flush=True))
+                           log=lambda line: print(line, flush=True), deadline=min(left - 30, args.bench_seconds))
         return
     name, recipe, layout, overrides = table[job]
     overrides = {**overrides, **extra}
