@@ -128,3 +128,16 @@ def test_runner_benchmark_under_jax(check):
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("jax_bench.py")), check],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0 and f"OK {check}" in proc.stdout, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_bench_runner_command_passes_its_options(tmp_path):
+    from conftest import cli
+
+    proc = cli("bench", "--runner", "--deadline", "0", "--batches", "4,8", "--precisions", "float32",
+               "--input-size", "67", "--kernels", "", "--no-torch", "--no-command-buffer", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = next(tmp_path.glob("*-runner.md")).read_text()
+    assert "67x67 input" in md and "deadline 0 s" in md
+    assert md.split("Not measured (would have ended past the 0 s deadline): ")[1].split(".\n")[0] == (
+        "towers float32 b4, merged float32 b4, half float32 b4, towers float32 b8")
