@@ -193,9 +193,10 @@ def runner_speed(layout, precision, batch, devices, input_shape=None, interval_s
                                             interval_steps=interval_steps)
             out["runner_img_s"] = engine_device.images_per_second(loop, intervals)
             scanned = bench_device.ScannedCompute(loop, interval_steps)
+            model_flops = spec.training_flops(spec.get_layout(layout), mode, 2, shape)
             out.update(engine="device (jitted JAX loop)", compute_engine="lax.scan on ready batches",
-                       compute_img_s=scanned.images_per_second(intervals),
-                       **scanned.cost_per_image(spec.training_flops(spec.get_layout(layout), mode, 2, shape)))
+                       compute_img_s=scanned.images_per_second(intervals), model_flops=model_flops,
+                       **scanned.cost_per_image(model_flops))
     finally:
         keras.mixed_precision.set_global_policy("float32")
     return out
@@ -534,12 +535,12 @@ def memory_bandwidth(n_bytes: int = 1 << 30, repeats: int = 5, inner: int = 1) -
     if is_tensorflow():
         import tensorflow as tf
 
-        add = tf.function(lambda: x + 1.0)
+        add = tf.function(lambda a: a + 1.0)
     else:
         import jax
 
-        add = jax.jit(lambda: x + 1.0)
-    best = min(time_calls(add, 2, repeats, inner))
+        add = jax.jit(lambda a: a + 1.0)  # x an argument, not a constant folded into the program
+    best = min(time_calls(lambda: add(x), 2, repeats, inner))
     return 2 * (n_bytes // 4) * 4 / best / 1e9
 
 
@@ -650,6 +651,7 @@ def _runner_row(settings, mode, precision, batch, kernels="") -> dict:
     r = runner_speed(layout, precision, batch, None, shape, mode=mode, kernels=kernels, **s)
     return {"variant": variant_name(mode, kernels), "runner_img_s": r["runner_img_s"],
             "scanned_compute_img_s": r["compute_img_s"], "flops": r.get("flops"), "bytes": r.get("bytes"),
+            "model_flops": r.get("model_flops"),
             "counted_steps": r.get("counted_steps"), "precision": precision, "batch": batch}
 
 
@@ -707,9 +709,11 @@ def _torch_rows(settings, precision, batch, clock) -> list[dict]:
 
 def _add_limit(row, peaks, bandwidth):
     """The physical limit (images/s) of a row with XLA's FLOPs and bytes per image:
-    1 / max(flops / matmul peak, bytes / memory bandwidth)."""
-    if row.get("flops") and row.get("bytes") and row.get("precision") in peaks:
-        row["limit_img_s"] = 1.0 / max(row["flops"] / (peaks[row["precision"]] * 1e9), row["bytes"] / (bandwidth * 1e9))
+    1 / max(flops / matmul peak, bytes / memory bandwidth). Where XLA counted no FLOPs (a backend
+    whose cost analysis skips library calls), the model's own count (spec.training_flops) stands in."""
+    flops = row.get("flops") or row.get("model_flops")
+    if flops and row.get("bytes") and row.get("precision") in peaks:
+        row["limit_img_s"] = 1.0 / max(flops / (peaks[row["precision"]] * 1e9), row["bytes"] / (bandwidth * 1e9))
 
 
 def _row_log(r) -> str:
@@ -780,7 +784,8 @@ def _summary_lines(rows) -> list[str]:
                      f"**{first['runner_img_s'] / first['scanned_compute_img_s']:.2f}x** (target >= 0.9)")
     limit = (f" = **{first['runner_img_s'] / first['limit_img_s']:.0%}** of the physical limit "
              f"({first['limit_img_s']:,.0f} img/s)" if first.get("limit_img_s") else "")
-    lines.append(f"- {first['variant']} {at} end to end: **{first['runner_img_s']:,.0f} img/s**{limit}")
+    lines.append(f"- {first['variant']} {at} end to end: **{first['runner_img_s']:,.0f} img/s**{limit} "
+                 "(target >= 35k img/s for towers mixed_bfloat16 batch 128)")
     same = [r for r in rows if (r.get("precision"), r.get("batch")) == (first["precision"], first["batch"])]
     for r in same:
         if r is not first and r["variant"].startswith(first["variant"] + "+") and r.get("runner_img_s"):
