@@ -638,7 +638,7 @@ def _runner_jobs(settings, precisions, batch, modes, kernels, torch, command_buf
     jobs += [runner("towers", main, batch, k) for k in variants[1:-1] if len(variants) > 2]
     jobs += [runner(m, main, batch) for m in modes if m != "towers"]
     jobs += [runner(m, p, batch) for p in precisions if p != main for m in modes]
-    if command_buffer:
+    if command_buffer and not is_tensorflow():  # an XLA GPU flag: the JAX engine only
         jobs.append(_Job(f"towers+xla_concurrent {main} b{batch}", "flag",
                          lambda: [_flag_row(settings, main, batch, COMMAND_BUFFER_FLAG, "xla_concurrent", clock)]))
     jobs += [runner("towers", main, b) for b in extra_batches if b != batch]
@@ -652,7 +652,8 @@ def _runner_row(settings, mode, precision, batch, kernels="") -> dict:
     return {"variant": variant_name(mode, kernels), "runner_img_s": r["runner_img_s"],
             "scanned_compute_img_s": r["compute_img_s"], "flops": r.get("flops"), "bytes": r.get("bytes"),
             "model_flops": r.get("model_flops"),
-            "counted_steps": r.get("counted_steps"), "precision": precision, "batch": batch}
+            "counted_steps": r.get("counted_steps"), "precision": precision, "batch": batch,
+            **({} if r.get("flops") is not None else {"note": f"compute-only: {r['compute_engine']}"})}
 
 
 def _child_env(extra_flags="") -> dict:
