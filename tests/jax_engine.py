@@ -141,7 +141,10 @@ def all_kernel_options_train_like_the_baseline():
     within rounding of theirs, and a compiled program of their own (the model's config differs)."""
     images, labels = _images(40)
     args = (images, labels, images[:4, :C, :C], labels[:4], 8, C, 0)
-    for precision, rtol in (("float32", 1e-4), ("mixed_bfloat16", 3e-2)):
+    # tolerances: the losses', and the distance between the two runs' weights after the interval over
+    # the distance the weights moved (float32: ~6e-7 when this was written, 4e-3 with tower 0's conv1
+    # output fed to both towers; bf16: ~4e-3)
+    for precision, rtol, apart_rtol in (("float32", 1e-5, 1e-5), ("mixed_bfloat16", 1e-3, 5e-2)):
         loops = {}
         for kernels in ("", ",".join(KERNELS)):
             keras.config.set_dtype_policy(precision)
@@ -158,7 +161,7 @@ def all_kernel_options_train_like_the_baseline():
         np.testing.assert_allclose(np.asarray(losses), np.asarray(base_losses), rtol=rtol, err_msg=precision)
         moved, apart = (np.sqrt(sum(float(np.sum((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
                                     for a, b in zip(s2[0], other, strict=True))) for other in (s0[0], b2[0]))
-        assert moved > 1e-3 and apart < 10 * rtol * moved, (precision, moved, apart)
+        assert moved > 1e-3 and apart < apart_rtol * moved, (precision, moved, apart)
 
 
 CHECKS = {f.__name__: f for f in (batches_equal_the_numpy_pipeline, interval_equals_stepwise_updates,
