@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 
 import alexnet_split as A  # noqa: E402
 from alexnet_split import config, engine_device, pipeline, train  # noqa: E402
+from alexnet_split.kernels import KERNELS  # noqa: E402
 
 C = 67  # the smallest input the paper net accepts
 
@@ -134,9 +135,38 @@ def one_compile_per_structure():
     assert engine_device.DeviceLoop(_model(init="fan_in"), *args, 5)._train_fn is first._train_fn
 
 
+def all_kernel_options_train_like_the_baseline():
+    """The three kernel options together (config.Recipe.kernels) train on the device engine, in float32
+    and in bf16: the same initial weights for a seed as today's ops, an interval's losses and weights
+    within rounding of theirs, and a compiled program of their own (the model's config differs)."""
+    images, labels = _images(40)
+    args = (images, labels, images[:4, :C, :C], labels[:4], 8, C, 0)
+    # tolerances: the losses', and the distance between the two runs' weights after the interval over
+    # the distance the weights moved (float32: ~6e-7 when this was written, 4e-3 with tower 0's conv1
+    # output fed to both towers; bf16: ~4e-3)
+    for precision, rtol, apart_rtol in (("float32", 1e-5, 1e-5), ("mixed_bfloat16", 1e-3, 5e-2)):
+        loops = {}
+        for kernels in ("", ",".join(KERNELS)):
+            keras.config.set_dtype_policy(precision)
+            # plain SGD: an update proportional to the gradient (Adam's ~lr-sized steps amplify rounding)
+            model = _model(kernels=kernels, optimizer="sgd", learning_rate=0.01)
+            loops[kernels] = engine_device.DeviceLoop(model, *args, interval_steps=2)
+            keras.config.set_dtype_policy("float32")
+        base, ours = loops.values()
+        assert ours._train_fn is not base._train_fn
+        s0 = ours.state()
+        assert all(np.array_equal(a, b) for a, b in zip(s0[0], base.state()[0], strict=True))
+        (s2, _, losses), (b2, _, base_losses) = ours.train_interval(s0, 0), base.train_interval(base.state(), 0)
+        assert np.isfinite(np.asarray(losses)).all()
+        np.testing.assert_allclose(np.asarray(losses), np.asarray(base_losses), rtol=rtol, err_msg=precision)
+        moved, apart = (np.sqrt(sum(float(np.sum((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+                                    for a, b in zip(s2[0], other, strict=True))) for other in (s0[0], b2[0]))
+        assert moved > 1e-3 and apart < apart_rtol * moved, (precision, moved, apart)
+
+
 CHECKS = {f.__name__: f for f in (batches_equal_the_numpy_pipeline, interval_equals_stepwise_updates,
                                   validation_and_test_equal_predict, a_saturated_start_has_a_loss_and_a_gradient,
-                                  one_compile_per_structure)}
+                                  one_compile_per_structure, all_kernel_options_train_like_the_baseline)}
 
 if __name__ == "__main__":
     for name in sys.argv[1:]:

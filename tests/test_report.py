@@ -87,6 +87,21 @@ def test_protocol_line_names_the_resize(comparison):
     assert "the paper's resize; today's `seed_cpu` preset uses resize 'squash' instead)" in report.report(root)
 
 
+def test_protocol_line_names_the_kernels(comparison):
+    """Runs with kernel options (config.Recipe.kernels) say so; runs recorded before the field, or with
+    "", used today's ops and the line stays as it was; the pairing check counts an absent key as ""."""
+    root, _, _ = comparison
+    assert "kernels" not in report.report(root)
+    _set_recipe(root, kernels="")
+    assert "kernels" not in report.report(root)
+    _set_recipe(root, kernels="shifted_lrn,first_max_pool")
+    assert "float32 (kernels shifted_lrn,first_max_pool), " in report.report(root)
+    cfg = json.loads(next(root.glob("runs/*/config.json")).read_text())
+    before = cfg | {"recipe": {k: v for k, v in cfg["recipe"].items() if k != "kernels"}}
+    assert report._protocol_differences(before, cfg | {"recipe": cfg["recipe"] | {"kernels": ""}}) == []
+    assert report._protocol_differences(before, cfg) == [("kernels", "", "shifted_lrn,first_max_pool")]
+
+
 def test_report_is_byte_for_byte_reproducible(comparison):
     root, _, _ = comparison
     report.report(root)
