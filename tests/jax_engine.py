@@ -11,6 +11,7 @@ os.environ["KERAS_BACKEND"] = "jax"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -132,11 +133,39 @@ def one_compile_per_structure():
     first = engine_device.DeviceLoop(_model(), *args, 0)
     assert engine_device.DeviceLoop(_model(seed=5), *args, 5)._train_fn is first._train_fn
     assert engine_device.DeviceLoop(_model(init="fan_in"), *args, 5)._train_fn is first._train_fn
+    # compile() builds every program a run calls, with its real shapes, and the run uses those
+    seconds = first.compile(test_count=7, ten_crop=True)
+    assert set(seconds) == {"train_interval", "evaluate", "predict", "predict_10crop"}, seconds
+    compiled = dict(engine_device._EXECUTABLES)
+    assert len(compiled) == 4
+    other = engine_device.DeviceLoop(_model(seed=7), *args, 7)
+    assert max(other.compile(test_count=7, ten_crop=True).values()) < 0.05  # nothing left to compile
+    state, _, _ = other.train_interval(other.state(), 0)
+    other.evaluate(state)
+    for ten in (False, True):
+        other.predict(state, images[:7], ten)
+    assert engine_device._EXECUTABLES == compiled, [k[1] for k in set(engine_device._EXECUTABLES) - set(compiled)]
+
+
+def cross_entropy_is_a_product_without_scatter():
+    """The loss picks the label's log-probability with a one-hot product: the values and gradient
+    of take_along_axis's pick, and no scatter in the gradient (deterministic on GPU)."""
+    logits = jax.random.normal(jax.random.key(0), (8, 17)) * 5
+    labels = jnp.arange(8) % 17
+
+    def picked(z):
+        return -jnp.take_along_axis(jax.nn.log_softmax(z, axis=-1), labels[:, None], axis=-1)[:, 0]
+
+    np.testing.assert_array_equal(engine_device.cross_entropy(logits, labels), picked(logits))
+    grad = jax.grad(lambda z: engine_device.cross_entropy(z, labels).sum())
+    np.testing.assert_allclose(grad(logits), jax.grad(lambda z: picked(z).sum())(logits), rtol=1e-6, atol=1e-7)
+    assert "scatter" not in jax.jit(grad).lower(logits).as_text()
+    assert "scatter" in jax.jit(jax.grad(lambda z: picked(z).sum())).lower(logits).as_text()  # the control
 
 
 CHECKS = {f.__name__: f for f in (batches_equal_the_numpy_pipeline, interval_equals_stepwise_updates,
                                   validation_and_test_equal_predict, a_saturated_start_has_a_loss_and_a_gradient,
-                                  one_compile_per_structure)}
+                                  one_compile_per_structure, cross_entropy_is_a_product_without_scatter)}
 
 if __name__ == "__main__":
     for name in sys.argv[1:]:
