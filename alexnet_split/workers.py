@@ -1,0 +1,244 @@
+"""Several runs at once on one accelerator: a queue of runs and N worker processes (issue 24).
+
+An AlexNet step leaves an H200 mostly idle (results/bench/), so 2-4 processes that each train
+one run at a time can fill it. The parent holds the queue and hands each idle worker the next
+run, in order of ``(group, -estimate)``: complete groups first (the tables use the seed, so a cut
+leaves complete seeds to pair), the longest run of a group first. No run is launched after the
+`deadline` unless its estimate fits before it.
+
+Workers are spawned, not forked (JAX is not fork-safe), with ``KERAS_BACKEND=jax``, their share of
+the accelerator's memory, and :func:`alexnet_split.jax_setup.configure` with the parent's cache
+folder: a program the parent compiled first is a cache hit, so every process runs the same
+executable (a worker that autotuned on its own could pick another convolution algorithm). A run
+writes its folder as :func:`alexnet_split.train.train` does, and its output goes to
+``<run>/train.log``. A failed run, or a worker that dies, is reported and the queue goes on (a
+dead worker is replaced).
+
+CUDA MPS (:func:`mps_daemon`) lets the workers' kernels share the card; it is started only as an
+ordinary process of this user, and never changes the card's settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from multiprocessing.connection import wait
+from pathlib import Path
+
+MPS_CONTROL = "nvidia-cuda-mps-control"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a comparison: its results folder, what it trains, and its estimated seconds."""
+
+    results: str
+    layout: str
+    mode: str
+    recipe: str
+    seed: int
+    overrides: dict = field(default_factory=dict)
+    data: str | None = None
+    estimate: float = 60.0
+    group: int = 0
+
+    @property
+    def out(self) -> Path:
+        from .sweep import run_name
+
+        return Path(self.results) / "runs" / run_name(self.layout, self.mode, self.seed)
+
+    @property
+    def name(self) -> str:
+        return f"{Path(self.results).name}/{self.out.name}"
+
+
+def order(specs) -> list[RunSpec]:
+    """The queue's order: by group, then the longest estimate first (stable)."""
+    return sorted(specs, key=lambda s: (s.group, -s.estimate))
+
+
+def utc() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def worker_env(workers: int, platform: str, extra: dict | None = None) -> dict:
+    """The variables a worker starts with: the JAX backend, and on GPU its share of the memory
+    (JAX takes 75% by default, which leaves no room for a second process)."""
+    env = {"KERAS_BACKEND": "jax", **(extra or {})}
+    if platform == "gpu" and workers > 1:
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / workers:.3f}"
+    return env
+
+
+def train_spec(spec: RunSpec) -> dict:
+    """Train `spec` in this process (the device engine) and return its final.json."""
+    import keras
+
+    from . import train
+
+    keras.backend.clear_session()
+    spec.out.mkdir(parents=True, exist_ok=True)
+    with open(spec.out / "train.log", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        return train.train(spec.out, spec.layout, spec.mode, spec.recipe, seed=spec.seed, data_root=spec.data,
+                           overrides=spec.overrides, checkpoint_seconds=1e9, verbose=2, engine="device")
+
+
+def _worker(conn, cache_dir, deterministic):
+    """A worker's life: set up JAX, then train the runs the parent sends until it sends None."""
+    from . import jax_setup
+
+    jax_setup.configure(cache_dir, deterministic=deterministic)
+    while (spec := conn.recv()) is not None:
+        try:
+            final = train_spec(RunSpec(**spec))
+            conn.send({"status": "done", "final": final})
+        except Exception as e:  # noqa: BLE001 (one run's failure is reported, the worker goes on)
+            conn.send({"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+
+
+class _Worker:
+    def __init__(self, index, ctx, env, cache_dir, deterministic):
+        self.index, self.spec, self.started = index, None, 0.0
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker, args=(child, cache_dir, deterministic), daemon=True)
+        saved = dict(os.environ)
+        os.environ.update(env)  # a spawned child reads the environment at its start, before any import
+        try:
+            self.process.start()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        child.close()
+
+    def send(self, spec: RunSpec):
+        self.spec, self.started = spec, time.monotonic()
+        with contextlib.suppress(OSError):  # a worker that died at its start: its sentinel reports it
+            self.conn.send(asdict(spec))
+
+    def stop(self):
+        with contextlib.suppress(OSError, BrokenPipeError):
+            self.conn.send(None)
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+class Pool:
+    """Runs `specs` (:class:`RunSpec`) on `workers` spawned processes; :meth:`run` returns one
+    result per run: name, status (done, failed, crashed, skipped), seconds, final or error."""
+
+    def __init__(self, workers=1, cache_dir=None, deterministic=True, deadline=None, env=None, log=None,
+                 platform="cpu"):
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers, self.cache_dir, self.deterministic = workers, cache_dir, deterministic
+        self.deadline = deadline  # time.monotonic() after which a run starts only if its estimate fits
+        self.env = worker_env(workers, platform, env)
+        self.log = log or (lambda line: print(line, flush=True))
+        self.ctx = multiprocessing.get_context("spawn")
+
+    def _fits(self, spec: RunSpec) -> bool:
+        return self.deadline is None or time.monotonic() + spec.estimate <= self.deadline
+
+    def _spawn(self, index) -> _Worker:
+        return _Worker(index, self.ctx, self.env, str(self.cache_dir) if self.cache_dir else None, self.deterministic)
+
+    def run(self, specs) -> list[dict]:
+        queue, results = order(specs), []
+        pool = [self._spawn(i) for i in range(min(self.workers, len(queue)))]
+        try:
+            while True:
+                for w in pool:
+                    if w.spec is None:
+                        self._hand_out(w, queue, results)
+                busy = [w for w in pool if w.spec is not None]
+                if not busy:
+                    return results
+                ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+                for i, w in enumerate(pool):
+                    if w.spec is not None and (w.conn in ready or w.process.sentinel in ready):
+                        pool[i] = self._collect(w, results)
+        finally:
+            for w in pool:
+                w.stop()
+
+    def _hand_out(self, w: _Worker, queue: list, results: list):
+        while queue:
+            spec = queue.pop(0)
+            if self._fits(spec):
+                self.log(f"{utc()} start {spec.name} on worker {w.index} (estimate {spec.estimate:.0f} s)")
+                w.send(spec)
+                return
+            left = self.deadline - time.monotonic()
+            self.log(f"{utc()} not started {spec.name}: {left:.0f} s left, estimate {spec.estimate:.0f} s")
+            results.append({"name": spec.name, "status": "skipped", "seconds": 0.0})
+
+    def _collect(self, w: _Worker, results: list) -> _Worker:
+        """Record `w`'s finished run; a dead worker's run counts as crashed and a new worker
+        takes its place."""
+        took = time.monotonic() - w.started
+        spec, w.spec = w.spec, None
+        message = None
+        with contextlib.suppress(EOFError, OSError):
+            if w.conn.poll():
+                message = w.conn.recv()
+        if message is None:
+            message = {"status": "crashed", "error": f"worker {w.index} died (exit code {w.process.exitcode})"}
+        results.append({"name": spec.name, "seconds": round(took, 1), **message})
+        if message["status"] == "done":
+            f = message["final"]
+            self.log(f"{utc()} done {spec.name}: test top-1 {f['test_top1']:.4f}, {f['steps']} steps, "
+                     f"{f['stopped_by']} ({took:.0f} s)")
+            return w
+        self.log(f"{utc()} {message['status'].upper()} {spec.name} ({took:.0f} s): {message['error']}")
+        if message["status"] == "crashed":
+            w.stop()
+            return self._spawn(w.index)
+        return w
+
+
+def mps_commands(binary: str) -> tuple[list[str], list[str], str]:
+    """(start command, stop command, the stop command's stdin) of the MPS control daemon."""
+    return [binary, "-d"], [binary], "quit\n"
+
+
+@contextlib.contextmanager
+def mps_daemon(enable=True, log=None):
+    """Start CUDA MPS's control daemon as an ordinary process when ``nvidia-cuda-mps-control``
+    is on PATH, and quit it on exit; yields the variables the workers need to reach it ({} when
+    MPS is not used). Never touches the card's settings (compute mode, clocks, MIG, persistence)."""
+    log = log or (lambda line: print(line, flush=True))
+    binary = shutil.which(MPS_CONTROL)
+    if not enable or binary is None:
+        log(f"MPS: not used ({'disabled' if not enable else MPS_CONTROL + ' is not on PATH'})")
+        yield {}
+        return
+    folder = Path(tempfile.mkdtemp(prefix="alexnet_split_mps_"))
+    env = {"CUDA_MPS_PIPE_DIRECTORY": str(folder / "pipe"), "CUDA_MPS_LOG_DIRECTORY": str(folder / "log")}
+    for path in env.values():
+        Path(path).mkdir()
+    start, stop, stop_input = mps_commands(binary)
+    full = dict(os.environ, **env)
+    proc = subprocess.run(start, env=full, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        log(f"MPS: not used ({' '.join(start)} exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()[:200]})")
+        shutil.rmtree(folder, ignore_errors=True)
+        yield {}
+        return
+    log(f"MPS: used (daemon started by {' '.join(start)}, pipes in {env['CUDA_MPS_PIPE_DIRECTORY']})")
+    try:
+        yield env
+    finally:
+        subprocess.run(stop, input=stop_input, env=full, capture_output=True, text=True, timeout=60)
+        log("MPS: daemon stopped")
+        shutil.rmtree(folder, ignore_errors=True)
