@@ -283,12 +283,18 @@ def _structure(model) -> tuple:
             repr(sorted(optimizer.items())))
 
 
+def run_loop(model, split, recipe, crop, seed, interval_steps) -> DeviceLoop:
+    """The loop a run of `recipe` trains in (also what :func:`alexnet_split.train.compile_programs`
+    compiles: the same arguments, the same programs)."""
+    return DeviceLoop(model, split.train_x, split.train_y, split.val_x, split.val_y, recipe.batch_size, crop, seed,
+                      augment=recipe.augment, pca_sigma=recipe.pca_lighting, interval_steps=interval_steps)
+
+
 def run(model, run, split, recipe, crop, seed, verbose=1):
     """The device engine behind :func:`alexnet_split.train.train`: trains `run`'s remaining
     intervals, committing through `run`. Returns ((step, loss) if the loss became NaN, else
     None; and `predict(images, ten)`, the test-time probabilities computed on the device)."""
-    loop = DeviceLoop(model, split.train_x, split.train_y, split.val_x, split.val_y, recipe.batch_size, crop, seed,
-                      augment=recipe.augment, pca_sigma=recipe.pca_lighting, interval_steps=run.interval_steps)
+    loop = run_loop(model, split, recipe, crop, seed, run.interval_steps)
     seconds = loop.compile(len(split.test_y), recipe.ten_crop)  # every program, before the first step
     if verbose:
         print("compiled " + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()), flush=True)

@@ -253,6 +253,22 @@ def _finish(run: _Run, model, engine, split, recipe, crop, seed, verbose, save_m
     return final
 
 
+def compile_programs(layout="paper", mode="towers", recipe="paper", seed=0, data_root=None, overrides=None) -> dict:
+    """Compile, without training, the device engine's programs for this run (the loop it would
+    build, with its real shapes); returns {program: seconds}. With jax_setup's persistent cache,
+    the runs of the same structure that follow, in any process, load them instead."""
+    from . import engine_device
+
+    recipe = config.get_recipe(recipe, **(overrides or {})) if isinstance(recipe, str) else recipe
+    crop = recipe.input_size or spec.get_layout(layout).input_shape[0]
+    _seed_everything(seed, recipe.precision, False)
+    split = _load_split(data_root, recipe, crop, seed, None)
+    model = new_model(layout, mode, crop, None, recipe)
+    steps_per_epoch = pipeline.epoch_steps(len(split.train_y), recipe.batch_size)
+    loop = engine_device.run_loop(model, split, recipe, crop, seed, recipe.eval_every or steps_per_epoch)
+    return loop.compile(len(split.test_y), recipe.ten_crop)
+
+
 def resume_step(out) -> int:
     """The step a rerun of run folder `out` resumes after: its last checkpoint's (0 without one)."""
     path = Path(out) / "state.json"

@@ -49,6 +49,7 @@ class RunSpec:
     data: str | None = None
     estimate: float = 60.0
     group: int = 0
+    kind: str = "train"  # or "compile": build the run's programs only (alexnet_split.train.compile_programs)
 
     @property
     def out(self) -> Path:
@@ -58,7 +59,7 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        return f"{Path(self.results).name}/{self.out.name}"
+        return f"{Path(self.results).name}/{self.out.name}" + (" (compile)" if self.kind == "compile" else "")
 
 
 def order(specs) -> list[RunSpec]:
@@ -75,7 +76,8 @@ def worker_env(workers: int, platform: str, extra: dict | None = None) -> dict:
     (JAX takes 75% by default, which leaves no room for a second process)."""
     env = {"KERAS_BACKEND": "jax", **(extra or {})}
     if platform == "gpu" and workers > 1:
-        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / workers:.3f}"
+        # take memory as needed, up to a share (the parent, which ran the benchmark, holds some too)
+        env.update(XLA_PYTHON_CLIENT_PREALLOCATE="false", XLA_PYTHON_CLIENT_MEM_FRACTION=f"{0.85 / workers:.3f}")
     return env
 
 
@@ -92,6 +94,25 @@ def train_spec(spec: RunSpec) -> dict:
                            overrides=spec.overrides, checkpoint_seconds=1e9, verbose=2, engine="device")
 
 
+def compile_line(out) -> str:
+    """The device engine's last "compiled ..." line in run folder `out`'s train.log ("" if none)."""
+    log = Path(out) / "train.log"
+    lines = log.read_text().splitlines() if log.is_file() else []
+    return next((line for line in reversed(lines) if line.startswith("compiled ")), "")
+
+
+def _execute(spec: RunSpec) -> dict:
+    if spec.kind == "compile":
+        import keras
+
+        from . import train
+
+        keras.backend.clear_session()
+        return {"status": "compiled", "compile": train.compile_programs(
+            spec.layout, spec.mode, spec.recipe, spec.seed, spec.data, spec.overrides)}
+    return {"status": "done", "final": train_spec(spec), "compile": compile_line(spec.out)}
+
+
 def _worker(conn, cache_dir, deterministic):
     """A worker's life: set up JAX, then train the runs the parent sends until it sends None."""
     from . import jax_setup
@@ -99,8 +120,7 @@ def _worker(conn, cache_dir, deterministic):
     jax_setup.configure(cache_dir, deterministic=deterministic)
     while (spec := conn.recv()) is not None:
         try:
-            final = train_spec(RunSpec(**spec))
-            conn.send({"status": "done", "final": final})
+            conn.send(_execute(RunSpec(**spec)))
         except Exception as e:  # noqa: BLE001 (one run's failure is reported, the worker goes on)
             conn.send({"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
 
@@ -134,18 +154,32 @@ class _Worker:
 
 
 class Pool:
-    """Runs `specs` (:class:`RunSpec`) on `workers` spawned processes; :meth:`run` returns one
-    result per run: name, status (done, failed, crashed, skipped), seconds, final or error."""
+    """Runs :class:`RunSpec` queues on `workers` spawned processes, which live until :meth:`close`
+    (or the end of a ``with`` block): a second :meth:`run` reuses them. `on_result(spec, result)`
+    is called in this process after each run (the tables script packs the logs there)."""
 
     def __init__(self, workers=1, cache_dir=None, deterministic=True, deadline=None, env=None, log=None,
-                 platform="cpu"):
+                 platform="cpu", on_result=None):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers, self.cache_dir, self.deterministic = workers, cache_dir, deterministic
         self.deadline = deadline  # time.monotonic() after which a run starts only if its estimate fits
         self.env = worker_env(workers, platform, env)
         self.log = log or (lambda line: print(line, flush=True))
+        self.on_result = on_result
         self.ctx = multiprocessing.get_context("spawn")
+        self.pool: list[_Worker] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        for w in self.pool:
+            w.stop()
+        self.pool = []
 
     def _fits(self, spec: RunSpec) -> bool:
         return self.deadline is None or time.monotonic() + spec.estimate <= self.deadline
@@ -154,23 +188,26 @@ class Pool:
         return _Worker(index, self.ctx, self.env, str(self.cache_dir) if self.cache_dir else None, self.deterministic)
 
     def run(self, specs) -> list[dict]:
+        """Run `specs` in queue order; one result per spec: name, status (done, compiled, failed,
+        crashed, skipped), seconds, and final (a run's final.json) or compile or error."""
         queue, results = order(specs), []
-        pool = [self._spawn(i) for i in range(min(self.workers, len(queue)))]
+        while len(self.pool) < min(self.workers, len(queue)):
+            self.pool.append(self._spawn(len(self.pool)))
         try:
             while True:
-                for w in pool:
+                for w in self.pool:
                     if w.spec is None:
                         self._hand_out(w, queue, results)
-                busy = [w for w in pool if w.spec is not None]
+                busy = [w for w in self.pool if w.spec is not None]
                 if not busy:
                     return results
                 ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
-                for i, w in enumerate(pool):
+                for i, w in enumerate(self.pool):
                     if w.spec is not None and (w.conn in ready or w.process.sentinel in ready):
-                        pool[i] = self._collect(w, results)
-        finally:
-            for w in pool:
-                w.stop()
+                        self.pool[i] = self._collect(w, results)
+        except BaseException:
+            self.close()  # a Ctrl-C leaves no worker behind
+            raise
 
     def _hand_out(self, w: _Worker, queue: list, results: list):
         while queue:
@@ -194,17 +231,26 @@ class Pool:
                 message = w.conn.recv()
         if message is None:
             message = {"status": "crashed", "error": f"worker {w.index} died (exit code {w.process.exitcode})"}
-        results.append({"name": spec.name, "seconds": round(took, 1), **message})
-        if message["status"] == "done":
-            f = message["final"]
-            self.log(f"{utc()} done {spec.name}: test top-1 {f['test_top1']:.4f}, {f['steps']} steps, "
-                     f"{f['stopped_by']} ({took:.0f} s)")
-            return w
-        self.log(f"{utc()} {message['status'].upper()} {spec.name} ({took:.0f} s): {message['error']}")
+        result = {"name": spec.name, "seconds": round(took, 1), **message}
+        results.append(result)
+        self.log(f"{utc()} {_describe(result)}")
+        if self.on_result is not None:
+            self.on_result(spec, result)
         if message["status"] == "crashed":
             w.stop()
             return self._spawn(w.index)
         return w
+
+
+def _describe(result: dict) -> str:
+    name, status, took = result["name"], result["status"], result["seconds"]
+    if status == "done":
+        f = result["final"]
+        return (f"done {name}: test top-1 {f['test_top1']:.4f}, {f['steps']} steps, {f['stopped_by']} ({took:.0f} s; "
+                f"{result.get('compile') or 'no compile line'})")
+    if status == "compiled":
+        return f"compiled {name} ({took:.0f} s): " + ", ".join(f"{k} {v:.1f}s" for k, v in result["compile"].items())
+    return f"{status.upper()} {name} ({took:.0f} s): {result['error']}"
 
 
 def mps_commands(binary: str) -> tuple[list[str], list[str], str]:

@@ -37,20 +37,26 @@ def train_once(cache, results, data):
 
 
 def pool(cache, results, data, alone):
-    """Four runs and a failing one on two workers: longest first, every run finishes, the failure
-    is reported, a run that cannot fit the deadline is not started, and the pool's run of
-    `alone`'s spec writes the same history.csv as it did alone."""
+    """Three runs, a failing one and a compile-only one on two workers: longest first, every run
+    finishes, the failure is reported, a run that cannot fit the deadline is not started, and the
+    pool's run of `alone`'s spec writes the same history.csv as it did alone."""
     lines = []
     specs = [spec(results, data, seed=s, estimate=e) for s, e in ((1, 10.0), (0, 40.0), (2, 30.0))]
     specs += [spec(results, Path(data) / "missing", seed=3, estimate=20.0),
-              spec(results, data, seed=4, estimate=1e6)]
-    out = workers.Pool(2, cache_dir=cache, deadline=time.monotonic() + 3000, log=lines.append).run(specs)
+              spec(results, data, seed=4, estimate=1e6), spec(results, data, seed=5, estimate=50.0, kind="compile")]
+    with workers.Pool(2, cache_dir=cache, deadline=time.monotonic() + 3000, log=lines.append) as pool:
+        out = pool.run(specs)
     print("\n".join(lines), file=sys.stderr)
     status = {r["name"].split("/")[-1]: r["status"] for r in out}
     assert status == {"paper_towers_s0": "done", "paper_towers_s1": "done", "paper_towers_s2": "done",
-                      "paper_towers_s3": "failed", "paper_towers_s4": "skipped"}, status
+                      "paper_towers_s3": "failed", "paper_towers_s4": "skipped",
+                      "paper_towers_s5 (compile)": "compiled"}, status
     started = [line.split(" start ")[1].split()[0].split("/")[-1] for line in lines if " start " in line]
-    assert started == ["paper_towers_s0", "paper_towers_s2", "paper_towers_s3", "paper_towers_s1"], started
+    assert started == ["paper_towers_s5", "paper_towers_s0", "paper_towers_s2", "paper_towers_s3",
+                       "paper_towers_s1"], started
+    compiled = next(r for r in out if r["status"] == "compiled")["compile"]
+    assert set(compiled) == {"train_interval", "evaluate", "predict"}, compiled
+    assert all(r["compile"].startswith("compiled train_interval") for r in out if r["status"] == "done"), out
     failed = next(r for r in out if r["status"] == "failed")
     assert "missing" in failed["error"], failed
     mine = Path(results) / "runs" / "paper_towers_s0" / "history.csv"
