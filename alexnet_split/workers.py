@@ -275,9 +275,13 @@ def mps_daemon(enable=True, log=None):
         Path(path).mkdir()
     start, stop, stop_input = mps_commands(binary)
     full = dict(os.environ, **env)
-    proc = subprocess.run(start, env=full, capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        log(f"MPS: not used ({' '.join(start)} exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()[:200]})")
+    # its output to a file, not a pipe: the daemon it forks could hold a pipe open, and run() would wait
+    with open(folder / "start.log", "w") as out:
+        code = subprocess.run(start, env=full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                              timeout=60).returncode
+    if code != 0:
+        said = (folder / "start.log").read_text().strip()[:200]
+        log(f"MPS: not used ({' '.join(start)} exited {code}: {said})")
         shutil.rmtree(folder, ignore_errors=True)
         yield {}
         return
@@ -285,6 +289,8 @@ def mps_daemon(enable=True, log=None):
     try:
         yield env
     finally:
-        subprocess.run(stop, input=stop_input, env=full, capture_output=True, text=True, timeout=60)
+        with open(folder / "stop.log", "w") as out:
+            subprocess.run(stop, input=stop_input, env=full, stdout=out, stderr=subprocess.STDOUT, text=True,
+                           timeout=60)
         log("MPS: daemon stopped")
         shutil.rmtree(folder, ignore_errors=True)

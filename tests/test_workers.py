@@ -21,7 +21,8 @@ def test_the_queue_runs_complete_groups_first_and_the_longest_first():
 
 def test_workers_share_the_gpu_memory_only_when_there_are_several():
     assert workers.worker_env(1, "gpu") == {"KERAS_BACKEND": "jax"}
-    assert workers.worker_env(3, "gpu")["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.300"
+    assert workers.worker_env(2, "gpu") == {"KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+                                            "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.425"}
     assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in workers.worker_env(3, "cpu")
 
 
@@ -50,7 +51,7 @@ def test_mps_daemon_is_started_and_quit_as_an_ordinary_process(tmp_path, monkeyp
     record = tmp_path / "calls"
     fake = tmp_path / "bin" / workers.MPS_CONTROL
     fake.parent.mkdir()
-    fake.write_text(f'#!/bin/sh\necho "$* | $(cat -) | $CUDA_MPS_PIPE_DIRECTORY" >> {record}\n')
+    fake.write_text(f'#!/bin/sh\nread -r line\necho "$* | $line | $CUDA_MPS_PIPE_DIRECTORY" >> {record}\n')
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", str(fake.parent))
     lines = []
