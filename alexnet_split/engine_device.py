@@ -207,6 +207,10 @@ class DeviceLoop:
             out[name] = round(time.perf_counter() - t0, 3)
         return out
 
+    def refused(self) -> list[str]:
+        """This loop's programs compiled without the deterministic options XLA refused."""
+        return sorted({k[1] for k, (_, notes) in _EXECUTABLES.items() if k[0] == self.key and "refused" in notes})
+
     def predict(self, state, images, ten=False) -> np.ndarray:
         """Test-time class probabilities of uint8 `images` on the device (float64 on the host)."""
         pad = -len(images) % self.eval_batch
@@ -297,7 +301,9 @@ def run(model, run, split, recipe, crop, seed, verbose=1):
     loop = run_loop(model, split, recipe, crop, seed, run.interval_steps)
     seconds = loop.compile(len(split.test_y), recipe.ten_crop)  # every program, before the first step
     if verbose:
-        print("compiled " + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()), flush=True)
+        refused = loop.refused()
+        print("compiled " + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items())
+              + (f"; deterministic kernels refused for {', '.join(refused)}" if refused else ""), flush=True)
     state = loop.state()
     while not run.done:
         t0 = time.perf_counter()

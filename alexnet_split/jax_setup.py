@@ -52,7 +52,7 @@ def configure(cache_dir=None, deterministic=True, extra_xla_flags=()) -> dict:
     import jax
     from jax._src import xla_bridge
 
-    if xla_bridge.backends_are_initialized():
+    if getattr(xla_bridge, "backends_are_initialized", lambda: False)():
         raise RuntimeError("jax_setup.configure must run before JAX starts its backend (before the first array)")
     where = platform()
     done = {"platform": where, "deterministic": bool(deterministic)}
@@ -65,8 +65,11 @@ def configure(cache_dir=None, deterministic=True, extra_xla_flags=()) -> dict:
                    "jax_persistent_cache_min_entry_size_bytes": -1,  # -1: keep entries of every size
                    "jax_persistent_cache_enable_xla_caches": AUTOTUNE_CACHE}
         for name, value in options.items():
-            jax.config.update(name, value)
-        done.update(options)
+            try:
+                jax.config.update(name, value)
+                done[name] = value
+            except AttributeError:  # an option this jax does not have: say so, run without it
+                done[name] = f"unavailable in jax {jax.__version__}"
     flags = [f for f in extra_xla_flags if where == "gpu" or not f.startswith("--xla_gpu_")]
     for flag in flags:
         if not flag.startswith("--xla_"):

@@ -75,8 +75,8 @@ def worker_env(workers: int, platform: str, extra: dict | None = None) -> dict:
     """The variables a worker starts with: the JAX backend, and on GPU its share of the memory
     (JAX takes 75% by default, which leaves no room for a second process)."""
     env = {"KERAS_BACKEND": "jax", **(extra or {})}
-    if platform == "gpu" and workers > 1:
-        # take memory as needed, up to a share (the parent, which ran the benchmark, holds some too)
+    if platform == "gpu":
+        # take memory as needed, up to a share (the parent, which runs the benchmark, holds some too)
         env.update(XLA_PYTHON_CLIENT_PREALLOCATE="false", XLA_PYTHON_CLIENT_MEM_FRACTION=f"{0.85 / workers:.3f}")
     return env
 
@@ -230,6 +230,7 @@ class Pool:
             if w.conn.poll():
                 message = w.conn.recv()
         if message is None:
+            w.process.join(timeout=10)  # its pipe closed as it died: let it finish dying for the exit code
             message = {"status": "crashed", "error": f"worker {w.index} died (exit code {w.process.exitcode})"}
         result = {"name": spec.name, "seconds": round(took, 1), **message}
         results.append(result)
@@ -277,8 +278,12 @@ def mps_daemon(enable=True, log=None):
     full = dict(os.environ, **env)
     # its output to a file, not a pipe: the daemon it forks could hold a pipe open, and run() would wait
     with open(folder / "start.log", "w") as out:
-        code = subprocess.run(start, env=full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                              timeout=60).returncode
+        try:
+            code = subprocess.run(start, env=full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=60).returncode
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out.write(str(e))
+            code = -1
     if code != 0:
         said = (folder / "start.log").read_text().strip()[:200]
         log(f"MPS: not used ({' '.join(start)} exited {code}: {said})")

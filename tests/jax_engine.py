@@ -163,9 +163,27 @@ def cross_entropy_is_a_product_without_scatter():
     assert "scatter" in jax.jit(jax.grad(lambda z: picked(z).sum())).lower(logits).as_text()  # the control
 
 
+def refused_options_compile_without_them():
+    """A program XLA will not compile with the deterministic options (on GPU: a select-and-scatter)
+    is compiled without them, and the loop says which; here an option XLA does not know stands in."""
+    from alexnet_split import jax_setup
+
+    class Loop:
+        key = ("a structure",)
+        refused = engine_device.DeviceLoop.refused
+
+    engine_device._COMPILED[Loop.key] = (jax.jit(lambda x: x * 2),) * 3
+    jax_setup.compiler_options = lambda backend: {"xla_no_such_option": True}
+    exe, notes = engine_device.compile_program(Loop, "evaluate", (jnp.ones(3),))
+    np.testing.assert_array_equal(exe(jnp.ones(3)), [2, 2, 2])
+    assert notes == {"options": {}, "refused": {"xla_no_such_option": True}}, notes
+    assert Loop().refused() == ["evaluate"]
+
+
 CHECKS = {f.__name__: f for f in (batches_equal_the_numpy_pipeline, interval_equals_stepwise_updates,
                                   validation_and_test_equal_predict, a_saturated_start_has_a_loss_and_a_gradient,
-                                  one_compile_per_structure, cross_entropy_is_a_product_without_scatter)}
+                                  one_compile_per_structure, cross_entropy_is_a_product_without_scatter,
+                                  refused_options_compile_without_them)}
 
 if __name__ == "__main__":
     for name in sys.argv[1:]:

@@ -25,7 +25,8 @@ def spec(results, data, seed=0, estimate=60.0, **kw):
 
 def train_once(cache, results, data):
     """One tiny run with the persistent cache in `cache`; prints the cache's hits and misses."""
-    jax_setup.configure(cache, deterministic=True)
+    done = jax_setup.configure(cache, deterministic=True, extra_xla_flags=("--xla_gpu_deterministic_ops=true",))
+    assert "xla_gpu" not in done["XLA_FLAGS"], done  # on CPU the GPU flag is left out
     import jax
 
     events = {}

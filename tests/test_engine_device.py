@@ -19,7 +19,8 @@ pytest.importorskip("jax", reason="the jax CPU wheel is not installed (pip insta
 @pytest.mark.slow
 @pytest.mark.parametrize("check", ["batches_equal_the_numpy_pipeline", "interval_equals_stepwise_updates",
                                    "validation_and_test_equal_predict", "a_saturated_start_has_a_loss_and_a_gradient",
-                                   "one_compile_per_structure", "cross_entropy_is_a_product_without_scatter"])
+                                   "one_compile_per_structure", "cross_entropy_is_a_product_without_scatter",
+                                   "refused_options_compile_without_them"])
 def test_device_engine(check):
     """tests/jax_engine.py's checks, each in a fresh interpreter with KERAS_BACKEND=jax."""
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")

@@ -19,8 +19,9 @@ def test_the_queue_runs_complete_groups_first_and_the_longest_first():
     assert specs[0].name == "r/paper_towers_s1" and str(specs[0].out) == "r/runs/paper_towers_s1"
 
 
-def test_workers_share_the_gpu_memory_only_when_there_are_several():
-    assert workers.worker_env(1, "gpu") == {"KERAS_BACKEND": "jax"}
+def test_workers_take_gpu_memory_as_needed_up_to_their_share():
+    assert workers.worker_env(1, "cpu") == {"KERAS_BACKEND": "jax"}
+    assert workers.worker_env(1, "gpu")["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.850"
     assert workers.worker_env(2, "gpu") == {"KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
                                             "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.425"}
     assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in workers.worker_env(3, "cpu")
