@@ -9,6 +9,9 @@ Imported only under ``KERAS_BACKEND=jax``. :func:`configure` must run before JAX
   second device call that carries the folder back, neither compiles nor autotunes again. Reusing
   the autotune results also makes compilation deterministic: a re-autotune could pick another
   convolution algorithm, with other rounding.
+* JAX puts the autotune folder's path into every program's cache key, so a cache copied to
+  another folder (the next device call's $OUT) would miss everything: :func:`stable_link` gives
+  the cache a fixed path, a symbolic link to wherever the folder is this time.
 * Determinism on GPU goes per program, not through ``XLA_FLAGS``: :func:`compiler_options` gives
   ``xla_gpu_exclude_nondeterministic_ops`` (deterministic scatter, GEMM and convolution kernels,
   autotuning kept; ``xla_gpu_deterministic_ops`` would also switch autotuning off). XLA refuses to
@@ -58,7 +61,7 @@ def configure(cache_dir=None, deterministic=True, extra_xla_flags=()) -> dict:
     done = {"platform": where, "deterministic": bool(deterministic)}
     _settings["deterministic"] = bool(deterministic)
     if cache_dir is not None:
-        cache_dir = Path(cache_dir).resolve()
+        cache_dir = Path(os.path.abspath(cache_dir))  # not resolved: a stable_link stays the key's path
         cache_dir.mkdir(parents=True, exist_ok=True)
         options = {"jax_compilation_cache_dir": str(cache_dir),
                    "jax_persistent_cache_min_compile_time_secs": 0.0,
@@ -78,6 +81,24 @@ def configure(cache_dir=None, deterministic=True, extra_xla_flags=()) -> dict:
         os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
     done["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "")
     return done
+
+
+def stable_link(cache_dir, link) -> Path:
+    """`link`, a symbolic link to the folder `cache_dir` (made if missing), to pass to
+    :func:`configure`: the cache keys then name `link`, so the same cache content hits wherever it
+    was copied to. Replaces a link to another folder atomically; refuses a `link` that is a real
+    file or folder."""
+    target, link = Path(os.path.abspath(cache_dir)), Path(link)
+    target.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return link
+    if link.exists() and not link.is_symlink():
+        raise ValueError(f"cache link {link} exists and is not a symbolic link; choose another path")
+    tmp = link.with_name(f".{link.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target, target_is_directory=True)
+    os.replace(tmp, link)
+    return link
 
 
 def compiler_options(backend: str) -> dict:

@@ -9,7 +9,8 @@ made with ``alexnet-split export-data --size 256`` and ``--size 224``, see docs/
         --jobs canary,bench,paper,init:paper,init:caffe,init:fan_in,seed
 
 The compile cache: ``--cache DIR`` is copied to OUT/jax_cache, which every process of the call
-uses (JAX's persistent compilation cache and XLA's autotune results, alexnet_split.jax_setup) and
+uses (JAX's persistent compilation cache and XLA's autotune results, alexnet_split.jax_setup)
+through the fixed link /tmp/alexnet_split_jax_cache (JAX's cache keys hold the cache's path), and
 which comes back with $OUT. Before the next call copy it back to DIR (an ignored folder, e.g.
 ``.jax_cache``) and name DIR in the ``run`` tool's ``carry`` list: carried paths share 64 MiB
 with the data, so the script prints the cache's size at its start and end. A first call (no
@@ -48,6 +49,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -62,6 +64,7 @@ from alexnet_split import bench, devices, jax_setup, report, runlog, sweep, work
 
 MODES = ("towers", "merged", "half")
 TABLE_JOBS = ("paper", "seed", "init:paper", "init:caffe", "init:fan_in")
+CACHE_LINK = Path(tempfile.gettempdir()) / "alexnet_split_jax_cache"  # the same path in every call
 
 
 def jobs(kind, init_steps):
@@ -99,19 +102,20 @@ def log(line):
 
 
 def prepare_cache(carried, out: Path) -> Path:
-    """OUT/jax_cache, seeded with the carried cache folder when there is one."""
+    """OUT/jax_cache, seeded with the carried cache folder when there is one, behind the link
+    CACHE_LINK: the cache keys hold the cache's path, which must be the same in every call."""
     cache = out / "jax_cache"
     if carried and Path(carried).is_dir():
         shutil.copytree(carried, cache, dirs_exist_ok=True)
     carried = carried if carried and Path(carried).is_dir() else None
     log(cache_line(cache) + (f" (carried from {carried})" if carried else " (cold: nothing carried)"))
-    return cache
+    return jax_setup.stable_link(cache, CACHE_LINK)
 
 
 def cache_line(cache: Path) -> str:
     """The cache's size: carried paths share the run tool's 64 MiB with the data."""
     mib = jax_setup.folder_bytes(cache) / 2**20
-    return f"compile cache {cache}: {jax_setup.cache_files(cache)} entries, {mib:.1f} MiB"
+    return f"compile cache {os.path.realpath(cache)}: {jax_setup.cache_files(cache)} entries, {mib:.1f} MiB"
 
 
 def main(argv=None):

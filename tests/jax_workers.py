@@ -23,9 +23,11 @@ def spec(results, data, seed=0, estimate=60.0, **kw):
     return workers.RunSpec(str(results), "paper", "towers", "quick", seed, dict(OVERRIDES), str(data), estimate, **kw)
 
 
-def train_once(cache, results, data):
-    """One tiny run with the persistent cache in `cache`; prints the cache's hits and misses."""
-    done = jax_setup.configure(cache, deterministic=True, extra_xla_flags=("--xla_gpu_deterministic_ops=true",))
+def train_once(cache, link, results, data):
+    """One tiny run with the persistent cache in folder `cache`, used through the symbolic link
+    `link`; prints the cache's hits and misses."""
+    path = jax_setup.stable_link(cache, link)
+    done = jax_setup.configure(path, deterministic=True, extra_xla_flags=("--xla_gpu_deterministic_ops=true",))
     assert "xla_gpu" not in done["XLA_FLAGS"], done  # on CPU the GPU flag is left out
     import jax
 

@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import stat
 
 import pytest
@@ -66,14 +67,16 @@ def test_mps_daemon_is_started_and_quit_as_an_ordinary_process(tmp_path, monkeyp
 
 @pytest.mark.slow
 def test_compile_once_deterministic_history_and_the_pool(tmp_path, data_root):
-    """Two fresh processes, one cache folder: the second compiles nothing (persistent-cache hits
+    """Two fresh processes, the second with a copy of the first's cache in another folder (the next
+    device call's $OUT) behind the same link: the second compiles nothing (persistent-cache hits
     only) and writes a byte-identical history.csv and the same test figures; then a pool of two
     workers runs the queue (tests/jax_workers.py pool) and its run of the same spec writes the
     same history.csv again."""
-    cache = tmp_path / "cache"
-    results = []
+    link, results = tmp_path / "cache_link", []
     for name in ("first", "second"):
-        proc = run_check("jax_workers", "train_once", cache, tmp_path / name, data_root)
+        if name == "second":
+            shutil.copytree(tmp_path / "cache_first", tmp_path / "cache_second")
+        proc = run_check("jax_workers", "train_once", tmp_path / f"cache_{name}", link, tmp_path / name, data_root)
         assert proc.returncode == 0 and "OK train_once" in proc.stdout, proc.stderr[-3000:]
         results.append(json.loads(proc.stdout.splitlines()[-2]))
     first, second = results
@@ -84,5 +87,5 @@ def test_compile_once_deterministic_history_and_the_pool(tmp_path, data_root):
     assert first_history == second_history
     a, b = (json.loads((tmp_path / n / run / "final.json").read_text()) for n in ("first", "second"))
     assert {k: v for k, v in a.items() if "second" not in k} == {k: v for k, v in b.items() if "second" not in k}
-    proc = run_check("jax_workers", "pool", cache, tmp_path / "pool", data_root, tmp_path / "first")
+    proc = run_check("jax_workers", "pool", link, tmp_path / "pool", data_root, tmp_path / "first")
     assert proc.returncode == 0 and "OK pool" in proc.stdout, proc.stderr[-3000:]
