@@ -185,7 +185,8 @@ def canary(ctx):
     shutil.rmtree(ctx["out"] / "canary", ignore_errors=True)
     results = []
     for folder in ("alone_1", "alone_2"):
-        with workers.Pool(1, ctx["cache"], deadline=ctx["deadline"], log=log) as single:
+        # the same memory settings as the pool's workers: the autotuner's choices may depend on them
+        with workers.Pool(1, ctx["cache"], deadline=ctx["deadline"], log=log, platform=jax_setup.platform()) as single:
             results += single.run([canary_spec(ctx, folder)])
     copies = [canary_spec(ctx, f"pool_{i}") for i in range(ctx["args"].workers)]
     results += ctx["pool"].run(copies)
