@@ -12,7 +12,11 @@ the per-device placement of the towers, which JAX has no equivalent of.
 * The loss is the cross-entropy of fc8's logits (a stable log-softmax), as on ``fit``.
 * Validation and the final test (centre or 10 crops, :func:`alexnet_split.pipeline.test_views`)
   run on the device; only sums come back.
-* The compiled programs are cached per model structure, so the runs of one mode compile once.
+* The programs are compiled ahead of time (:meth:`DeviceLoop.compile`, or at their first call)
+  and kept per (model structure, argument shapes), so the runs of one mode compile once per
+  process; :mod:`alexnet_split.jax_setup`'s persistent cache makes that once ever.
+* No scatter in the step (deterministic on GPU): the loss picks the label's log-probability with a
+  one-hot product, whose gradient is a product too (take_along_axis's is a scatter-add).
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ import numpy as np
 from . import pipeline
 from .data import NUM_CLASSES
 
-# (model structure, loop settings) -> compiled (train_interval, evaluate, predict); see DeviceLoop.
+# (model structure, loop settings) -> jitted (train_interval, evaluate, predict); see DeviceLoop.
 _COMPILED: dict = {}
+# (loop key, program, argument shapes) -> (compiled executable, notes); see compile_program.
+_EXECUTABLES: dict = {}
 
 
 def gather(images, draws, crop):
@@ -50,7 +56,9 @@ def cross_entropy(logits, labels):
     """Per-example cross-entropy from logits (stable log-softmax, float32): unlike the clipped
     loss on probabilities, it grows without bound and keeps a gradient when the softmax saturates."""
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+    # a one-hot product, not take_along_axis: its gradient would be a scatter-add, which XLA's
+    # deterministic GPU mode has to rewrite (or refuse); the values are the same
+    return -jnp.sum(logp * jax.nn.one_hot(labels, logp.shape[-1], dtype=logp.dtype), axis=-1)
 
 
 class DeviceLoop:
@@ -174,23 +182,91 @@ class DeviceLoop:
 
     # ---------------------------------------------------------------- host side
 
+    def _call(self, program, *args):
+        """Run `program` ("train_interval", "evaluate", "predict") on `args` through its compiled
+        executable, compiling it first if no loop of this structure has (jit would compile at
+        the call; this way the seconds are known and the executable is the one compile() made)."""
+        return compile_program(self, program, args)[0](*args)
+
+    def compile(self, test_count=None, ten_crop=False) -> dict:
+        """Compile, before the first run, the programs the loop's run calls with its real shapes:
+        train_interval, evaluate and (for `test_count` test images) predict with the centre crop,
+        and the 10 crops when `ten_crop`. Returns {program: seconds} (about 0 when compiled
+        already in this process; a persistent-cache hit is a load, not a compile)."""
+        state = self.state()
+        programs = {"train_interval": self._train_args(state, 0),
+                    "evaluate": (state[0], state[1], self.val_images, self.val_labels)}
+        if test_count:
+            programs["predict"] = self._predict_args(state, test_count, False)
+            if ten_crop:
+                programs["predict_10crop"] = self._predict_args(state, test_count, True)
+        out = {}
+        for name, args in programs.items():
+            t0 = time.perf_counter()
+            compile_program(self, name.removesuffix("_10crop"), args)
+            out[name] = round(time.perf_counter() - t0, 3)
+        return out
+
+    def refused(self) -> list[str]:
+        """This loop's programs compiled without the deterministic options XLA refused."""
+        return sorted({k[1] for k, (_, notes) in _EXECUTABLES.items() if k[0] == self.key and "refused" in notes})
+
     def predict(self, state, images, ten=False) -> np.ndarray:
         """Test-time class probabilities of uint8 `images` on the device (float64 on the host)."""
         pad = -len(images) % self.eval_batch
         padded = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
         views = tuple(np.asarray(v) for v in zip(*pipeline.test_views(self.size, self.crop, ten), strict=True))
-        probs = self._predict_fn(state[0], state[1], jnp.asarray(padded), views)
+        probs = self._call("predict", state[0], state[1], jnp.asarray(padded), views)
         return np.asarray(probs, np.float64)[:len(images)]
 
     def train_interval(self, state, start: int):
         """Run steps start .. start + interval_steps - 1; returns the new state, the interval's
         mean (loss, accuracy, top5) and each step's loss."""
+        return self._call("train_interval", *self._train_args(state, start))
+
+    def _train_args(self, state, start):
         d = self.plan.interval(start, self.interval_steps)
-        return self._train_fn(state, (d.idx, d.ys, d.xs, d.flips, d.shifts), self.images, self.labels)
+        return state, (d.idx, d.ys, d.xs, d.flips, d.shifts), self.images, self.labels
+
+    def _predict_args(self, state, count, ten):
+        views = tuple(np.asarray(v) for v in zip(*pipeline.test_views(self.size, self.crop, ten), strict=True))
+        padded = count + (-count % self.eval_batch)
+        images = jax.ShapeDtypeStruct((padded,) + self.images.shape[1:], self.images.dtype)
+        return state[0], state[1], images, views
 
     def evaluate(self, state) -> dict:
-        sums = np.asarray(self._eval_fn(state[0], state[1], self.val_images, self.val_labels)) / self.n_val
+        sums = np.asarray(self._call("evaluate", state[0], state[1], self.val_images, self.val_labels)) / self.n_val
         return {"val_loss": float(sums[0]), "val_accuracy": float(sums[1]), "val_top5": float(sums[2])}
+
+
+def _signature(tree) -> tuple:
+    return tuple((tuple(np.shape(a)), str(a.dtype)) for a in jax.tree_util.tree_leaves(tree))
+
+
+def compile_program(loop: DeviceLoop, program: str, args) -> tuple:
+    """(executable, notes) of `loop`'s `program` for arguments shaped like `args` (arrays or
+    ``jax.ShapeDtypeStruct``), compiled ahead of time once per process with
+    :func:`alexnet_split.jax_setup.compiler_options`. If XLA refuses those options (its
+    deterministic GPU mode has no select-and-scatter, the built-in max-pool gradient), the program
+    is compiled without them and the notes say so."""
+    key = (loop.key, program, _signature(args))
+    if key not in _EXECUTABLES:
+        from . import jax_setup
+
+        fn = dict(zip(("train_interval", "evaluate", "predict"), _COMPILED[loop.key], strict=True))[program]
+        lowered = fn.lower(*args)
+        options = jax_setup.compiler_options(jax.default_backend())
+        notes = {"options": options}
+        try:
+            executable = lowered.compile(options or None)
+        except Exception as e:  # noqa: BLE001 (XLA raises its own error types)
+            if not options:
+                raise
+            print(f"{program}: XLA refused {options} ({str(e).splitlines()[0][:200]}); compiled without them: "
+                  "this program is not guaranteed deterministic", file=sys.stderr, flush=True)
+            executable, notes = lowered.compile(), {"options": {}, "refused": options}
+        _EXECUTABLES[key] = executable, notes
+    return _EXECUTABLES[key]
 
 
 def _structure(model) -> tuple:
@@ -211,12 +287,23 @@ def _structure(model) -> tuple:
             repr(sorted(optimizer.items())))
 
 
+def run_loop(model, split, recipe, crop, seed, interval_steps) -> DeviceLoop:
+    """The loop a run of `recipe` trains in (also what :func:`alexnet_split.train.compile_programs`
+    compiles: the same arguments, the same programs)."""
+    return DeviceLoop(model, split.train_x, split.train_y, split.val_x, split.val_y, recipe.batch_size, crop, seed,
+                      augment=recipe.augment, pca_sigma=recipe.pca_lighting, interval_steps=interval_steps)
+
+
 def run(model, run, split, recipe, crop, seed, verbose=1):
     """The device engine behind :func:`alexnet_split.train.train`: trains `run`'s remaining
     intervals, committing through `run`. Returns ((step, loss) if the loss became NaN, else
     None; and `predict(images, ten)`, the test-time probabilities computed on the device)."""
-    loop = DeviceLoop(model, split.train_x, split.train_y, split.val_x, split.val_y, recipe.batch_size, crop, seed,
-                      augment=recipe.augment, pca_sigma=recipe.pca_lighting, interval_steps=run.interval_steps)
+    loop = run_loop(model, split, recipe, crop, seed, run.interval_steps)
+    seconds = loop.compile(len(split.test_y), recipe.ten_crop)  # every program, before the first step
+    if verbose:
+        refused = loop.refused()
+        print("compiled " + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items())
+              + (f"; deterministic kernels refused for {', '.join(refused)}" if refused else ""), flush=True)
     state = loop.state()
     while not run.done:
         t0 = time.perf_counter()

@@ -2,7 +2,8 @@
 
 A run trains in validation intervals: ``eval_every`` steps, or one epoch for recipes measured
 in epochs. A run folder holds ``config.json`` (what ran, where, with which versions and which
-initialisation), ``history.csv`` (one row per interval, with its step), ``state.json`` (the
+initialisation), ``history.csv`` (one row per interval, with its step; deterministic: the same
+run twice writes the same bytes), ``timing.csv`` (each interval's wall-clock seconds), ``state.json`` (the
 commit point: last complete interval, its checkpoint, the learning-rate schedule) and
 ``final.json`` (test top-1/top-5 of the recipe's crops and of the centre crop, steps run, the step
 validation left chance, the lr-drop steps, why it stopped, best validation accuracy and its step,
@@ -47,7 +48,12 @@ from .runlog import (
 from .schedule import Plateau
 from .tables import csv_text
 
-HISTORY_FIELDS = ["step", "epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5", "lr", "seconds"]
+METRIC_FIELDS = ["loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5"]
+# history.csv holds only what the run computes, so that two identical runs write identical files;
+# the wall clock goes to timing.csv (run folders written before that keep a seconds column here,
+# which readers ignore)
+HISTORY_FIELDS = ["step", "epoch", *METRIC_FIELDS, "lr"]
+TIMING_FIELDS = ["step", "seconds"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -60,6 +66,10 @@ class Interrupted(KeyboardInterrupt):
 
 def history_csv(rows: list[dict]) -> str:
     return csv_text(HISTORY_FIELDS, [{k: _fmt(r[k]) for k in HISTORY_FIELDS} for r in rows])
+
+
+def timing_csv(rows: list[dict]) -> str:
+    return csv_text(TIMING_FIELDS, [{k: _fmt(r[k]) for k in TIMING_FIELDS} for r in rows])
 
 
 def _fmt(v):
@@ -95,12 +105,12 @@ class _Run:
         interval = s["interval"] + 1
         step = interval * self.interval_steps
         row = {"step": step, "epoch": round(step / self.steps_per_epoch, 3),
-               **{k: float(metrics[k]) for k in HISTORY_FIELDS[2:-2]}, "lr": float(lr), "seconds": seconds}
+               **{k: float(metrics[k]) for k in METRIC_FIELDS}, "lr": float(lr), "seconds": seconds}
         s["history"].append(row)
         s["train_seconds"] += seconds
         s["interval"], s["step"] = interval, step
         if self.tensorboard is not None:  # x axis: the interval, as Keras fit's epochs
-            self.tensorboard.on_epoch_end(interval - 1, {**{k: row[k] for k in HISTORY_FIELDS[2:-2]},
+            self.tensorboard.on_epoch_end(interval - 1, {**{k: row[k] for k in METRIC_FIELDS},
                                                          "learning_rate": row["lr"]})
         action = self.schedule.update(step, row["val_accuracy"])
         if action == "stop":
@@ -115,7 +125,8 @@ class _Run:
         return self.done or time.monotonic() - self._last_commit >= self.checkpoint_seconds
 
     def commit(self, model, checkpoint=True):
-        """Checkpoint, then state.json (the commit point), then history.csv. `checkpoint=False`
+        """Checkpoint, then state.json (the commit point), then history.csv and timing.csv (both
+        rewritten from state.json, so a kill between them heals at the next commit). `checkpoint=False`
         (a run about to write its final.json) commits the logs only; such a state.json, having no
         checkpoint to resume from, restarts the run if final.json never came."""
         self._last_commit = time.monotonic()
@@ -132,6 +143,7 @@ class _Run:
             s["checkpoint"], s["seed_states"] = None, []
         write_json(self.out / "state.json", s)  # the commit point
         atomic_write(self.out / "history.csv", history_csv(s["history"]))
+        atomic_write(self.out / "timing.csv", timing_csv(s["history"]))
         if previous and previous != s["checkpoint"]:
             with contextlib.suppress(FileNotFoundError):
                 (self.out / previous).unlink()
@@ -239,6 +251,22 @@ def _finish(run: _Run, model, engine, split, recipe, crop, seed, verbose, save_m
     final = {**_test(predict, split, recipe.ten_crop), **_summary(run, recipe, split, run.steps_per_epoch)}
     write_json(run.out / "final.json", final)
     return final
+
+
+def compile_programs(layout="paper", mode="towers", recipe="paper", seed=0, data_root=None, overrides=None) -> dict:
+    """Compile, without training, the device engine's programs for this run (the loop it would
+    build, with its real shapes); returns {program: seconds}. With jax_setup's persistent cache,
+    the runs of the same structure that follow, in any process, load them instead."""
+    from . import engine_device
+
+    recipe = config.get_recipe(recipe, **(overrides or {})) if isinstance(recipe, str) else recipe
+    crop = recipe.input_size or spec.get_layout(layout).input_shape[0]
+    _seed_everything(seed, recipe.precision, False)
+    split = _load_split(data_root, recipe, crop, seed, None)
+    model = new_model(layout, mode, crop, None, recipe)
+    steps_per_epoch = pipeline.epoch_steps(len(split.train_y), recipe.batch_size)
+    loop = engine_device.run_loop(model, split, recipe, crop, seed, recipe.eval_every or steps_per_epoch)
+    return loop.compile(len(split.test_y), recipe.ten_crop)
 
 
 def resume_step(out) -> int:

@@ -11,6 +11,7 @@ os.environ["KERAS_BACKEND"] = "jax"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -133,6 +134,51 @@ def one_compile_per_structure():
     first = engine_device.DeviceLoop(_model(), *args, 0)
     assert engine_device.DeviceLoop(_model(seed=5), *args, 5)._train_fn is first._train_fn
     assert engine_device.DeviceLoop(_model(init="fan_in"), *args, 5)._train_fn is first._train_fn
+    # compile() builds every program a run calls, with its real shapes, and the run uses those
+    seconds = first.compile(test_count=7, ten_crop=True)
+    assert set(seconds) == {"train_interval", "evaluate", "predict", "predict_10crop"}, seconds
+    compiled = dict(engine_device._EXECUTABLES)
+    assert len(compiled) == 4
+    other = engine_device.DeviceLoop(_model(seed=7), *args, 7)
+    assert max(other.compile(test_count=7, ten_crop=True).values()) < 0.05  # nothing left to compile
+    state, _, _ = other.train_interval(other.state(), 0)
+    other.evaluate(state)
+    for ten in (False, True):
+        other.predict(state, images[:7], ten)
+    assert engine_device._EXECUTABLES == compiled, [k[1] for k in set(engine_device._EXECUTABLES) - set(compiled)]
+
+
+def cross_entropy_is_a_product_without_scatter():
+    """The loss picks the label's log-probability with a one-hot product: the values and gradient
+    of take_along_axis's pick, and no scatter in the gradient (deterministic on GPU)."""
+    logits = jax.random.normal(jax.random.key(0), (8, 17)) * 5
+    labels = jnp.arange(8) % 17
+
+    def picked(z):
+        return -jnp.take_along_axis(jax.nn.log_softmax(z, axis=-1), labels[:, None], axis=-1)[:, 0]
+
+    np.testing.assert_array_equal(engine_device.cross_entropy(logits, labels), picked(logits))
+    grad = jax.grad(lambda z: engine_device.cross_entropy(z, labels).sum())
+    np.testing.assert_allclose(grad(logits), jax.grad(lambda z: picked(z).sum())(logits), rtol=1e-6, atol=1e-7)
+    assert "scatter" not in jax.jit(grad).lower(logits).as_text()
+    assert "scatter" in jax.jit(jax.grad(lambda z: picked(z).sum())).lower(logits).as_text()  # the control
+
+
+def refused_options_compile_without_them():
+    """A program XLA will not compile with the deterministic options (on GPU: a select-and-scatter)
+    is compiled without them, and the loop says which; here an option XLA does not know stands in."""
+    from alexnet_split import jax_setup
+
+    class Loop:
+        key = ("a structure",)
+        refused = engine_device.DeviceLoop.refused
+
+    engine_device._COMPILED[Loop.key] = (jax.jit(lambda x: x * 2),) * 3
+    jax_setup.compiler_options = lambda backend: {"xla_no_such_option": True}
+    exe, notes = engine_device.compile_program(Loop, "evaluate", (jnp.ones(3),))
+    np.testing.assert_array_equal(exe(jnp.ones(3)), [2, 2, 2])
+    assert notes == {"options": {}, "refused": {"xla_no_such_option": True}}, notes
+    assert Loop().refused() == ["evaluate"]
 
 
 def all_kernel_options_train_like_the_baseline():
@@ -166,7 +212,8 @@ def all_kernel_options_train_like_the_baseline():
 
 CHECKS = {f.__name__: f for f in (batches_equal_the_numpy_pipeline, interval_equals_stepwise_updates,
                                   validation_and_test_equal_predict, a_saturated_start_has_a_loss_and_a_gradient,
-                                  one_compile_per_structure, all_kernel_options_train_like_the_baseline)}
+                                  one_compile_per_structure, all_kernel_options_train_like_the_baseline,
+                                  cross_entropy_is_a_product_without_scatter, refused_options_compile_without_them)}
 
 if __name__ == "__main__":
     for name in sys.argv[1:]:
