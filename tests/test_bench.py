@@ -48,22 +48,6 @@ def test_bench_runs_and_writes_its_tables(tmp_path):
     assert next(tmp_path.glob("*-quick.csv")).read_text().startswith("variant,precision,batch,train_img_s")
 
 
-@pytest.mark.slow
-def test_bench_runner_row_under_jax_uses_the_device_loop(tmp_path):
-    import os
-
-    import pytest
-
-    pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-m", "alexnet_split.cli", "bench", "--quick", "--batches", "4",
-                           "--input-size", "67", "--variants", "towers_1dev", "--precisions", "float32", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    md = next(tmp_path.glob("*-quick.md")).read_text()
-    assert "engine `device (jitted JAX loop)`" in md and "`towers_1dev` model" in md
-
-
 # ---------------------------------------------------------------- the runner, side by side (issue 24)
 
 
