@@ -135,13 +135,12 @@ def pipeline_speed(batch, crop, size=256, pca=0.1, n_images=512) -> float:
     return throughput(TrainBatches(images, labels, batch, crop, NUM_CLASSES, seed=0, pca_sigma=pca))
 
 
-def _recipe(layout, precision, batch, kernels=""):
+def _recipe(precision, batch, kernels=""):
     """The paper recipe at `batch` and `precision`, with the kernel options `kernels` (comma list of
     :data:`alexnet_split.kernels.KERNELS`; "" the plain Keras layers)."""
     from . import config
 
-    return config.get_recipe("paper", batch_size=batch, precision=precision,
-                             **({"kernels": kernels} if kernels else {}))
+    return config.get_recipe("paper", batch_size=batch, precision=precision, kernels=kernels)
 
 
 def runner_speed(layout, precision, batch, devices, input_shape=None, interval_steps=4, intervals=2,
@@ -169,7 +168,7 @@ def runner_speed(layout, precision, batch, devices, input_shape=None, interval_s
         labels = rng.integers(0, NUM_CLASSES, n)
         val_x, val_y = images[:n_val, 14:14 + crop, 14:14 + crop], labels[:n_val]
         tf = is_tensorflow()
-        model = train.new_model(layout, mode, crop, devices if tf else None, _recipe(layout, precision, batch, kernels))
+        model = train.new_model(layout, mode, crop, devices if tf else None, _recipe(precision, batch, kernels))
         out = {"precision": precision, "batch": batch, "mode": mode, "kernels": kernels,
                "interval_steps": interval_steps, "intervals": intervals, "n_val": n_val}
         if tf:
@@ -509,12 +508,10 @@ RESULT_PREFIX = "BENCH_RESULT "  # how a child process (torch_ref, runner-row) p
 
 
 def kernel_options() -> tuple[str, ...]:
-    """The kernel options the models offer (:data:`alexnet_split.kernels.KERNELS`; none without it)."""
-    try:
-        from .kernels import KERNELS
-    except ImportError:
-        return ()
-    return tuple(KERNELS)
+    """The kernel options the models offer (:data:`alexnet_split.kernels.KERNELS`)."""
+    from .kernels import KERNELS
+
+    return KERNELS
 
 
 def kernel_variants(options) -> list[str]:

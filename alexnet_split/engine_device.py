@@ -85,7 +85,7 @@ class DeviceLoop:
         self.key = (_structure(model), crop, interval_steps, self.eval_batch, num_classes)
         if self.key not in _COMPILED:
             _COMPILED[self.key] = (jax.jit(self._train_interval), jax.jit(self._evaluate), jax.jit(self._predict))
-        self._train_fn, self._eval_fn, self._predict_fn = _COMPILED[self.key]
+        self._train_fn = _COMPILED[self.key][0]  # the jitted step, shared by the loops of one structure
 
     # ---------------------------------------------------------------- state <-> Keras objects
 
@@ -215,8 +215,7 @@ class DeviceLoop:
         """Test-time class probabilities of uint8 `images` on the device (float64 on the host)."""
         pad = -len(images) % self.eval_batch
         padded = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-        views = tuple(np.asarray(v) for v in zip(*pipeline.test_views(self.size, self.crop, ten), strict=True))
-        probs = self._call("predict", state[0], state[1], jnp.asarray(padded), views)
+        probs = self._call("predict", state[0], state[1], jnp.asarray(padded), self._views(ten))
         return np.asarray(probs, np.float64)[:len(images)]
 
     def train_interval(self, state, start: int):
@@ -228,11 +227,14 @@ class DeviceLoop:
         d = self.plan.interval(start, self.interval_steps)
         return state, (d.idx, d.ys, d.xs, d.flips, d.shifts), self.images, self.labels
 
+    def _views(self, ten):
+        """The test views as (rows, columns, flips) arrays, the form `_predict` scans over."""
+        return tuple(np.asarray(v) for v in zip(*pipeline.test_views(self.size, self.crop, ten), strict=True))
+
     def _predict_args(self, state, count, ten):
-        views = tuple(np.asarray(v) for v in zip(*pipeline.test_views(self.size, self.crop, ten), strict=True))
         padded = count + (-count % self.eval_batch)
         images = jax.ShapeDtypeStruct((padded,) + self.images.shape[1:], self.images.dtype)
-        return state[0], state[1], images, views
+        return state[0], state[1], images, self._views(ten)
 
     def evaluate(self, state) -> dict:
         sums = np.asarray(self._call("evaluate", state[0], state[1], self.val_images, self.val_labels)) / self.n_val
