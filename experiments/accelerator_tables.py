@@ -30,7 +30,7 @@ Jobs, in the order given, each skipped once the budget is spent:
 * ``seed``: the seed recipe as written (layout seed, float32), towers, merged, half.
 * ``init:paper``, ``init:caffe``, ``init:fan_in``: the paper recipe with that init, capped at
   ``--init-steps`` steps: enough for the step that leaves chance (issue 11).
-* ``paper20``: the paper table extended to seeds 0-19, i.e. 10-19 trained (if time remains).
+* ``paper20``: the paper recipe's seeds 10-19, into results/paper_logits_s10-19_<host> (if time remains).
 
 ``paper`` trains seeds 0-9 (10 paired seeds) into results/paper_logits_<host>, the others seeds
 0-4 (``--seeds`` overrides both). Every run uses ``--kernels`` (default first_max_pool: the GPU's
@@ -86,7 +86,8 @@ def jobs(kind, init_steps, kernels):
         **{f"init:{init}": (f"init_{init}_{kind}", "paper", "paper", {**base, "init": init, "steps": init_steps}, five)
            for init in ("paper", "caffe", "fan_in")},
         "seed": (f"seed_{kind}", "seed", "seed", {"kernels": kernels}, five),
-        "paper20": (f"paper_logits_{kind}", "paper", "paper", base, tuple(range(20))),
+        # seeds 10-19 in a folder of their own: a comparison folder declares its seeds once (compare.json)
+        "paper20": (f"paper_logits_s10-19_{kind}", "paper", "paper", base, tuple(range(10, 20))),
     }
 
 
