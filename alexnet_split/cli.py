@@ -278,6 +278,8 @@ def _add_train(sub):
     p.add_argument("--deterministic", action="store_true", help="TensorFlow deterministic ops")
     p.add_argument("--save-model", action="store_true",
                    help="also write OUT/model.keras: the trained network with its softmax output")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep every interval's checkpoint in OUT/ckpt (default: a finished run keeps none)")
     _run_args(p)
     _cluster_arg(p, "train with tower k on worker task k of this cluster (default: $TF_CONFIG if set)")
     p.set_defaults(func=cmd_train)
@@ -295,7 +297,8 @@ def cmd_train(args):
         return train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=args.data,
                            devices=placed or None, overrides=overrides, deterministic=args.deterministic,
                            splits_mat=args.splits, checkpoint_seconds=args.checkpoint_seconds, engine=args.engine,
-                           tensorboard=args.tensorboard, save_model=args.save_model)
+                           tensorboard=args.tensorboard, save_model=args.save_model,
+                           keep_checkpoints=args.keep_checkpoints)
 
     _find_data(args)
     n = 2 if args.mode == "towers" else 1

@@ -5,6 +5,7 @@ results/), so no figure in the documentation is typed by hand.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -19,13 +20,26 @@ def documents(root) -> list[Path]:
     return [p for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))] if p.is_file()]
 
 
-def body(source: Path) -> str:
+def body(source: Path, document: Path | None = None) -> str:
     """How PATH appears in a block: text files fenced, markdown with its titles one level down
-    (``# `` becomes ``### ``)."""
+    (``# `` becomes ``### ``) and its relative links and images pointed from `document`'s folder."""
     text = source.read_text()
     if source.suffix == ".txt":
         return f"```\n{text.strip()}\n```"
+    if document is not None:
+        text = _LINK.sub(lambda m: m[1] + _moved(m[2], source, document) + ")", text)
     return "### " + text.replace("\n# ", "\n### ").lstrip("# ").rstrip("\n")
+
+
+_LINK = re.compile(r"(\]\()([^)\s]+)\)")
+
+
+def _moved(target: str, source: Path, document: Path) -> str:
+    """A link `target` written in `source`, as `document` reaches the same file."""
+    if re.match(r"[a-z]+:|#|/", target):
+        return target
+    path = (source.parent / target).resolve()
+    return Path(os.path.relpath(path, document.resolve().parent)).as_posix()
 
 
 def block(document, key) -> str | None:
@@ -48,7 +62,7 @@ def sync_document(document, root) -> bool:
             continue
         head, rest = text.split(begin, 1)
         _, tail = rest.split(end, 1)
-        text = f"{head}{begin}\n{body(source)}\n{end}{tail}"
+        text = f"{head}{begin}\n{body(source, document)}\n{end}{tail}"
     if text != old:
         atomic_write(document, text)
     return text != old

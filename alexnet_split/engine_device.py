@@ -299,7 +299,8 @@ def run_loop(model, split, recipe, crop, seed, interval_steps) -> DeviceLoop:
 def run(model, run, split, recipe, crop, seed, verbose=1):
     """The device engine behind :func:`alexnet_split.train.train`: trains `run`'s remaining
     intervals, committing through `run`. Returns ((step, loss) if the loss became NaN, else
-    None; and `predict(images, ten)`, the test-time probabilities computed on the device)."""
+    None; and `predict(images, ten, weights=None)`, the test-time probabilities computed on the
+    device, of the model's trainable then non-trainable values `weights` when given)."""
     loop = run_loop(model, split, recipe, crop, seed, run.interval_steps)
     seconds = loop.compile(len(split.test_y), recipe.ten_crop)  # every program, before the first step
     if verbose:
@@ -321,6 +322,7 @@ def run(model, run, split, recipe, crop, seed, verbose=1):
         lr = loop.learning_rate(state)
         metrics = dict(zip(("loss", "accuracy", "top5"), np.asarray(means).tolist(), strict=True), **val)
         action = run.record(metrics, lr, seconds)
+        run.keep_if_best(lambda kept=state: [*kept[0], *kept[1]])  # JAX arrays are immutable: no copy needed
         if action == "drop":
             state = loop.scale_learning_rate(state, 0.1)  # Section 5: divide by 10 on a plateau
         if verbose:
@@ -333,7 +335,13 @@ def run(model, run, split, recipe, crop, seed, verbose=1):
             # of the paper net with its optimizer (~0.5 GB) would be written only to be deleted.
             run.commit(model, checkpoint=not run.done)
     loop.write_back(state)
-    return None, lambda images, ten: loop.predict(loop.state(), images, ten)
+    n_trainable = len(model.trainable_variables)
+
+    def predict(images, ten, weights=None):
+        values = loop.state() if weights is None else (weights[:n_trainable], weights[n_trainable:], None)
+        return loop.predict(values, images, ten)
+
+    return None, predict
 
 
 def images_per_second(loop: DeviceLoop, intervals: int = 3) -> float:

@@ -49,6 +49,7 @@ class _FitCallback(keras.callbacks.Callback):
             return
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         action = self.run.record(logs, lr, time.perf_counter() - self._t0)
+        self.run.keep_if_best(lambda: weight_values(self.model))
         if action == "drop":
             self.model.optimizer.learning_rate.assign(lr / 10.0)  # Section 5: divide by 10 on a plateau
         elif action == "stop":
@@ -60,8 +61,9 @@ class _FitCallback(keras.callbacks.Callback):
 def run(model, run, split, recipe, crop, seed, verbose):
     """The Keras-fit engine behind :func:`alexnet_split.train.train`: trains `run`'s remaining
     intervals (a ``train._Run``) on `split` (a ``train.Split``), committing through `run`.
-    Returns ((step, loss) if the loss became NaN, else None; and `predict(images, ten)`, the
-    test-time class probabilities)."""
+    Returns ((step, loss) if the loss became NaN, else None; and `predict(images, ten,
+    weights=None)`, the test-time class probabilities, of `weights` when given (which the model
+    then keeps: see :func:`weight_values`))."""
     batches = pipeline.TrainBatches(split.train_x, split.train_y, recipe.batch_size, crop, data.NUM_CLASSES, seed,
                                     augment=recipe.augment, pca_sigma=recipe.pca_lighting,
                                     interval_steps=run.interval_steps, interval=run.state["interval"])
@@ -71,7 +73,20 @@ def run(model, run, split, recipe, crop, seed, verbose):
         fit_intervals(model, batches, val, run.n_intervals, run.state["interval"], [callback], verbose,
                       max(recipe.batch_size, 64))
     probs = with_softmax(model)
-    return callback.diverged, lambda images, ten: pipeline.predict_crops(probs, images, crop, ten=ten)
+
+    def predict(images, ten, weights=None):
+        if weights is not None:
+            for v, value in zip(model.trainable_variables + model.non_trainable_variables, weights, strict=True):
+                v.assign(value)
+        return pipeline.predict_crops(probs, images, crop, ten=ten)
+
+    return callback.diverged, predict
+
+
+def weight_values(model) -> list[np.ndarray]:
+    """Copies of the model's trainable then non-trainable values (the device engine's state order)."""
+    return [np.array(keras.ops.convert_to_numpy(v), copy=True)
+            for v in model.trainable_variables + model.non_trainable_variables]
 
 
 def fit_intervals(model, batches, val, intervals, initial, callbacks=(), verbose=0, val_batch=64):

@@ -119,7 +119,8 @@ def pipeline_against_runs(speed: float, results_dir) -> list[str]:
 
 
 def sync_readme_for(written) -> Path | None:
-    """After writing `written` under a project's ``results/``: refresh ``results/headline.md`` and
+    """After writing `written` under a project's ``results/``: refresh ``results/headline.md``,
+    ``results/all_comparisons.md`` and
     the generated blocks of its README and docs/; returns the first document that changed."""
     root = docsync.project_root(written)
     if root is None:
@@ -129,18 +130,24 @@ def sync_readme_for(written) -> Path | None:
 
 
 def refresh_docs(root) -> list[Path]:
-    """``results/headline.md``, then every generated block of the project's README and docs/;
-    returns the documents that changed."""
-    write_headline(Path(root) / "results")
+    """``results/headline.md`` (the answer) and ``results/all_comparisons.md``, then every generated
+    block of the project's README and docs/; returns the documents that changed."""
+    from . import headline
+
+    headline.write_headline(Path(root) / "results")
+    write_all_comparisons(Path(root) / "results")
     return docsync.sync(root)
 
 
 # --------------------------------------------------------------------------- the report
 
 ACCURACIES = ("test_top1", "test_top5")
-CENTRE = ("test_top1_centre", "test_top5_centre")  # final.json of newer runs: the centre-crop test beside the recipe's
+# final.json of newer runs: the test figures of the best-validation weights, and of the centre crop
+BEST_VAL = ("test_top1_best_val", "test_top5_best_val")
+CENTRE = ("test_top1_centre", "test_top5_centre")
 LAST_VAL = {"test_top1": "val_accuracy", "test_top5": "val_top5", "test_top1_centre": "val_accuracy",
-            "test_top5_centre": "val_top5"}  # what an unfinished dead run counts at (validation is centre crop)
+            "test_top5_centre": "val_top5", "test_top1_best_val": "val_accuracy",
+            "test_top5_best_val": "val_top5"}  # what an unfinished dead run counts at (validation is centre crop)
 
 
 def report(results_dir) -> str:
@@ -159,6 +166,10 @@ def report(results_dir) -> str:
     md = _markdown(manifest, runs, rows, keys) + _regenerate(_rel(results_dir))
     atomic_write(results_dir / "table.md", md)
     write_figure(curves_figure(runs, manifest), results_dir / "curves.png", dpi=100)
+    if set(BEST_VAL) & set(keys):  # each seed's modes side by side: the headline's figure
+        from . import headline
+
+        headline.write_figure_for(results_dir)
     return md
 
 
@@ -243,10 +254,15 @@ def _order(runs) -> list[str]:
 
 
 def _accuracy_keys(runs) -> tuple[str, ...]:
-    """The test figures to show: the recipe's protocol, and the centre crop when any run recorded it
-    (then older runs show "-" there: a 10-crop figure never stands in a centre-crop column)."""
-    centre = any(k in (r["final"] or {}) for r in runs for k in CENTRE)
-    return ACCURACIES + (CENTRE if centre else ())
+    """The test figures to show: the recipe's protocol, of the last weights and (when any run
+    recorded it) of the best-validation weights, and, under a 10-crop protocol, the centre crop
+    when any run recorded it (then older runs show "-" there: a 10-crop figure never stands in a
+    centre-crop column)."""
+    def recorded(keys):
+        return any(k in (r["final"] or {}) for r in runs for k in keys)
+
+    centre = recorded(CENTRE) and _test_crops(runs) == 10  # a centre-crop protocol: the same figures twice
+    return ACCURACIES + (BEST_VAL if recorded(BEST_VAL) else ()) + (CENTRE if centre else ())
 
 
 def _stats(values):
@@ -291,8 +307,8 @@ def _row(name, group, keys) -> dict:
         row[key + "_all"] = _all_seeds(group, key)
         row[key + "_alive"] = _stats([r["final"][key] for r in alive if key in r["final"]])
     row["best_val_accuracy_alive"] = _stats([r["final"]["best_val_accuracy"] for r in alive])
-    row["per_seed_test_top1"] = {r["seed"]: r["final"]["test_top1"] for r in finished}
-    row["per_seed_test_top5"] = {r["seed"]: r["final"]["test_top5"] for r in finished}
+    for key in keys:
+        row["per_seed_" + key] = {r["seed"]: r["final"][key] for r in finished if r["final"].get(key) is not None}
     row.update(_means(finished))
     return row
 
@@ -380,7 +396,8 @@ def _all_cell(a) -> str:
 
 
 def _label(key) -> str:
-    return ("centre " if key.endswith("_centre") else "test ") + ("top-1" if "top1" in key else "top-5")
+    text = ("centre " if key.endswith("_centre") else "test ") + ("top-1" if "top1" in key else "top-5")
+    return text + (" at best val" if key.endswith("_best_val") else "")
 
 
 def _by_steps(runs) -> bool:
@@ -443,7 +460,10 @@ def _test_crops(runs) -> int:
 def _protocol(cfg, runs, keys) -> str:
     recipe, split = cfg["recipe"], cfg["split_sizes"]
     crop = "10-crop" if _test_crops(runs) == 10 else "centre crop"
-    test = f"test top-1/top-5: {crop}" + ("; centre top-1/top-5: centre crop" if keys[2:] else
+    if any(k in BEST_VAL for k in keys):
+        crop += (", of the last weights and (at best val) of the weights of the best validation top-1, chosen on "
+                 "the validation split only")
+    test = f"test top-1/top-5: {crop}" + ("; centre top-1/top-5: centre crop" if set(CENTRE) & set(keys) else
                                           "; no centre-crop test figure recorded" if crop == "10-crop" else "")
     return (f"Protocol: {_length(recipe)}, {recipe['optimizer']} lr {recipe['learning_rate']}, batch "
             f"{recipe['batch_size']}, {recipe['precision']}{_kernels(recipe)}, {cfg['input_size']}x{cfg['input_size']} "
@@ -566,21 +586,32 @@ def _num(x) -> str:
     return "-" if x is None else f"{x:,.0f}"
 
 
-def _paired_table(rows) -> list[str]:
-    """towers - each other mode of the same comparison, over the seeds where both runs finished."""
+def paired_differences(rows, top1="test_top1", top5="test_top5") -> list[tuple[str, dict, dict]]:
+    """(name, top-1 difference, top-5 difference) of towers - each other mode of one comparison
+    (:func:`alexnet_split.stats.paired` over the seeds where both runs have the figure)."""
     by_mode = {r["mode"]: r for r in rows}
-    if "towers" not in by_mode:
+    if "towers" not in by_mode or "per_seed_" + top1 not in by_mode["towers"]:
         return []
-    diffs = [(m, stats.paired(by_mode["towers"]["per_seed_test_top1"], by_mode[m]["per_seed_test_top1"]),
-              stats.paired(by_mode["towers"]["per_seed_test_top5"], by_mode[m]["per_seed_test_top5"]))
+    diffs = [(f"towers - {m}", *(stats.paired(by_mode["towers"]["per_seed_" + k], by_mode[m]["per_seed_" + k])
+                                 for k in (top1, top5)))
              for m in by_mode if m != "towers"]
-    diffs = [(m, d1, d5) for m, d1, d5 in diffs if d1["n"]]
+    return [(m, d1, d5) for m, d1, d5 in diffs if d1["n"]]
+
+
+def _paired_table(rows) -> list[str]:
+    """towers - each other mode of the same comparison, over the seeds where both runs finished: of
+    the last weights, and of the best-validation weights when the runs recorded them."""
+    diffs = paired_differences(rows)
+    best = paired_differences(rows, *BEST_VAL)
     if not diffs:
         return []
     lines = ["", "Paired differences, towers - another mode, over the seeds where both runs finished (runs that never "
              "left chance included); within this comparison the same seed means the same split and the same "
              "batches. Rank test: Wilcoxon signed-rank, exact (n/a under 2 pairs; it cannot go below 2/2^n).", ""]
-    return lines + _diff_table([(f"towers - {m}", d1, d5) for m, d1, d5 in diffs])
+    if best:
+        diffs = [(f"{name}, last weights", d1, d5) for name, d1, d5 in diffs]
+        diffs += [(f"{name}, best-val weights", d1, d5) for name, d1, d5 in best]
+    return lines + _diff_table(diffs)
 
 
 def _diff_table(diffs) -> list[str]:
@@ -728,11 +759,11 @@ def curves_figure(runs, manifest):
 # --------------------------------------------------------------------------- the headline table
 
 
-def write_headline(results_root) -> str:
-    """``results/headline.md``: every comparison's mode rows in one table (alive k/n, test top-1
-    over all seeds and over the runs that left chance), each linking to its own table."""
+def write_all_comparisons(results_root) -> str:
+    """``results/all_comparisons.md``: every comparison's mode rows in one table (alive k/n, test
+    top-1 over all seeds and over the runs that left chance), each linking to its own table."""
     results_root = Path(results_root)
-    lines = ["# Headline results", "",
+    lines = ["# Every comparison", "",
              "Test top-1 in %, mean over seeds, from each comparison's `table.csv` (its protocol, "
              "hardware and spread are in the linked table). alive: runs that left chance (k/n declared "
              "seeds); all seeds: every run that has a figure, dead ones included († an unfinished run "
@@ -756,7 +787,7 @@ def write_headline(results_root) -> str:
                           _headline_pct(r.get("test_top1_alive_mean")), r["loss"] or "-", backend,
                           f"[table]({name}/table.md)"])
     text = "\n".join(lines + markdown_table(header, cells, "lllrrrlll")) + "\n"
-    atomic_write(results_root / "headline.md", text)
+    atomic_write(results_root / "all_comparisons.md", text)
     return text
 
 

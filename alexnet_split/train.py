@@ -7,7 +7,12 @@ run twice writes the same bytes), ``timing.csv`` (each interval's wall-clock sec
 commit point: last complete interval, its checkpoint, the learning-rate schedule) and
 ``final.json`` (test top-1/top-5 of the recipe's crops and of the centre crop, steps run, the step
 validation left chance, the lr-drop steps, why it stopped, best validation accuracy and its step,
-wall time, images/s). Checkpoints live in ``ckpt/`` and are never committed.
+the test top-1/top-5 of that step's weights, wall time, images/s). Checkpoints live in ``ckpt/``,
+are never committed, and go when the run finishes.
+
+Two test figures: of the last weights, and of the weights of the best validation accuracy
+(``test_top1_best_val``), which the run keeps in memory as it trains. Model selection reads the
+validation split only; the test split is read once per figure, at the end.
 
 Both engines train fc8's logits with the cross-entropy from a stable log-softmax, on the batches
 of :class:`alexnet_split.pipeline.BatchPlan`: the same seed is the same experiment on either.
@@ -94,6 +99,14 @@ class _Run:
         self.schedule = Plateau.from_dict(state["schedule"])
         self._last_commit = time.monotonic()
         self.tensorboard = None  # a _TensorBoard, set by train()
+        self.keep_checkpoints = False  # set by train(): keep every checkpoint after the run ends
+        # The best-validation weights (trainable then non-trainable values), held in memory; they
+        # reach the disk only inside a resumable checkpoint (ckpt/, deleted when the run ends).
+        self.best_weights, self.best_weights_step = None, None
+        if state.get("best_weights"):
+            with np.load(out / state["best_weights"]) as z:
+                self.best_weights = [z[f"arr_{i}"] for i in range(len(z.files))]
+            self.best_weights_step = state["best_weights_step"]
 
     @property
     def done(self) -> bool:
@@ -118,6 +131,14 @@ class _Run:
         s["schedule"] = self.schedule.to_dict()
         return action
 
+    def keep_if_best(self, weights):
+        """Call after :meth:`record`: when the interval just recorded has the best validation
+        accuracy so far (the schedule's rule: strictly better, validation split only), keep
+        ``weights()`` (the model's trainable then non-trainable values, arrays that later training
+        does not change) as the run's best-validation weights."""
+        if self.schedule.best_step == self.state["step"]:
+            self.best_weights, self.best_weights_step = list(weights()), self.state["step"]
+
     def commit_due(self) -> bool:
         # On an accelerator an interval is a fraction of a second and saving the model takes
         # longer: commit at most every checkpoint_seconds (and after the last interval). A kill
@@ -131,22 +152,38 @@ class _Run:
         checkpoint to resume from, restarts the run if final.json never came."""
         self._last_commit = time.monotonic()
         s = self.state
-        previous = s.get("checkpoint")
+        previous = [s.get("checkpoint"), s.get("best_weights")]
+        ckpt_dir = self.out / "ckpt"
         if checkpoint:
-            ckpt_dir = self.out / "ckpt"
-            ckpt_dir.mkdir(exist_ok=True)
             name = f"step_{s['step']:06d}.keras"
             with replacing(ckpt_dir / name) as tmp:
                 model.save(tmp)
             s["checkpoint"], s["seed_states"] = f"ckpt/{name}", seed_states(model)
+            s["best_weights"], s["best_weights_step"] = self._save_best_weights(ckpt_dir, s.get("best_weights"))
         else:
-            s["checkpoint"], s["seed_states"] = None, []
+            s["checkpoint"], s["seed_states"], s["best_weights"] = None, [], None
         write_json(self.out / "state.json", s)  # the commit point
         atomic_write(self.out / "history.csv", history_csv(s["history"]))
         atomic_write(self.out / "timing.csv", timing_csv(s["history"]))
-        if previous and previous != s["checkpoint"]:
-            with contextlib.suppress(FileNotFoundError):
-                (self.out / previous).unlink()
+        if not self.keep_checkpoints:
+            for old in previous:
+                if old and old not in (s["checkpoint"], s["best_weights"]):
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.out / old).unlink()
+            if not checkpoint:  # the run is over: its checkpoints have gone, so has their folder
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    ckpt_dir.rmdir()
+
+    def _save_best_weights(self, ckpt_dir: Path, saved: str | None):
+        """(file, step) of the best-validation weights beside a checkpoint, written only when
+        they changed since the last checkpoint, so that a resumed run tests the same weights."""
+        if self.best_weights is None:
+            return None, None
+        name = f"ckpt/best_step_{self.best_weights_step:06d}.npz"
+        if saved != name:
+            with replacing(self.out / name) as tmp, open(tmp, "wb") as f:
+                np.savez(f, *[np.asarray(w) for w in self.best_weights])
+        return name, self.best_weights_step
 
 
 class _TensorBoard(keras.callbacks.TensorBoard):
@@ -191,15 +228,16 @@ def resolve_engine(engine: str) -> str:
 
 def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=None, devices=None,
           overrides=None, deterministic=False, splits_mat=None, verbose=None, checkpoint_seconds=0.0,
-          engine="auto", tensorboard=None, save_model=False) -> dict:
+          engine="auto", tensorboard=None, save_model=False, keep_checkpoints=False) -> dict:
     """Run (or resume, or return the result of) one training run in folder `out`.
 
     The run commits (checkpoint + state.json) after a validation interval once
     `checkpoint_seconds` have passed since its last commit; the last interval commits the logs
     only. `engine`: see :func:`resolve_engine`. `tensorboard`: a folder for TensorBoard's
     training and validation curves of this run. `save_model`: also write ``model.keras``, the
-    trained network with its softmax output. Ctrl-C raises :class:`Interrupted`; nothing is
-    written before the recipe, the data and the model have been checked.
+    trained network with its softmax output. `keep_checkpoints`: keep every interval's checkpoint
+    in ``ckpt/`` (by default a finished run keeps none). Ctrl-C raises :class:`Interrupted`;
+    nothing is written before the recipe, the data and the model have been checked.
     """
     out = Path(out)
     recipe = config.get_recipe(recipe, **(overrides or {})) if isinstance(recipe, str) else recipe
@@ -225,6 +263,7 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
         model = _resume_model(out, state, n_intervals)
     run = _Run(out, state, n_intervals, recipe.eval_every or steps_per_epoch, steps_per_epoch, checkpoint_seconds)
     run.tensorboard = _tensorboard(tensorboard, model)
+    run.keep_checkpoints = keep_checkpoints
     if verbose is None:  # a live bar on a terminal, one line per interval in a log file
         verbose = 1 if sys.stdout.isatty() else 2
     try:
@@ -248,7 +287,8 @@ def _finish(run: _Run, model, engine, split, recipe, crop, seed, verbose, save_m
     if save_model:
         with replacing(run.out / "model.keras") as tmp:
             with_softmax(model).save(tmp)
-    final = {**_test(predict, split, recipe.ten_crop), **_summary(run, recipe, split, run.steps_per_epoch)}
+    final = {**_test(predict, split, recipe.ten_crop), **_summary(run, recipe, split, run.steps_per_epoch),
+             **_test_best_val(predict, split, recipe.ten_crop, run)}  # last: it loads the best weights
     write_json(run.out / "final.json", final)
     return final
 
@@ -415,6 +455,17 @@ def _test(predict, split: Split, ten_crop: bool) -> dict:
             "test_top5_centre": pipeline.topk_accuracy(centre, split.test_y, 5)}
 
 
+def _test_best_val(predict, split: Split, ten_crop: bool, run: _Run) -> dict:
+    """Test top-1/top-5 (the recipe's crops) of the weights of the best validation accuracy, and
+    their step: model selection on the validation split, the test split read once."""
+    if run.best_weights is None:  # a run resumed from a state.json written before they were kept
+        return {"test_top1_best_val": None, "test_top5_best_val": None, "best_val_step": None}
+    probs = predict(split.test_x, ten_crop, run.best_weights)
+    return {"test_top1_best_val": pipeline.topk_accuracy(probs, split.test_y, 1),
+            "test_top5_best_val": pipeline.topk_accuracy(probs, split.test_y, 5),
+            "best_val_step": run.best_weights_step}
+
+
 def _summary(run, recipe, split: Split, steps_per_epoch) -> dict:
     schedule, state = run.schedule, run.state
     return {
@@ -430,7 +481,9 @@ def _summary(run, recipe, split: Split, steps_per_epoch) -> dict:
 
 def format_final(out, final: dict) -> str:
     """One line from a run's final.json, as `alexnet-split train` prints it."""
-    return (f"{out}: test top-1 {final['test_top1']:.4f}, top-5 {final['test_top5']:.4f}, best val "
+    best = final.get("test_top1_best_val")
+    at_best = f" (best-val weights: {best:.4f})" if best is not None else ""
+    return (f"{out}: test top-1 {final['test_top1']:.4f}{at_best}, top-5 {final['test_top5']:.4f}, best val "
             f"{final['best_val_accuracy']:.4f} at step {final['best_step']} of {final['steps']}, "
             f"{final['train_images_per_second']:.1f} train images/s")
 

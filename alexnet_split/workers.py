@@ -16,6 +16,11 @@ dead worker is replaced).
 
 CUDA MPS (:func:`mps_daemon`) lets the workers' kernels share the card; it is started only as an
 ordinary process of this user, and never changes the card's settings.
+
+On a CPU machine the same pool runs TensorFlow workers (``backend="tensorflow"``): each trains
+with the Keras-fit engine on two logical CPU devices (the towers placed as in any run), and with
+``pin=True`` worker k is bound to core k, so N single-core runs side by side share the machine
+without their thread pools competing (results/bench/cpu-2core-sweep.md measures which is faster).
 """
 
 from __future__ import annotations
@@ -71,27 +76,32 @@ def utc() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def worker_env(workers: int, platform: str, extra: dict | None = None) -> dict:
-    """The variables a worker starts with: the JAX backend, and on GPU its share of the memory
+def worker_env(workers: int, platform: str, extra: dict | None = None, backend: str = "jax") -> dict:
+    """The variables a worker starts with: the Keras backend, and on GPU its share of the memory
     (JAX takes 75% by default, which leaves no room for a second process)."""
-    env = {"KERAS_BACKEND": "jax", **(extra or {})}
+    env = {"KERAS_BACKEND": backend, **(extra or {})}
     if platform == "gpu":
         # take memory as needed, up to a share (the parent, which runs the benchmark, holds some too)
         env.update(XLA_PYTHON_CLIENT_PREALLOCATE="false", XLA_PYTHON_CLIENT_MEM_FRACTION=f"{0.85 / workers:.3f}")
     return env
 
 
-def train_spec(spec: RunSpec) -> dict:
-    """Train `spec` in this process (the device engine) and return its final.json."""
+def train_spec(spec: RunSpec, devices=()) -> dict:
+    """Train `spec` in this process and return its final.json: the device engine under JAX; under
+    TensorFlow the fit engine, towers on `devices` (the other modes on the first), checkpointing
+    at most every two minutes (a kill loses at most that much)."""
     import keras
 
     from . import train
 
     keras.backend.clear_session()
     spec.out.mkdir(parents=True, exist_ok=True)
+    jax = keras.backend.backend() == "jax"
+    placed = list(devices) if spec.mode == "towers" else list(devices[:1])
     with open(spec.out / "train.log", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         return train.train(spec.out, spec.layout, spec.mode, spec.recipe, seed=spec.seed, data_root=spec.data,
-                           overrides=spec.overrides, checkpoint_seconds=1e9, verbose=2, engine="device")
+                           overrides=spec.overrides, checkpoint_seconds=1e9 if jax else 120.0, verbose=2,
+                           engine="device" if jax else "fit", devices=placed or None)
 
 
 def compile_line(out) -> str:
@@ -101,7 +111,7 @@ def compile_line(out) -> str:
     return next((line for line in reversed(lines) if line.startswith("compiled ")), "")
 
 
-def _execute(spec: RunSpec) -> dict:
+def _execute(spec: RunSpec, devices=()) -> dict:
     if spec.kind == "compile":
         import keras
 
@@ -110,33 +120,44 @@ def _execute(spec: RunSpec) -> dict:
         keras.backend.clear_session()
         return {"status": "compiled", "compile": train.compile_programs(
             spec.layout, spec.mode, spec.recipe, spec.seed, spec.data, spec.overrides)}
-    return {"status": "done", "final": train_spec(spec), "compile": compile_line(spec.out)}
+    return {"status": "done", "final": train_spec(spec, devices), "compile": compile_line(spec.out),
+            "cores": sorted(os.sched_getaffinity(0))}
 
 
 def _worker(conn, cache_dir, deterministic):
-    """A worker's life: set up JAX, then train the runs the parent sends until it sends None."""
-    from . import jax_setup
+    """A worker's life: set up JAX (or TensorFlow's two logical CPU devices), then train the runs
+    the parent sends until it sends None."""
+    devices = ()
+    if os.environ["KERAS_BACKEND"] == "tensorflow":
+        from .devices import configure_devices
 
-    jax_setup.configure(cache_dir, deterministic=deterministic)
+        devices = tuple(configure_devices(2, prefer="cpu"))
+    else:
+        from . import jax_setup
+
+        jax_setup.configure(cache_dir, deterministic=deterministic)
     while (spec := conn.recv()) is not None:
         try:
-            conn.send(_execute(RunSpec(**spec)))
+            conn.send(_execute(RunSpec(**spec), devices))
         except Exception as e:  # noqa: BLE001 (one run's failure is reported, the worker goes on)
             conn.send({"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
 
 
 class _Worker:
-    def __init__(self, index, ctx, env, cache_dir, deterministic):
+    def __init__(self, index, ctx, env, cache_dir, deterministic, cores=None):
         self.index, self.spec, self.started = index, None, 0.0
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker, args=(child, cache_dir, deterministic), daemon=True)
-        saved = dict(os.environ)
+        saved, affinity = dict(os.environ), os.sched_getaffinity(0)
         os.environ.update(env)  # a spawned child reads the environment at its start, before any import
         try:
+            if cores:  # inherited at the fork: TensorFlow sizes its thread pools from it
+                os.sched_setaffinity(0, cores)
             self.process.start()
         finally:
             os.environ.clear()
             os.environ.update(saved)
+            os.sched_setaffinity(0, affinity)
         child.close()
 
     def send(self, spec: RunSpec):
@@ -159,12 +180,19 @@ class Pool:
     is called in this process after each run (the tables script packs the logs there)."""
 
     def __init__(self, workers=1, cache_dir=None, deterministic=True, deadline=None, env=None, log=None,
-                 platform="cpu", on_result=None):
+                 platform="cpu", on_result=None, backend="jax", pin=False):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
+        if backend not in ("jax", "tensorflow"):
+            raise ValueError(f"backend must be 'jax' or 'tensorflow', got {backend!r}")
+        cores = sorted(os.sched_getaffinity(0))
+        if pin and workers > len(cores):
+            raise ValueError(f"pin=True binds worker k to core k: {workers} workers, but this process may use "
+                             f"{len(cores)} cores {cores}")
+        self.cores = [{c} for c in cores[:workers]] if pin else None
         self.workers, self.cache_dir, self.deterministic = workers, cache_dir, deterministic
         self.deadline = deadline  # time.monotonic() after which a run starts only if its estimate fits
-        self.env = worker_env(workers, platform, env)
+        self.env = worker_env(workers, platform, env, backend)
         self.log = log or (lambda line: print(line, flush=True))
         self.on_result = on_result
         self.ctx = multiprocessing.get_context("spawn")
@@ -185,7 +213,8 @@ class Pool:
         return self.deadline is None or time.monotonic() + spec.estimate <= self.deadline
 
     def _spawn(self, index) -> _Worker:
-        return _Worker(index, self.ctx, self.env, str(self.cache_dir) if self.cache_dir else None, self.deterministic)
+        return _Worker(index, self.ctx, self.env, str(self.cache_dir) if self.cache_dir else None, self.deterministic,
+                       self.cores[index] if self.cores else None)
 
     def run(self, specs) -> list[dict]:
         """Run `specs` in queue order; one result per spec: name, status (done, compiled, failed,

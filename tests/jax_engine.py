@@ -210,7 +210,45 @@ def all_kernel_options_train_like_the_baseline():
         assert moved > 1e-3 and apart < apart_rtol * moved, (precision, moved, apart)
 
 
-CHECKS = {f.__name__: f for f in (batches_equal_the_numpy_pipeline, interval_equals_stepwise_updates,
+def the_best_validation_weights_are_tested_not_the_last():
+    """The device engine keeps the state of the interval with the best validation accuracy (the
+    second of three, by forcing the recorded accuracies), and its predict tests exactly those."""
+    import tempfile
+    from pathlib import Path
+
+    images, labels = _images()
+    recipe = config.get_recipe("quick", batch_size=4, init="fan_in", learning_rate=1e-3)
+    model = _model(init="fan_in", learning_rate=1e-3, batch_size=4)
+    split = train.Split(images, labels, images[:, 2:2 + C, 2:2 + C], labels, images, labels, "", "", {})
+    run = train._Run(Path(tempfile.mkdtemp()), train._new_state(recipe), 3, 2, 6)
+    forced, seen, record = iter([0.5, 0.9, 0.3]), [], run.record
+
+    def record_forcing_val(metrics, lr, seconds):
+        return record({**metrics, "val_accuracy": next(forced)}, lr, seconds)
+
+    run.record = record_forcing_val
+    real_keep = run.keep_if_best
+
+    def keep_and_see(weights):
+        seen.append([np.asarray(w).copy() for w in weights()])  # the state this interval validated
+        return real_keep(weights)
+
+    run.keep_if_best = keep_and_see
+    _, predict = engine_device.run(model, run, split, recipe, C, 0, verbose=0)
+    assert run.best_weights_step == run.schedule.best_step == 4, run.best_weights_step
+    for kept, at_best in zip(run.best_weights, seen[1], strict=True):
+        np.testing.assert_array_equal(np.asarray(kept), at_best)
+    last, best = predict(images, False), predict(images, False, run.best_weights)
+    assert not np.allclose(last, best, atol=1e-4)
+    n = len(model.trainable_variables)
+    logits, _ = model.stateless_call(seen[1][:n], seen[1][n:], split.val_x.astype(np.float32), training=False)
+    np.testing.assert_allclose(best, np.asarray(jax.nn.softmax(logits.astype(jnp.float32))), atol=1e-5)
+    final = train._test_best_val(predict, split, False, run)
+    assert final["best_val_step"] == 4 and final["test_top1_best_val"] == pipeline.topk_accuracy(best, labels, 1)
+
+
+CHECKS = {f.__name__: f for f in (batches_equal_the_numpy_pipeline,
+                                  the_best_validation_weights_are_tested_not_the_last, interval_equals_stepwise_updates,
                                   validation_and_test_equal_predict, a_saturated_start_has_a_loss_and_a_gradient,
                                   one_compile_per_structure, all_kernel_options_train_like_the_baseline,
                                   cross_entropy_is_a_product_without_scatter, refused_options_compile_without_them)}

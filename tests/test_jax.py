@@ -55,5 +55,6 @@ def test_both_engines_compute_the_same_run(tmp_path, data_root):
         for key in ("loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5", "lr"):
             assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-6), key
     assert float(fit_rows[-1]["loss"]) < float(fit_rows[0]["loss"])  # it trained
-    for key in ("test_top1", "test_top5", "test_top1_centre", "test_top5_centre", "best_val_accuracy", "steps"):
+    for key in ("test_top1", "test_top5", "test_top1_centre", "test_top5_centre", "best_val_accuracy", "steps",
+                "test_top1_best_val", "test_top5_best_val", "best_val_step"):
         assert fit_final[key] == pytest.approx(dev_final[key], abs=1e-9), key

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -140,29 +141,30 @@ def test_committed_tables_regenerate_bit_for_bit(committed, tmp_path):
         assert names <= {"config.json", "history.csv", "state.json", "final.json", "conv1.npz"}, run
 
 
-def shown_block(key) -> str | None:
-    """The generated block for `key` in the README or docs/ (None if no document shows it)."""
-
-    return next((b for d in docsync.documents(RESULTS.parent) if (b := docsync.block(d, key)) is not None), None)
+def shown_block(key) -> tuple[str | None, Path | None]:
+    """The generated block for `key` in the README or docs/, and that document ((None, None) if no
+    document shows it)."""
+    return next(((b, d) for d in docsync.documents(RESULTS.parent) if (b := docsync.block(d, key)) is not None),
+                (None, None))
 
 
 def test_the_docs_show_the_committed_tables():
     for committed in COMMITTED:
         key = f"results/{committed.relative_to(RESULTS).as_posix()}/table.md"
-        block = shown_block(key)
+        block, document = shown_block(key)
         # Every comparison is shown, except one whose rows another shows as its reference rows.
         shown_elsewhere = any(ref["results"] == f"../{committed.name}" for other in COMMITTED if other != committed
                               for ref in json.loads((other / report.MANIFEST).read_text())["references"]
                               if other.parent == committed.parent)
         assert block is not None or shown_elsewhere, f"neither README nor docs/ has a block for {key}"
         if block is not None:
-            assert block == "\n" + docsync.body(committed / "table.md") + "\n"
+            assert block == "\n" + docsync.body(committed / "table.md", document) + "\n"
     for bench in sorted((RESULTS / "bench").glob("*.md")):
-        block = shown_block(f"results/bench/{bench.name}")
+        block, document = shown_block(f"results/bench/{bench.name}")
         if block is not None:
-            assert block == "\n" + docsync.body(bench) + "\n"
+            assert block == "\n" + docsync.body(bench, document) + "\n"
     for proof in sorted((RESULTS / "placement").glob("*.txt")):
-        block = shown_block(f"results/placement/{proof.name}")
+        block, _ = shown_block(f"results/placement/{proof.name}")
         if block is not None:
             assert block == f"\n```\n{proof.read_text().strip()}\n```\n"
 
@@ -406,14 +408,21 @@ def test_the_readme_is_a_front_page_with_the_headline_table(tmp_path):
     lines = (RESULTS.parent / "README.md").read_text().splitlines()
     assert len(lines) <= 250
     assert {"bash scripts/run.sh", "bash scripts/test.sh"} <= {line.split("  ")[0].strip() for line in lines[:40]}
+    from alexnet_split import headline
+
     committed = (RESULTS / "headline.md").read_text()
+    every = (RESULTS / "all_comparisons.md").read_text()
     copy = tmp_path / "results"
     shutil.copytree(RESULTS, copy, ignore=shutil.ignore_patterns("*.png", "*.npz", "*.svg", "ckpt"))
-    assert report.write_headline(copy) == committed
-    assert docsync.block(RESULTS.parent / "README.md", "results/headline.md") == "\n" + docsync.body(
-        RESULTS / "headline.md") + "\n"
+    assert headline.write_headline(copy) == committed
+    assert report.write_all_comparisons(copy) == every
+    readme = RESULTS.parent / "README.md"
+    assert docsync.block(readme, "results/headline.md") == "\n" + docsync.body(RESULTS / "headline.md", readme) + "\n"
     for comparison in COMMITTED:
-        assert f"[table]({comparison.relative_to(RESULTS).as_posix()}/table.md)" in committed
+        assert f"[table]({comparison.relative_to(RESULTS).as_posix()}/table.md)" in every
+    # the headline's links and figures, as the README shows them, reach files of the repository
+    for target in re.findall(r"\]\(([^)]+)\)", docsync.block(readme, "results/headline.md")):
+        assert (readme.parent / target).is_file(), target
 
 
 def test_report_on_a_train_run_folder_summarises_it_and_writes_nothing(tmp_path, capsys):

@@ -52,6 +52,8 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path, data_root):
     done = json.loads(state.read_text())
     assert 2 <= done["interval"] < 4 and not (killed / "final.json").exists()
     assert len(history(killed)) == done["interval"]
+    # the best-validation weights so far lie beside the checkpoint, for the resumed run to test
+    assert done["best_weights_step"] <= done["step"] and (killed / done["best_weights"]).is_file()
 
     proc = subprocess.run(train_cmd(data_root, killed), capture_output=True, text=True, env=env(), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -61,12 +63,15 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path, data_root):
     assert [int(r["step"]) for r in history(killed)] == [21, 42, 63, 84]  # 680 // 32 full batches per epoch
     assert without_timing(history(killed)) == without_timing(history(straight))
     a, b = (json.loads((r / "final.json").read_text()) for r in (straight, killed))
-    for key in ("test_top1", "test_top5", "best_val_accuracy", "best_step", "steps", "lr_drop_steps"):
+    # the best-validation weights were kept across the kill (beside the checkpoint) and tested the same
+    for key in ("test_top1", "test_top5", "best_val_accuracy", "best_step", "steps", "lr_drop_steps",
+                "test_top1_best_val", "test_top5_best_val", "best_val_step"):
         assert a[key] == b[key], key
     assert a["test_top1"] > 0.3  # the colours are learnable: the run really trained
-    # the last commit writes logs only (final.json follows at once): no checkpoint is left behind
+    assert b["best_val_step"] == b["best_step"]
+    # the last commit writes logs only (final.json follows at once): no checkpoint, nor its folder, is left
     assert json.loads((killed / "state.json").read_text())["checkpoint"] is None
-    assert not list((killed / "ckpt").glob("*.keras"))
+    assert not (killed / "ckpt").exists() and not (straight / "ckpt").exists()
 
 
 def tensorboard_scalars(log_dir) -> dict:
@@ -232,6 +237,78 @@ def test_the_fit_engines_test_prediction_averages_the_ten_crops(tmp_path):
     np.testing.assert_allclose(predict(images, True), by_hand, atol=1e-5)
     np.testing.assert_allclose(predict(images, False), probs.predict(views[0].astype(np.float32), verbose=0),
                                atol=1e-5)
+
+
+def test_the_best_validation_weights_are_tested_not_the_last(tmp_path, monkeypatch):
+    """The fit engine keeps the weights of the interval with the best validation accuracy (here the
+    second of three, by forcing the recorded accuracies), and its predict tests exactly those."""
+    from alexnet_split import config, engine_fit, train
+
+    recipe = config.get_recipe("quick", batch_size=4, init="fan_in", learning_rate=1e-3)
+    model = train.new_model("paper", "towers", 67, None, recipe)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, 76, 76, 3), dtype=np.uint8)
+    labels = np.arange(24) % 17
+    split = train.Split(images, labels, images[:, 4:71, 4:71], labels, images, labels, "", "", {})
+    run = train._Run(tmp_path, train._new_state(recipe), 3, 2, 6)
+    forced, seen = iter([0.5, 0.9, 0.3]), []
+    record = run.record
+
+    def record_forcing_val(metrics, lr, seconds):
+        seen.append(engine_fit.weight_values(model))  # the weights this interval validated
+        return record({**metrics, "val_accuracy": next(forced)}, lr, seconds)
+
+    monkeypatch.setattr(run, "record", record_forcing_val)
+    _, predict = engine_fit.run(model, run, split, recipe, 67, 0, 0)
+    assert run.best_weights_step == run.schedule.best_step == 4  # interval 2 of 2 steps each
+    for kept, at_best in zip(run.best_weights, seen[1], strict=True):
+        np.testing.assert_array_equal(kept, at_best)
+    last = predict(images, False)
+    best = predict(images, False, run.best_weights)
+    assert not np.allclose(last, best, atol=1e-4)  # the two sets of weights predict differently
+    for v, value in zip(model.trainable_variables + model.non_trainable_variables, seen[1], strict=True):
+        v.assign(value)
+    by_hand = keras.Model(model.input, keras.layers.Softmax()(model.output))
+    np.testing.assert_allclose(best, by_hand.predict(images[:, 4:71, 4:71].astype(np.float32), verbose=0),
+                               atol=1e-5)
+    final = train._test_best_val(predict, split, False, run)
+    assert final["best_val_step"] == 4
+    assert final["test_top1_best_val"] == data_top1(best, labels)
+
+
+def test_the_best_weights_are_saved_beside_a_checkpoint_and_read_back_on_resume(tmp_path):
+    """A commit writes the kept weights once (ckpt/best_step_N.npz) and state.json names them; a
+    run resumed from that state.json holds the same arrays; the last commit removes them and ckpt/."""
+    from alexnet_split import config, train
+
+    recipe = config.get_recipe("quick")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    run = train._Run(tmp_path, train._new_state(recipe), 3, 5, 5)
+    metrics = {"loss": 1.0, "accuracy": 0.5, "top5": 0.9, "val_loss": 1.0, "val_top5": 0.9}
+    weights = [np.full((2, 3), 7.0, np.float32), np.arange(4)]
+    run.record({**metrics, "val_accuracy": 0.5}, 0.01, 1.0)
+    run.keep_if_best(lambda: weights)
+    run.record({**metrics, "val_accuracy": 0.4}, 0.01, 1.0)
+    run.keep_if_best(lambda: [np.zeros(1)])  # not better: not kept
+    run.commit(model)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["best_weights"] == "ckpt/best_step_000005.npz" and state["best_weights_step"] == 5
+    resumed = train._Run(tmp_path, state, 3, 5, 5)
+    assert resumed.best_weights_step == 5
+    for a, b in zip(resumed.best_weights, weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    written = (tmp_path / state["best_weights"]).stat().st_mtime_ns
+    run.commit(model)  # unchanged best: not written again, and the file stays
+    assert (tmp_path / state["best_weights"]).stat().st_mtime_ns == written
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["best_step_000005.npz", "step_000010.keras"]
+    run.commit(model, checkpoint=False)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def data_top1(probs, labels):
+    from alexnet_split import pipeline
+
+    return pipeline.topk_accuracy(probs, labels, 1)
 
 
 def test_a_saturated_start_has_a_loss_and_a_gradient_on_tensorflow():

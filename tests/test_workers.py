@@ -89,3 +89,32 @@ def test_compile_once_deterministic_history_and_the_pool(tmp_path, data_root):
     assert {k: v for k, v in a.items() if "second" not in k} == {k: v for k, v in b.items() if "second" not in k}
     proc = run_check("jax_workers", "pool", link, tmp_path / "pool", data_root, tmp_path / "first")
     assert proc.returncode == 0 and "OK pool" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_pinned_workers_and_backends_are_checked_before_any_process_starts():
+    n = len(os.sched_getaffinity(0))
+    with pytest.raises(ValueError, match=rf"{n + 1} workers, but this process may use {n} cores"):
+        workers.Pool(n + 1, backend="tensorflow", pin=True)
+    with pytest.raises(ValueError, match="backend must be 'jax' or 'tensorflow', got 'torch'"):
+        workers.Pool(1, backend="torch")
+    assert workers.worker_env(2, "cpu", backend="tensorflow") == {"KERAS_BACKEND": "tensorflow"}
+
+
+@pytest.mark.slow
+def test_tensorflow_workers_bound_one_core_each_train_side_by_side(tmp_path, data_root):
+    """The CPU sweep's pool: two TensorFlow workers, worker k bound to core k, each training its
+    own run with the fit engine (towers on the two logical CPU devices, half on the first)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs 2 cores")
+    specs = [workers.RunSpec(str(tmp_path), "paper", mode, "quick", 0, {"epochs": 1}, str(data_root), group=0)
+             for mode in ("towers", "half")]
+    with workers.Pool(2, backend="tensorflow", pin=True, deterministic=False) as pool:
+        results = pool.run(specs)
+    assert [r["status"] for r in results] == ["done", "done"], results
+    assert sorted(r["cores"] for r in results) == [[cores[0]], [cores[1]]]
+    configs = {s.mode: json.loads((s.out / "config.json").read_text()) for s in specs}
+    assert configs["towers"]["devices"] == ["/CPU:0", "/CPU:1"] and configs["half"]["devices"] == ["/CPU:0"]
+    assert {c["engine"] for c in configs.values()} == {"fit"} and {c["backend"] for c in configs.values()} == {
+        "tensorflow"}
+    assert all((s.out / "final.json").is_file() and not (s.out / "ckpt").exists() for s in specs)
