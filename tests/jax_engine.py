@@ -247,7 +247,26 @@ def the_best_validation_weights_are_tested_not_the_last():
     assert final["best_val_step"] == 4 and final["test_top1_best_val"] == pipeline.topk_accuracy(best, labels, 1)
 
 
-CHECKS = {f.__name__: f for f in (batches_equal_the_numpy_pipeline,
+def the_device_engine_divides_the_lr_on_a_plateau():
+    """Section 5's drop on the device engine: a validation accuracy that stops improving (forced
+    here) for lr_drop_patience steps divides the learning rate the next interval trains with by 10."""
+    import tempfile
+    from pathlib import Path
+
+    images, labels = _images()
+    recipe = config.get_recipe("quick", batch_size=4, lr_drop_patience=4, max_lr_drops=1, learning_rate=1e-3)
+    model = _model(batch_size=4, lr_drop_patience=4, max_lr_drops=1, learning_rate=1e-3)
+    split = train.Split(images, labels, images[:, 2:2 + C, 2:2 + C], labels, images, labels, "", "", {})
+    run = train._Run(Path(tempfile.mkdtemp()), train._new_state(recipe), 4, 2, 6)
+    record = run.record
+    run.record = lambda metrics, lr, seconds: record({**metrics, "val_accuracy": 0.5}, lr, seconds)
+    engine_device.run(model, run, split, recipe, C, 0, verbose=0)
+    assert run.schedule.drop_steps == [6], run.schedule.drop_steps
+    lrs = [round(row["lr"], 9) for row in run.state["history"]]  # the optimizer's rate after each interval
+    assert lrs == [1e-3, 1e-3, 1e-3, 1e-4], lrs
+
+
+CHECKS = {f.__name__: f for f in (batches_equal_the_numpy_pipeline, the_device_engine_divides_the_lr_on_a_plateau,
                                   the_best_validation_weights_are_tested_not_the_last, interval_equals_stepwise_updates,
                                   validation_and_test_equal_predict, a_saturated_start_has_a_loss_and_a_gradient,
                                   one_compile_per_structure, all_kernel_options_train_like_the_baseline,

@@ -431,3 +431,19 @@ def test_real_flowers17_archive(tmp_path):
     i = int(np.flatnonzero(ds.numbers == 721)[0])
     assert ds.labels[i] == 9 and data.CLASS_NAMES[ds.labels[i]] == "Sunflower"
     assert ds.images.std() > 10  # real photographs, not blank frames
+
+
+def test_crop_resizes_with_bilinear_then_takes_the_central_square():
+    """On noise, where resampling filters differ: "crop" is PIL's BILINEAR of the short side to
+    `size`, then the centre (not BICUBIC, nor LANCZOS, which is "squash"'s)."""
+    from PIL import Image
+
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8))
+    size = 24
+    w = round(53 * size / 37)
+    by_hand = noise.resize((w, size), Image.BILINEAR).crop(((w - size) // 2, 0, (w - size) // 2 + size, size))
+    crop = np.asarray(data.resize_image(noise, size, "crop"))
+    np.testing.assert_array_equal(crop, np.asarray(by_hand))
+    for other in (Image.BICUBIC, Image.LANCZOS):
+        assert not np.array_equal(crop, np.asarray(noise.resize((w, size), other).crop(
+            ((w - size) // 2, 0, (w - size) // 2 + size, size))))

@@ -19,6 +19,7 @@ pytest.importorskip("jax", reason="the jax CPU wheel is not installed (pip insta
 @pytest.mark.slow
 @pytest.mark.parametrize("check", ["batches_equal_the_numpy_pipeline",
                                    "the_best_validation_weights_are_tested_not_the_last",
+                                   "the_device_engine_divides_the_lr_on_a_plateau",
                                    "interval_equals_stepwise_updates",
                                    "validation_and_test_equal_predict", "a_saturated_start_has_a_loss_and_a_gradient",
                                    "one_compile_per_structure", "all_kernel_options_train_like_the_baseline",

@@ -182,3 +182,15 @@ def test_pca_lighting_is_a_tenth_of_the_pixel_spread_on_known_covariance():
         np.testing.assert_allclose(d, np.broadcast_to(d[:, :1, :1], d.shape), atol=1e-3)
     along = np.concatenate([d[:, 0, 0] for d in deltas]) @ q[:, 0]
     np.testing.assert_allclose(np.std(along), 0.1 * stds[0], rtol=0.10)
+
+
+def test_pca_lighting_draws_an_alpha_per_component():
+    """Section 4.1 draws one alpha per image *and* per principal component: along the components
+    the shifts are uncorrelated, each with its own spread (a shared alpha would make them +-1 correlated)."""
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))
+    magnitudes = np.array([20.0, 8.0, 3.0], np.float32)
+    shifts = pipeline.pca_shifts(np.random.default_rng(1), 20_000, (magnitudes, q.astype(np.float32)), 0.1)
+    along = shifts @ q  # back to the components: alpha_k * magnitude_k
+    corr = np.corrcoef(along, rowvar=False)
+    assert np.abs(corr[np.triu_indices(3, 1)]).max() < 0.05, corr
+    np.testing.assert_allclose(along.std(axis=0), 0.1 * magnitudes, rtol=0.05)

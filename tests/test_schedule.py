@@ -82,3 +82,13 @@ def test_state_round_trip_continues_identically():
     for step in range(5050, 10_001, 50):
         assert resumed.update(step, scripted_curve(step)) == whole.update(step, scripted_curve(step))
     assert resumed == whole
+
+
+def test_exactly_twice_chance_has_not_left_chance():
+    """"Above 2x chance" is strict: 40 of 340 validation images is exactly 2/17 and does not count."""
+    p = Plateau(patience=100, max_drops=3, num_classes=17)
+    assert 40 / 340 == p.threshold
+    p.update(50, 40 / 340)
+    assert p.left_chance_step is None
+    p.update(100, 41 / 340)
+    assert p.left_chance_step == 100

@@ -125,3 +125,41 @@ def test_general_tower_count_splits_every_width():
 def test_bad_arguments_name_the_value(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         A.build_model(**kwargs)
+
+
+def _sources(model, name) -> list[str]:
+    """The layers whose outputs the layer `name` reads, from the Functional graph."""
+    return [t._keras_history.operation.name for node in model.get_layer(name)._inbound_nodes
+            for t in node.input_tensors]
+
+
+@pytest.mark.parametrize("layout", sorted(spec.LAYOUTS))
+def test_each_tower_reads_what_its_row_says(layout):
+    """The wiring from the built graph: the first row reads the image, a cross row reads every
+    tower's previous layer, any other row only its own tower's; fc8 reads every tower."""
+    arch = spec.get_layout(layout)
+    model = A.build_model(layout, "towers", input_shape=SMALL_INPUT[layout])
+    for i, row in enumerate(arch.rows):
+        for k in (0, 1):
+            if i == 0:
+                expected = ["preprocess"]
+            elif row.cross:
+                expected = [f"t0_{arch.rows[i - 1].name}", f"t1_{arch.rows[i - 1].name}"]
+            else:
+                expected = [f"t{k}_{arch.rows[i - 1].name}"]
+            assert _sources(model, f"t{k}_{row.name}") == expected, (layout, row.name, k)
+    assert _sources(model, "fc8") == [f"t0_{arch.rows[-1].name}", f"t1_{arch.rows[-1].name}"]
+    cross = [r.name for r in arch.rows if r.cross]
+    assert cross[0] == "conv3" and all(r.kind == "dense" for r in arch.rows if r.name not in ("conv3",) and r.cross)
+
+
+def test_the_papers_feature_maps_per_tower():
+    """Section 3.5 / Figure 2 at 227x227: 55 -> pool 27 (conv1), 27 -> 13 (conv2), 13 -> 6 (conv5);
+    an overlapping 3x3 pool of stride 2, not stride 3 (which would give 18, 8 and 3)."""
+    model = A.build_model("paper", "towers")
+    shapes = {name: tuple(model.get_layer(f"t1_{name}").output.shape[1:]) for name in ("conv1", "conv2", "conv3",
+                                                                                       "conv4", "conv5")}
+    assert shapes == {"conv1": (27, 27, 48), "conv2": (13, 13, 128), "conv3": (13, 13, 192),
+                      "conv4": (13, 13, 192), "conv5": (6, 6, 128)}
+    block = model.get_layer("t0_conv1")
+    assert (block.pool_layer.pool_size, block.pool_layer.strides) == ((3, 3), (2, 2))

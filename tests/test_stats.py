@@ -66,3 +66,15 @@ def test_rank_sum_p_and_binomial_tail_by_hand():
     n, p = 6, 0.05
     by_hand = sum(math.comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(2, n + 1))
     assert stats.binomial_tail(2, n, p) == pytest.approx(by_hand)
+
+
+def test_both_paired_tests_pair_by_seed_not_by_dict_order():
+    """Seed by seed every difference is +0.01..+0.06 (signed-rank p = 2/2^6); read in the dicts'
+    insertion order, which differs, the pairs would be mixed."""
+    a = {s: 0.5 + 0.1 * s + 0.01 * (s + 1) for s in range(6)}
+    b = {s: 0.5 + 0.1 * s for s in (5, 3, 1, 0, 2, 4)}
+    d = stats.paired(a, b)
+    by_seed = [a[s] - b[s] for s in range(6)]
+    assert d["seeds"] == list(range(6)) and d["mean"] == pytest.approx(np.mean(by_seed))
+    assert d["p_rank"] == pytest.approx(2 / 2**6)
+    assert d["p"] == pytest.approx(sps.ttest_rel([a[s] for s in range(6)], [b[s] for s in range(6)]).pvalue)

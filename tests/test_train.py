@@ -220,6 +220,24 @@ def test_test_metrics_come_from_the_test_split_with_the_recipes_crops(monkeypatc
     assert final["test_top1"] == final["test_top1_centre"] == 1.0 and final["test_crops"] == 10
 
 
+def test_top5_is_top5_in_both_final_test_figures(tmp_path):
+    """Predictions that rank the true class third: top-1 is 0 and top-5 is 1, for the last weights'
+    figures (recipe protocol and centre) and for the best-validation weights'."""
+    from alexnet_split import config, train
+
+    labels = np.arange(34) % 17
+    probs = np.full((34, 17), 0.01)
+    probs[np.arange(34), (labels + 1) % 17], probs[np.arange(34), (labels + 2) % 17] = 0.5, 0.3
+    probs[np.arange(34), labels] = 0.1
+    split = train.Split(None, None, None, None, np.zeros((34, 4, 4, 3), np.uint8), labels, "", "", {})
+    final = train._test(lambda x, ten, weights=None: probs, split, ten_crop=True)
+    assert [final[k] for k in ("test_top1", "test_top5", "test_top1_centre", "test_top5_centre")] == [0, 1, 0, 1]
+    run = train._Run(tmp_path, train._new_state(config.get_recipe("quick")), 1, 1, 1)
+    run.best_weights, run.best_weights_step = [np.zeros(1)], 7
+    best = train._test_best_val(lambda x, ten, weights=None: probs, split, True, run)
+    assert best == {"test_top1_best_val": 0, "test_top5_best_val": 1, "best_val_step": 7}
+
+
 def test_the_fit_engines_test_prediction_averages_the_ten_crops(tmp_path):
     """The fit engine's predict, checked against the 10 views cut by hand from random images."""
     from alexnet_split import config, engine_fit, train
