@@ -105,9 +105,10 @@ class DeviceLoop:
     def learning_rate(self, state) -> float:
         return float(state[2][self.lr_index])
 
-    def scale_learning_rate(self, state, factor):
+    def with_learning_rate(self, state, lr: float):
+        """`state` with the optimizer's learning rate set to `lr` (the run's schedule decides it)."""
         opt = list(state[2])
-        opt[self.lr_index] = opt[self.lr_index] * factor
+        opt[self.lr_index] = jnp.asarray(lr, opt[self.lr_index].dtype)
         return state[0], state[1], opt
 
     # ---------------------------------------------------------------- compiled code
@@ -321,15 +322,15 @@ def run(model, run, split, recipe, crop, seed, verbose=1):
         state = new_state
         lr = loop.learning_rate(state)
         metrics = dict(zip(("loss", "accuracy", "top5"), np.asarray(means).tolist(), strict=True), **val)
-        action = run.record(metrics, lr, seconds)
-        run.keep_if_best(lambda kept=state: [*kept[0], *kept[1]])  # JAX arrays are immutable: no copy needed
-        if action == "drop":
-            state = loop.scale_learning_rate(state, 0.1)  # Section 5: divide by 10 on a plateau
+        # JAX arrays are immutable: the kept weights need no copy
+        end = run.end_interval(metrics, lr, seconds, lambda kept=state: [*kept[0], *kept[1]])
+        state = loop.with_learning_rate(state, end.lr)
         if verbose:
+            said = " (lr /10)" if end.lr != lr else " (stop)" if end.stop else ""
             print(f"step {run.state['step']}/{run.n_intervals * run.interval_steps} - {seconds:.1f}s - "
-                  + " - ".join(f"{k}: {v:.4f}" for k, v in metrics.items()) + f" - lr {lr:g}"
-                  + (f" ({action})" if action else ""), flush=True, file=sys.stdout)
-        if run.commit_due():
+                  + " - ".join(f"{k}: {v:.4f}" for k, v in metrics.items()) + f" - lr {lr:g}{said}",
+                  flush=True, file=sys.stdout)
+        if end.commit:
             loop.write_back(state)
             # The last commit writes the logs only: final.json follows at once, and a checkpoint
             # of the paper net with its optimizer (~0.5 GB) would be written only to be deleted.

@@ -3,9 +3,9 @@ the towers stay on the devices that :mod:`alexnet_split.placement` gave them.
 
 A Keras "epoch" is one validation interval. One interval runs, in this order:
 ``train.train`` → :func:`run` → ``model.fit`` (via :func:`fit_intervals`) →
-:meth:`_FitCallback.on_epoch_end` → ``train._Run.record`` (history row, TensorBoard) →
-``schedule.Plateau.update`` (the lr drop or stop of Section 5) → ``train._Run.commit``
-(checkpoint + state.json, once the commit is due).
+:meth:`_FitCallback.on_epoch_end` → ``train.Run.end_interval`` (history row, TensorBoard,
+``schedule.Plateau.update``: the lr drop or stop of Section 5, the best-validation weights) →
+the new learning rate assigned → ``train.Run.commit`` (checkpoint + state.json, once due).
 """
 
 from __future__ import annotations
@@ -48,19 +48,16 @@ class _FitCallback(keras.callbacks.Callback):
         if self.diverged:
             return
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        action = self.run.record(logs, lr, time.perf_counter() - self._t0)
-        self.run.keep_if_best(lambda: weight_values(self.model))
-        if action == "drop":
-            self.model.optimizer.learning_rate.assign(lr / 10.0)  # Section 5: divide by 10 on a plateau
-        elif action == "stop":
-            self.model.stop_training = True
-        if self.run.commit_due():
+        end = self.run.end_interval(logs, lr, time.perf_counter() - self._t0, lambda: weight_values(self.model))
+        self.model.optimizer.learning_rate.assign(end.lr)
+        self.model.stop_training = end.stop
+        if end.commit:
             self.run.commit(self.model, checkpoint=not self.run.done)
 
 
 def run(model, run, split, recipe, crop, seed, verbose):
     """The Keras-fit engine behind :func:`alexnet_split.train.train`: trains `run`'s remaining
-    intervals (a ``train._Run``) on `split` (a ``train.Split``), committing through `run`.
+    intervals (a ``train.Run``) on `split` (a ``train.Split``), committing through `run`.
     Returns ((step, loss) if the loss became NaN, else None; and `predict(images, ten,
     weights=None)`, the test-time class probabilities, of `weights` when given (which the model
     then keeps: see :func:`weight_values`))."""

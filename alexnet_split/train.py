@@ -87,9 +87,18 @@ def _make_optimizer(recipe: config.Recipe):
     return keras.optimizers.Adam(recipe.learning_rate, weight_decay=recipe.weight_decay)
 
 
-class _Run:
-    """A run's bookkeeping, shared by both engines: one history row and one schedule decision
-    per validation interval, and the commits (checkpoint, then state.json, then history.csv)."""
+class IntervalEnd(NamedTuple):
+    """What :meth:`Run.end_interval` tells an engine to do before the next interval."""
+
+    lr: float  # the learning rate the next interval trains with (Section 5: /10 on a plateau)
+    stop: bool  # the schedule ended the run (its last plateau, or dead at chance)
+    commit: bool  # checkpoint now (:meth:`Run.commit`)
+
+
+class Run:
+    """A run's bookkeeping, shared by both engines: one history row, one schedule decision and the
+    best-validation weights per validation interval (:meth:`end_interval`, the engines' one call
+    after each validation), and the commits (checkpoint, then state.json, then history.csv)."""
 
     def __init__(self, out: Path, state: dict, n_intervals: int, interval_steps: int, steps_per_epoch: int,
                  checkpoint_seconds: float = 0.0):
@@ -111,6 +120,16 @@ class _Run:
     @property
     def done(self) -> bool:
         return self.state["interval"] >= self.n_intervals or bool(self.state["stopped"])
+
+    def end_interval(self, metrics: dict, lr: float, seconds: float, weights) -> IntervalEnd:
+        """The contract between an engine and the run, called once after each validation interval:
+        `metrics` (training means and validation figures), the learning rate it trained with, its
+        wall-clock seconds, and ``weights()`` (the validated trainable then non-trainable values).
+        Records the history row, applies the schedule (the only place the learning rate changes)
+        and keeps the weights when their validation is the best so far."""
+        action = self.record(metrics, lr, seconds)
+        self.keep_if_best(weights)
+        return IntervalEnd(lr=lr / 10.0 if action == "drop" else lr, stop=action == "stop", commit=self.commit_due())
 
     def record(self, metrics: dict, lr: float, seconds: float) -> str | None:
         """Log the interval that just ended; returns the schedule's ``"drop"``/``"stop"``/None."""
@@ -261,7 +280,7 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
         _write_config(out, identity, devices, recipe, split, crop, steps_per_epoch, model)
     else:
         model = _resume_model(out, state, n_intervals)
-    run = _Run(out, state, n_intervals, recipe.eval_every or steps_per_epoch, steps_per_epoch, checkpoint_seconds)
+    run = Run(out, state, n_intervals, recipe.eval_every or steps_per_epoch, steps_per_epoch, checkpoint_seconds)
     run.tensorboard = _tensorboard(tensorboard, model)
     run.keep_checkpoints = keep_checkpoints
     if verbose is None:  # a live bar on a terminal, one line per interval in a log file
@@ -272,7 +291,7 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
         raise Interrupted(f"{out}: interrupted at step {resume_step(out)}; run the same command to resume") from None
 
 
-def _finish(run: _Run, model, engine, split, recipe, crop, seed, verbose, save_model) -> dict:
+def _finish(run: Run, model, engine, split, recipe, crop, seed, verbose, save_model) -> dict:
     """Train the run's remaining intervals on `engine`, test, and write conv1.npz and final.json."""
     if engine == "fit":
         from . import engine_fit as engine_module
@@ -455,7 +474,7 @@ def _test(predict, split: Split, ten_crop: bool) -> dict:
             "test_top5_centre": pipeline.topk_accuracy(centre, split.test_y, 5)}
 
 
-def _test_best_val(predict, split: Split, ten_crop: bool, run: _Run) -> dict:
+def _test_best_val(predict, split: Split, ten_crop: bool, run: Run) -> dict:
     """Test top-1/top-5 (the recipe's crops) of the weights of the best validation accuracy, and
     their step: model selection on the validation split, the test split read once."""
     if run.best_weights is None:  # a run resumed from a state.json written before they were kept

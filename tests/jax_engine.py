@@ -220,7 +220,7 @@ def the_best_validation_weights_are_tested_not_the_last():
     recipe = config.get_recipe("quick", batch_size=4, init="fan_in", learning_rate=1e-3)
     model = _model(init="fan_in", learning_rate=1e-3, batch_size=4)
     split = train.Split(images, labels, images[:, 2:2 + C, 2:2 + C], labels, images, labels, "", "", {})
-    run = train._Run(Path(tempfile.mkdtemp()), train._new_state(recipe), 3, 2, 6)
+    run = train.Run(Path(tempfile.mkdtemp()), train._new_state(recipe), 3, 2, 6)
     forced, seen, record = iter([0.5, 0.9, 0.3]), [], run.record
 
     def record_forcing_val(metrics, lr, seconds):
@@ -257,7 +257,7 @@ def the_device_engine_divides_the_lr_on_a_plateau():
     recipe = config.get_recipe("quick", batch_size=4, lr_drop_patience=4, max_lr_drops=1, learning_rate=1e-3)
     model = _model(batch_size=4, lr_drop_patience=4, max_lr_drops=1, learning_rate=1e-3)
     split = train.Split(images, labels, images[:, 2:2 + C, 2:2 + C], labels, images, labels, "", "", {})
-    run = train._Run(Path(tempfile.mkdtemp()), train._new_state(recipe), 4, 2, 6)
+    run = train.Run(Path(tempfile.mkdtemp()), train._new_state(recipe), 4, 2, 6)
     record = run.record
     run.record = lambda metrics, lr, seconds: record({**metrics, "val_accuracy": 0.5}, lr, seconds)
     engine_device.run(model, run, split, recipe, C, 0, verbose=0)

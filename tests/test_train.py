@@ -232,7 +232,7 @@ def test_top5_is_top5_in_both_final_test_figures(tmp_path):
     split = train.Split(None, None, None, None, np.zeros((34, 4, 4, 3), np.uint8), labels, "", "", {})
     final = train._test(lambda x, ten, weights=None: probs, split, ten_crop=True)
     assert [final[k] for k in ("test_top1", "test_top5", "test_top1_centre", "test_top5_centre")] == [0, 1, 0, 1]
-    run = train._Run(tmp_path, train._new_state(config.get_recipe("quick")), 1, 1, 1)
+    run = train.Run(tmp_path, train._new_state(config.get_recipe("quick")), 1, 1, 1)
     run.best_weights, run.best_weights_step = [np.zeros(1)], 7
     best = train._test_best_val(lambda x, ten, weights=None: probs, split, True, run)
     assert best == {"test_top1_best_val": 0, "test_top5_best_val": 1, "best_val_step": 7}
@@ -246,7 +246,7 @@ def test_the_fit_engines_test_prediction_averages_the_ten_crops(tmp_path):
     model = train.new_model("paper", "towers", 67, None, recipe)
     images = np.random.default_rng(0).integers(0, 256, (3, 76, 76, 3), dtype=np.uint8)
     split = train.Split(images, np.arange(3), images[:, 4:71, 4:71], np.arange(3), images, np.arange(3), "", "", {})
-    done = train._Run(tmp_path, {**train._new_state(recipe), "interval": 2}, 2, 21, 21)
+    done = train.Run(tmp_path, {**train._new_state(recipe), "interval": 2}, 2, 21, 21)
     _, predict = engine_fit.run(model, done, split, recipe, 67, 0, 0)
     probs = keras.Model(model.input, keras.layers.Softmax()(model.output))
     views = [images[:, y:y + 67, x:x + 67] for y, x in [(4, 4), (0, 0), (0, 9), (9, 0), (9, 9)]]
@@ -268,7 +268,7 @@ def test_the_best_validation_weights_are_tested_not_the_last(tmp_path, monkeypat
     images = rng.integers(0, 256, (24, 76, 76, 3), dtype=np.uint8)
     labels = np.arange(24) % 17
     split = train.Split(images, labels, images[:, 4:71, 4:71], labels, images, labels, "", "", {})
-    run = train._Run(tmp_path, train._new_state(recipe), 3, 2, 6)
+    run = train.Run(tmp_path, train._new_state(recipe), 3, 2, 6)
     forced, seen = iter([0.5, 0.9, 0.3]), []
     record = run.record
 
@@ -301,7 +301,7 @@ def test_the_best_weights_are_saved_beside_a_checkpoint_and_read_back_on_resume(
 
     recipe = config.get_recipe("quick")
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    run = train._Run(tmp_path, train._new_state(recipe), 3, 5, 5)
+    run = train.Run(tmp_path, train._new_state(recipe), 3, 5, 5)
     metrics = {"loss": 1.0, "accuracy": 0.5, "top5": 0.9, "val_loss": 1.0, "val_top5": 0.9}
     weights = [np.full((2, 3), 7.0, np.float32), np.arange(4)]
     run.record({**metrics, "val_accuracy": 0.5}, 0.01, 1.0)
@@ -311,7 +311,7 @@ def test_the_best_weights_are_saved_beside_a_checkpoint_and_read_back_on_resume(
     run.commit(model)
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["best_weights"] == "ckpt/best_step_000005.npz" and state["best_weights_step"] == 5
-    resumed = train._Run(tmp_path, state, 3, 5, 5)
+    resumed = train.Run(tmp_path, state, 3, 5, 5)
     assert resumed.best_weights_step == 5
     for a, b in zip(resumed.best_weights, weights, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -354,7 +354,7 @@ def test_a_run_still_at_chance_after_chance_patience_ends_as_dead(tmp_path):
     from alexnet_split import config, train
 
     recipe = config.get_recipe("paper", steps=6_000, chance_patience=100)
-    run = train._Run(tmp_path, train._new_state(recipe), 120, 50, 5)
+    run = train.Run(tmp_path, train._new_state(recipe), 120, 50, 5)
     chance = {"loss": 2.83, "accuracy": 0.06, "top5": 0.3, "val_loss": 2.83, "val_accuracy": 1 / 17, "val_top5": 0.3}
     assert [run.record(chance, 0.01, 1.0) for _ in range(2)] == [None, "stop"]
     assert run.done and run.state["stopped"] == "dead: validation never above 2x chance in 100 steps"
