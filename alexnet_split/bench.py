@@ -28,6 +28,7 @@ from . import spec
 from .config import PRECISIONS
 from .data import NUM_CLASSES
 from .devices import host_kind, is_tensorflow
+from .kernels import KERNELS
 from .runlog import atomic_write, machine
 from .tables import csv_text, markdown_table
 
@@ -498,20 +499,13 @@ def cluster_step_ratio(layout="paper", input_size=None, batch=32, steps=8, round
     return md
 
 
-# ------------------------------------------------------------------ the runner, side by side (issue 24)
+# ------------------------------------------------------------------ the runner, side by side
 
 RUNNER_FIELDS = ["variant", "precision", "batch", "runner_img_s", "scanned_compute_img_s", "torch_img_s"]
 # XLA's default command-buffer scheduling (LHS) serialises independent kernels; CONCURRENT lets the two
 # towers' kernels overlap. An unknown XLA flag aborts the process, so it is measured in a child process.
 COMMAND_BUFFER_FLAG = "--xla_gpu_command_buffer_scheduling_mode=CONCURRENT"
 RESULT_PREFIX = "BENCH_RESULT "  # how a child process (torch_ref, runner-row) prints a result
-
-
-def kernel_options() -> tuple[str, ...]:
-    """The kernel options the models offer (:data:`alexnet_split.kernels.KERNELS`)."""
-    from .kernels import KERNELS
-
-    return KERNELS
 
 
 def kernel_variants(options) -> list[str]:
@@ -563,7 +557,7 @@ def runner_table(layout="paper", precisions=PRECISIONS, batch=128, out_dir="resu
     ``<out_dir>/<host-kind>-runner<suffix>.md`` and ``.csv`` (:data:`RUNNER_FIELDS`) and returns
     the markdown.
 
-    `kernels`: the kernel options to compare (default :func:`kernel_options`). `deadline`
+    `kernels`: the kernel options to compare (default :data:`alexnet_split.kernels.KERNELS`). `deadline`
     (seconds from the start): measurements go in priority order (towers at the first
     precision, mixed_bfloat16 if listed; towers with all kernel options; PyTorch; each option
     alone; the other modes; the other precisions; the command-buffer flag; `extra_batches`),
@@ -579,7 +573,7 @@ def runner_table(layout="paper", precisions=PRECISIONS, batch=128, out_dir="resu
     log("matmul peak " + ", ".join(f"{p} {g:,.1f} GFLOP/s" for p, g in peaks.items())
         + f"; memory bandwidth {bandwidth:,.1f} GB/s")
     settings = dict(layout=layout, input_shape=shape, interval_steps=interval_steps, intervals=intervals, n_val=n_val)
-    jobs = _runner_jobs(settings, precisions, batch, modes, kernel_options() if kernels is None else kernels,
+    jobs = _runner_jobs(settings, precisions, batch, modes, KERNELS if kernels is None else kernels,
                         torch, command_buffer, extra_batches, clock)
     rows, skipped = run_jobs(jobs, clock, first_estimate, log)
     for r in rows:
@@ -771,7 +765,7 @@ def _ratio_cell(a, b) -> str:
 
 
 def _summary_lines(rows) -> list[str]:
-    """The targets of issue 24, read off the first row (towers at the first precision)."""
+    """The runner benchmark's targets, read off the first row (towers at the first precision)."""
     first = next((r for r in rows if r.get("runner_img_s")), None)
     if first is None:
         return ["No runner row was measured."]

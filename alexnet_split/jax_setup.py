@@ -1,4 +1,4 @@
-"""JAX process set-up for the device engine: compile once, ever, and deterministically (issue 24).
+"""JAX process set-up for the device engine: compile once, ever, and deterministically.
 
 Imported only under ``KERAS_BACKEND=jax``. :func:`configure` must run before JAX starts a backend
 (before the first array or ``jax.devices()``):

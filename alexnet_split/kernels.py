@@ -1,4 +1,4 @@
-"""Optional kernels for a cheaper training step (issue 24, "A cheaper step"), each selectable on its own.
+"""Optional kernels for a cheaper training step, each selectable on its own.
 
 A recipe's ``kernels`` field names the options a run uses (``--set kernels=shifted_lrn,first_max_pool``);
 the default, none, keeps the ops the committed results were trained with. Each option computes the

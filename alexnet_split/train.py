@@ -286,12 +286,12 @@ def train(out, layout="paper", mode="towers", recipe="paper", seed=0, data_root=
     if verbose is None:  # a live bar on a terminal, one line per interval in a log file
         verbose = 1 if sys.stdout.isatty() else 2
     try:
-        return _finish(run, model, engine, split, recipe, crop, seed, verbose, save_model)
+        return _train_and_test(run, model, engine, split, recipe, crop, seed, verbose, save_model)
     except KeyboardInterrupt:
         raise Interrupted(f"{out}: interrupted at step {resume_step(out)}; run the same command to resume") from None
 
 
-def _finish(run: Run, model, engine, split, recipe, crop, seed, verbose, save_model) -> dict:
+def _train_and_test(run: Run, model, engine, split, recipe, crop, seed, verbose, save_model) -> dict:
     """Train the run's remaining intervals on `engine`, test, and write conv1.npz and final.json."""
     if engine == "fit":
         from . import engine_fit as engine_module

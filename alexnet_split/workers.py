@@ -1,4 +1,4 @@
-"""Several runs at once on one accelerator: a queue of runs and N worker processes (issue 24).
+"""Several runs at once on one accelerator: a queue of runs and N worker processes.
 
 An AlexNet step leaves an H200 mostly idle (results/bench/), so 2-4 processes that each train
 one run at a time can fill it. The parent holds the queue and hands each idle worker the next
