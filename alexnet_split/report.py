@@ -90,13 +90,17 @@ def _read_run(run_dir: Path, row: str, seed: int, reference=None) -> dict:
 def _left_at(run):
     """The step (the epoch, for runs measured in epochs) of the run's first validation above
     CHANCE_FACTOR x chance; None if it never left chance."""
-    if "steps_to_leave_chance" in (run["final"] or {}):  # the schedule's own record
-        return run["final"]["steps_to_leave_chance"]
     unit = _unit(run)
+    if unit == "step" and "steps_to_leave_chance" in (run["final"] or {}):  # the schedule's own record
+        return run["final"]["steps_to_leave_chance"]
     return next((int(h[unit]) for h in run["history"] if h["val_accuracy"] > CHANCE), None)
 
 
 def _unit(run) -> str:
+    """A run's length unit: its recipe's (epochs or steps); for logs without a recipe, what they hold."""
+    recipe = (run["config"] or {}).get("recipe", {})
+    if recipe.get("epochs") or recipe.get("steps"):
+        return "epoch" if recipe.get("epochs") else "step"
     return "step" if run["history"] and "step" in run["history"][0] or "steps" in (run["final"] or {}) else "epoch"
 
 
@@ -193,7 +197,7 @@ def run_summary(run_dir) -> str:
     run = _read_run(run_dir, None, None)
     cfg, f, h = run["config"], run["final"] or {}, run["history"]
     recipe = cfg["recipe"]
-    unit = "step" if "steps" in f or (not f and h and h[-1].get("step")) else "epoch"
+    unit = _unit(run)
     left = f.get("steps_to_leave_chance") if "steps_to_leave_chance" in f else \
         next((r[unit] for r in h if r["val_accuracy"] > CHANCE), None)
     files = ", ".join(sorted(p.name for p in run_dir.iterdir()))
