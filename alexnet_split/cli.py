@@ -287,8 +287,9 @@ def _add_train(sub):
 
 def cmd_train(args):
     overrides = _overrides(args.set)
-    config.get_recipe(args.recipe, **overrides)  # a bad recipe fails before TensorFlow starts
+    config.get_recipe(args.recipe, **overrides)  # a bad recipe, --out or --data fails before TensorFlow starts
     _check_folder(args.out, "--out")
+    _find_data(args)
     import alexnet_split as A
 
     from . import report, train
@@ -300,7 +301,6 @@ def cmd_train(args):
                            tensorboard=args.tensorboard, save_model=args.save_model,
                            keep_checkpoints=args.keep_checkpoints)
 
-    _find_data(args)
     n = 2 if args.mode == "towers" else 1
     source = _cluster_source(args)
     if source is None:
@@ -447,10 +447,10 @@ def _add_pipeline_speed(sub):
 
 
 def cmd_pipeline_speed(args):
-    from . import pipeline, report
-
     recipe = config.get_recipe(args.recipe)
     _find_data(args)
+    from . import pipeline, report
+
     crop, speed = pipeline.recipe_throughput(recipe, args.layout, args.data)
     print(f"input pipeline, recipe {recipe.name} ({crop}x{crop} from {recipe.image_size}, augment "
           f"{recipe.augment}, PCA {recipe.pca_lighting}, batch {recipe.batch_size}): {speed:,.0f} images/s")

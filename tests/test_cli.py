@@ -153,3 +153,17 @@ def test_ctrl_c_before_a_run_starts_exits_130_without_a_folder(tmp_path, monkeyp
     assert cli_module.main(argv) == 130
     assert capsys.readouterr().err == "alexnet-split train: interrupted; run the same command to resume\n"
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", [["train", "--recipe", "quick", "--out", "OUT"],
+                                     ["compare", "--recipe", "quick", "--results", "OUT"], ["pipeline-speed"]])
+def test_a_missing_data_path_is_refused_before_tensorflow_is_imported(tmp_path, command):
+    """An argument error answers at once: the data path is checked before anything imports TensorFlow."""
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in command]
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "alexnet_split.cli", *args, "--data",
+                           str(tmp_path / "nonexistent")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert f"error: {tmp_path / 'nonexistent'}: no such file or folder" in proc.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    assert "numpy" in imported and not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "jax")]
+    assert not (tmp_path / "out").exists()
