@@ -1,5 +1,5 @@
 """Command line: ``alexnet-split devices | summary | check-placement | figure3 | train | worker | compare |
-report | sync-docs | pipeline-speed | bench | bench-cluster | export-data | profile``.
+report | sync-docs | pipeline-speed | cache | bench | bench-cluster | export-data | profile``.
 
 Each command is a pair: ``_add_<command>`` declares its arguments and ``cmd_<command>`` checks
 them, calls one library function and prints what it returns. The library is imported inside
@@ -436,6 +436,32 @@ def cmd_sync_docs(args):
 # --------------------------------------------------------------------------- speed
 
 
+def _add_cache(sub):
+    p = sub.add_parser("cache", help="list the decoded-image cache (what it holds, its size), or clear it",
+                       description="Decoded images are cached per source, image size and resize (about 205 MB "
+                                   "per size at 224 px), in $ALEXNET_SPLIT_CACHE or ~/.cache/alexnet_split/"
+                                   "decoded. List them, or delete them with --clear (the next run decodes again).")
+    p.add_argument("--clear", action="store_true", help="delete the cached files")
+    p.set_defaults(func=cmd_cache)
+
+
+def cmd_cache(args):
+    from . import data
+
+    folder, entries = data.cache_dir(), data.cache_entries()
+    if args.clear:
+        freed = data.clear_cache()
+        print(f"{folder}: deleted {len(entries)} cached file(s), {freed / 1e6:,.0f} MB freed")
+        return 0
+    print(f"{folder}: {len(entries)} cached file(s), {sum(e['bytes'] for e in entries) / 1e6:,.0f} MB")
+    for e in entries:
+        print(f"  {e['bytes'] / 1e6:7,.0f} MB  {e['size']} px, resize {e['resize']}, from the {e['kind']}: "
+              f"{e['path'].name}")
+    if entries:
+        print("(alexnet-split cache --clear deletes them; a run decodes again when it needs them)")
+    return 0
+
+
 def _add_pipeline_speed(sub):
     p = sub.add_parser("pipeline-speed", help="images/s the input pipeline produces, vs the training speed")
     _recipe_arg(p)
@@ -586,8 +612,8 @@ def cmd_export_data(args):
 # --------------------------------------------------------------------------- main
 
 COMMANDS = (_add_devices, _add_summary, _add_check_placement, _add_figure3, _add_train, _add_worker, _add_compare,
-            _add_report, _add_sync_docs, _add_pipeline_speed, _add_bench, _add_bench_cluster, _add_export_data,
-            _add_profile)
+            _add_report, _add_sync_docs, _add_pipeline_speed, _add_cache, _add_bench, _add_bench_cluster,
+            _add_export_data, _add_profile)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

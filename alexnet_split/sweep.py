@@ -59,7 +59,7 @@ def _check_before_writing(results_dir, recipe, layout, modes, seeds, data_root, 
     recipe = config.get_recipe(recipe, **(overrides or {}))
     if all((results_dir / "runs" / run_name(layout, m, s) / "final.json").is_file() for s in seeds for m in modes):
         return
-    labels = data.load(data_root, size=recipe.image_size).labels
+    labels = data.load(data_root, size=recipe.image_size, resize=recipe.resize).labels  # the runs' own cache
     pipeline.epoch_steps(len(data.stratified_split(labels, seeds[0])["train"]), recipe.batch_size)
 
 

@@ -447,3 +447,21 @@ def test_crop_resizes_with_bilinear_then_takes_the_central_square():
     for other in (Image.BICUBIC, Image.LANCZOS):
         assert not np.array_equal(crop, np.asarray(noise.resize((w, size), other).crop(
             ((w - size) // 2, 0, (w - size) // 2 + size, size))))
+
+
+def test_the_cache_command_lists_and_clears_only_the_decoded_images(tmp_path, monkeypatch, capsys):
+    from alexnet_split import cli
+
+    monkeypatch.setenv("ALEXNET_SPLIT_CACHE", str(tmp_path))
+    (tmp_path / "flowers17_archive_224px_squash_0123456789abcdef.npz").write_bytes(b"x" * 3_000_000)
+    (tmp_path / "flowers17_folder_76px_crop_fedcba9876543210.npz").write_bytes(b"x" * 1_000_000)
+    (tmp_path / "notes.txt").write_text("not the cache's")
+    entries = data.cache_entries()
+    assert [(e["kind"], e["size"], e["resize"], e["bytes"]) for e in entries] == [
+        ("archive", 224, "squash", 3_000_000), ("folder", 76, "crop", 1_000_000)]
+    assert cli.main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path}: 2 cached file(s), 4 MB" in out and "224 px, resize squash, from the archive" in out
+    assert cli.main(["cache", "--clear"]) == 0
+    assert f"{tmp_path}: deleted 2 cached file(s), 4 MB freed" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and data.cache_entries() == []

@@ -135,10 +135,11 @@ def test_committed_tables_regenerate_bit_for_bit(committed, tmp_path):
     report.report(target)
     for f in ("table.md", "table.csv", "curves.png"):
         assert (target / f).read_bytes() == (committed / f).read_bytes(), f
-    for run in (committed / "runs").iterdir():  # logs only; conv1.npz since issue 10; final.json once finished
+    for run in (committed / "runs").iterdir():  # logs only (no checkpoint, no model file); final.json once finished
         names = {p.name for p in run.iterdir() if p.name != "ckpt"}
         assert {"config.json", "history.csv", "state.json"} <= names, run
-        assert names <= {"config.json", "history.csv", "state.json", "final.json", "conv1.npz"}, run
+        assert names <= {"config.json", "history.csv", "state.json", "final.json", "conv1.npz", "timing.csv",
+                         "train.log"}, run
 
 
 def shown_block(key) -> tuple[str | None, Path | None]:
@@ -195,7 +196,7 @@ def test_compare_runs_resumes_and_reports(tmp_path, data_root):
     assert first.returncode == 0, first.stderr[-3000:]
     curves = {(p.parent.parent.name, p.parent.name) for p in tb.rglob("events.out.tfevents.*")}
     assert curves == {(run, sub) for run in ("paper_towers_s0", "paper_merged_s0") for sub in ("train", "validation")}
-    assert "[1/2] paper/towers seed 0: new" in first.stdout and "| towers - merged | 1 |" in first.stdout
+    assert "[1/2] paper/towers seed 0: new" in first.stdout and "| towers - merged, last weights | 1 |" in first.stdout
     out = tmp_path / "results" / "quick"
     assert f"wrote {out}/table.md, {out}/table.csv and {out}/curves.png" in first.stdout
     table = (out / "table.md").read_bytes()
