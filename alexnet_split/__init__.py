@@ -2,15 +2,15 @@
 
 Call :func:`configure_devices` first thing in the process (it may create logical devices, which
 TensorFlow only allows before its runtime starts), then :func:`build_model`.
+
+Importing the package changes nothing global and imports neither Keras nor TensorFlow: each name
+below loads its module on first use (PEP 562), so ``alexnet-split --help`` answers in well under a
+second. The command line keeps TensorFlow's start-up banner off the terminal where it starts
+(:func:`alexnet_split.cli.main`), not here. :func:`load_model` loads a saved ``.keras`` file with
+the package's registered classes (PlacedModel, PaperSGD, the blocks) imported first.
 """
 
-import importlib
-import sys
-from pathlib import Path
-
-from .runlog import quiet_tensorflow_import
-
-quiet_tensorflow_import()  # before anything imports TensorFlow: its C++ banner reads like errors
+import importlib as _importlib
 
 _EXPORTS = {
     "LAYOUTS": "spec",
@@ -25,28 +25,27 @@ _EXPORTS = {
     "tower_layer_names": "models",
     "with_softmax": "models",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "load_model"])
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    value = getattr(_importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     globals()[name] = value
     return value
 
 
-def _started_as_cli() -> bool:
-    """Whether this process is ``alexnet-split`` (or ``python -m alexnet_split.cli``)."""
-    argv = getattr(sys, "orig_argv", [])
-    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else None
-    return Path(sys.argv[0]).name == "alexnet-split" or (sys.argv[0] == "-m" and module == "alexnet_split.cli")
+def __dir__():
+    return sorted([*__all__, "__version__"])
 
 
-# The command line imports what each command needs, so that its --help answers without starting
-# TensorFlow. Any other import loads everything now: Keras finds the package's saved classes
-# (PlacedModel, PaperSGD, the blocks) only once their modules are imported.
-if not _started_as_cli():
-    for _name in _EXPORTS:
-        __getattr__(_name)
+def load_model(path, **kwargs):
+    """``keras.models.load_model(path, **kwargs)`` with the package's saved classes registered
+    (``keras.models.load_model`` alone works too once ``alexnet_split.models`` is imported)."""
+    import keras
+
+    _importlib.import_module(".models", __name__)  # imports every module that registers a class
+
+    return keras.models.load_model(path, **kwargs)

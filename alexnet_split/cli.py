@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import config, spec
+from . import config, runlog, spec
 from .data import NUM_CLASSES
 
 SET_HELP = ("recipe overrides KEY=VALUE, each VALUE read as JSON (else as a string); repeatable; null unsets a key, "
@@ -647,7 +647,11 @@ class _Subcommands:
 
     def add_parser(self, name, **kw):
         kw.setdefault("description", kw.get("help"))
-        return self.action.add_parser(name, formatter_class=_HelpFormatter, **kw)
+        p = self.action.add_parser(name, formatter_class=_HelpFormatter, **kw)
+        # accepted after the command too (`train --verbose`); absent, the top-level value stands
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="show TensorFlow's C++ log (default: off)")
+        return p
 
 
 # User errors: one line and exit code 2 (OSError: a path that cannot be read or written).
@@ -656,12 +660,11 @@ USER_ERRORS = (ValueError, RuntimeError, OSError)
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.verbose and os.environ.get("ALEXNET_SPLIT_VERBOSE") != "1":
-        # the package set TensorFlow's log level quietly: start again with its log on
-        env = {k: v for k, v in os.environ.items() if k != "_ALEXNET_SPLIT_QUIET"}
-        env.update(ALEXNET_SPLIT_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="0")
-        argv = sys.argv[1:] if argv is None else list(argv)
-        os.execve(sys.executable, [sys.executable, "-m", "alexnet_split.cli", *argv], env)
+    if args.verbose:  # TensorFlow's C++ log on the terminal, whatever TF_CPP_MIN_LOG_LEVEL says
+        os.environ.update(ALEXNET_SPLIT_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="0")
+        os.environ.pop("_ALEXNET_SPLIT_QUIET", None)
+    else:
+        runlog.quiet_tensorflow_import()
     try:
         return args.func(args)
     except KeyboardInterrupt as e:  # train.Interrupted names the step a rerun resumes from

@@ -124,24 +124,29 @@ def versions() -> dict:
 
 
 def quiet_tensorflow_import():
-    """Keep TensorFlow's C++ start-up banner (absl INFO lines, a cuInit "error" on a machine
-    without CUDA) off the terminal whenever this process imports TensorFlow, and set its C++
-    logging to level 3 (errors off). Imports nothing itself: ``alexnet-split --help`` never starts
-    TensorFlow.
+    """Keep TensorFlow's C++ start-up banner (absl INFO lines, oneDNN notes, a cuInit "error" on a
+    machine without CUDA) off the terminal whenever this process imports TensorFlow, and keep its
+    C++ log at level 3 (errors off) after that. Imports nothing itself. Called where the command
+    line starts (:func:`alexnet_split.cli.main`) and where its spawned workers start: importing
+    the package changes nothing global.
 
-    The banner is written to file descriptor 2 before TensorFlow reads TF_CPP_MIN_LOG_LEVEL, so
-    the first ``import tensorflow`` (Keras's, or anyone's) runs with fd 2 pointed at a temporary
-    file, which is replayed if the import fails. Nothing is changed when the user set
-    TF_CPP_MIN_LOG_LEVEL, or ALEXNET_SPLIT_VERBOSE=1 (``alexnet-split --verbose``), or when a
-    caller (the placement proof's child, which reads the placer log) set another level for its
-    process."""
-
-    ours = os.environ.get("_ALEXNET_SPLIT_QUIET") == "1" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3"
-    if os.environ.get("ALEXNET_SPLIT_VERBOSE") == "1" or ("TF_CPP_MIN_LOG_LEVEL" in os.environ and not ours):
+    The banner is written to file descriptor 2 before TensorFlow reads TF_CPP_MIN_LOG_LEVEL (so
+    a user's own ``TF_CPP_MIN_LOG_LEVEL=3`` cannot hide it): the first ``import tensorflow``
+    (Keras's, or anyone's) runs with fd 2 pointed at a temporary file, which is replayed if the
+    import fails. The level is set to 3 whatever it was: TensorFlow's log comes back only with
+    ``alexnet-split --verbose`` (ALEXNET_SPLIT_VERBOSE=1), so no setting makes the terminal louder
+    by accident. Children inherit the choice through the environment."""
+    if os.environ.get("ALEXNET_SPLIT_VERBOSE") == "1":
         return
-    os.environ.update(TF_CPP_MIN_LOG_LEVEL="3", _ALEXNET_SPLIT_QUIET="1")  # children inherit the choice
+    os.environ.update(TF_CPP_MIN_LOG_LEVEL="3", _ALEXNET_SPLIT_QUIET="1")
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietImport())
+
+
+def quiet_like_the_parent():
+    """In a spawned worker: quiet TensorFlow's import when the process that started it was quiet."""
+    if os.environ.get("_ALEXNET_SPLIT_QUIET") == "1":
+        quiet_tensorflow_import()
 
 
 class _QuietImport(importlib.abc.MetaPathFinder):

@@ -38,6 +38,8 @@ from datetime import datetime, timezone
 from multiprocessing.connection import wait
 from pathlib import Path
 
+from . import runlog
+
 MPS_CONTROL = "nvidia-cuda-mps-control"
 
 
@@ -127,6 +129,7 @@ def _execute(spec: RunSpec, devices=()) -> dict:
 def _worker(conn, cache_dir, deterministic):
     """A worker's life: set up JAX (or TensorFlow's two logical CPU devices), then train the runs
     the parent sends until it sends None."""
+    runlog.quiet_like_the_parent()
     devices = ()
     if os.environ["KERAS_BACKEND"] == "tensorflow":
         from .devices import configure_devices

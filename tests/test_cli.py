@@ -26,15 +26,33 @@ BANNER = re.compile(r"^[IWE]0000 |absl::InitializeLog|failed call to cuInit", re
 
 @pytest.mark.slow
 def test_the_terminal_is_quiet_unless_asked():
-    """No TensorFlow C++ start-up banner by default (as a new user runs it: no log variables
-    set); ``--verbose`` brings TensorFlow's C++ log back."""
-    fresh = {"TF_CPP_MIN_LOG_LEVEL": None, "_ALEXNET_SPLIT_QUIET": None, "ALEXNET_SPLIT_VERBOSE": None}
-    quiet = cli("devices", env=fresh)
-    assert quiet.returncode == 0 and "logical devices" in quiet.stdout, quiet.stderr[-2000:]
-    assert not BANNER.search(quiet.stderr), quiet.stderr[-2000:]
-    loud = cli("--verbose", "devices", env=fresh)
-    assert loud.returncode == 0 and loud.stdout == quiet.stdout, loud.stderr[-2000:]
-    assert BANNER.search(loud.stderr), loud.stderr[-2000:]
+    """No TensorFlow C++ start-up banner whatever TF_CPP_MIN_LOG_LEVEL says (unset, as a new user
+    runs it; 3, TensorFlow's own quiet switch; 0); ``--verbose``, before or after the command,
+    brings TensorFlow's C++ log back."""
+    fresh = {"_ALEXNET_SPLIT_QUIET": None, "ALEXNET_SPLIT_VERBOSE": None}
+    quiet = None
+    for level in (None, "3", "0"):
+        proc = cli("devices", env=dict(fresh, TF_CPP_MIN_LOG_LEVEL=level))
+        assert proc.returncode == 0 and "logical devices" in proc.stdout, proc.stderr[-2000:]
+        assert not BANNER.search(proc.stderr), (level, proc.stderr[-2000:])
+        quiet = quiet or proc
+    for args in (("--verbose", "devices"), ("devices", "--verbose")):
+        loud = cli(*args, env=dict(fresh, TF_CPP_MIN_LOG_LEVEL="3"))
+        assert loud.returncode == 0 and loud.stdout == quiet.stdout, loud.stderr[-2000:]
+        assert BANNER.search(loud.stderr), (args, loud.stderr[-2000:])
+
+
+def test_importing_the_package_changes_nothing_global():
+    """``import alexnet_split`` in a notebook: no Keras or TensorFlow import, no import hook, fd 2
+    and the environment untouched, and only the package's own names in dir()."""
+    code = ("import os, sys; env = dict(os.environ); hooks = list(sys.meta_path); fd2 = os.fstat(2); "
+            "import alexnet_split as a; "
+            "print(os.path.samestat(os.fstat(2), fd2), "
+            "'keras' in sys.modules, 'tensorflow' in sys.modules, sys.meta_path == hooks, dict(os.environ) == env, "
+            "[n for n in dir(a) if not n.startswith('_')] == sorted(a.__all__))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.stdout.split() == ["True", "False", "False", "True", "True", "True"], proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
@@ -95,7 +113,7 @@ def test_help_starts_no_tensorflow(argv):
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines()}
     assert "alexnet_split" in imported and not imported & {"tensorflow", "keras", "jax"}
     if argv[0] == "report":
-        assert "usage: alexnet-split report [-h] FOLDER" in proc.stdout and "a run folder" in proc.stdout
+        assert "usage: alexnet-split report [-h] [--verbose] FOLDER" in proc.stdout and "a run folder" in proc.stdout
 
 
 def subcommand_parsers():
