@@ -435,7 +435,7 @@ def _pipeline_line(pipe, rows, shape) -> str:
     verdict = ("the input pipeline is not the bottleneck" if pipe >= 5 * fastest else
                "WARNING: the input pipeline (NumPy crops/flips/PCA in one thread) is the bottleneck")
     return (f"Input pipeline (random {shape[0]} crops of 256x256 uint8 images, flips, PCA lighting): "
-            f"{pipe:,.0f} images/s = {pipe / fastest:.1f}x the fastest training above: {verdict}.")
+            f"{pipe:,.0f} images/s = {pipe / fastest:.3g}x the fastest training above: {verdict}.")
 
 
 def _runner_lines(runners) -> list[str]:

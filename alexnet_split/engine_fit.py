@@ -55,6 +55,23 @@ class _FitCallback(keras.callbacks.Callback):
             self.run.commit(self.model, checkpoint=not self.run.done)
 
 
+class _StepsProgress(keras.callbacks.ProgbarLogger):
+    """Keras's progress output, headed "Steps 51-100 of 4,000 (validation 2/80)" where it would
+    say "Epoch 2/80": in a recipe that counts steps a Keras epoch is a validation interval."""
+
+    def __init__(self, every: int, total: int):
+        super().__init__()
+        self.every, self.total = every, total
+
+    def on_epoch_begin(self, epoch, logs=None):
+        epochs, self.epochs = self.epochs, 1  # Keras prints its "Epoch k/N" header only when N > 1
+        super().on_epoch_begin(epoch, logs)
+        self.epochs = epochs
+        if self.verbose:
+            print(f"Steps {epoch * self.every + 1:,}-{min((epoch + 1) * self.every, self.total):,} of "
+                  f"{self.total:,} (validation {epoch + 1}/{epochs})", flush=True)
+
+
 def run(model, run, split, recipe, crop, seed, verbose):
     """The Keras-fit engine behind :func:`alexnet_split.train.train`: trains `run`'s remaining
     intervals (a ``train.Run``) on `split` (a ``train.Split``), committing through `run`.
@@ -64,10 +81,12 @@ def run(model, run, split, recipe, crop, seed, verbose):
     batches = pipeline.TrainBatches(split.train_x, split.train_y, recipe.batch_size, crop, data.NUM_CLASSES, seed,
                                     augment=recipe.augment, pca_sigma=recipe.pca_lighting,
                                     interval_steps=run.interval_steps, interval=run.state["interval"])
-    callback = _FitCallback(run, batches)
+    callbacks = [_FitCallback(run, batches)]
+    if recipe.steps:
+        callbacks.append(_StepsProgress(run.interval_steps, recipe.steps))
     if not run.done:
         val = (split.val_x.astype(np.float32), pipeline.one_hot(split.val_y, data.NUM_CLASSES))
-        fit_intervals(model, batches, val, run.n_intervals, run.state["interval"], [callback], verbose,
+        fit_intervals(model, batches, val, run.n_intervals, run.state["interval"], callbacks, verbose,
                       max(recipe.batch_size, 64))
     probs = with_softmax(model)
 
@@ -77,7 +96,7 @@ def run(model, run, split, recipe, crop, seed, verbose):
                 v.assign(value)
         return pipeline.predict_crops(probs, images, crop, ten=ten)
 
-    return callback.diverged, predict
+    return callbacks[0].diverged, predict
 
 
 def weight_values(model) -> list[np.ndarray]:

@@ -59,7 +59,7 @@ def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=Non
     arch = spec.get_layout(layout)
     norm = arch.norm if norm is None else norm
     input_shape = tuple(arch.input_shape if input_shape is None else input_shape)
-    _check_arguments(arch, norm, init, num_classes, input_shape)
+    _check_arguments(arch, norm, init, bias_fill, num_classes, input_shape)
     kernels = parse_kernels(kernels)
     n, widths = spec.tower_widths(arch, mode, n_towers)
     devices = check_devices(devices, n)
@@ -92,10 +92,13 @@ def build_model(layout="paper", mode="towers", num_classes=NUM_CLASSES, norm=Non
     return model_cls(inputs, outputs, name=name or f"alexnet_{arch.name}_{mode}")
 
 
-def _check_arguments(arch, norm, init, num_classes, input_shape):
+def _check_arguments(arch, norm, init, bias_fill, num_classes, input_shape):
     """What :func:`build_model` refuses, before building anything."""
     if init not in spec.INITS:
         raise ValueError(f"init must be one of {spec.INITS}, got {init!r}")
+    if arch.init != "paper" and (init != "paper" or bias_fill is not None):
+        raise ValueError(f"init={init!r}, bias_fill={bias_fill!r}: the {arch.name} layout keeps Keras's default "
+                         "initialisation (glorot_uniform, zeros biases); init and bias_fill apply to the paper layout")
     if norm not in spec.NORMS:
         raise ValueError(f"norm must be one of {spec.NORMS} or None, got {norm!r}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
@@ -229,8 +232,9 @@ def _grouped_dense(x, arch, row, norm):
 def init_summary(layout="paper", bias_fill=None, init="paper") -> dict:
     """The initialisation `build_model` gives `layout` (Section 5), as a run's config.json records it."""
     arch = spec.get_layout(layout)
-    if arch.init != "paper":
-        return {"scheme": "keras", "kernels": "glorot_uniform", "biases": "zeros"}
+    if arch.init != "paper":  # the recipe's init (its default "paper") is the paper layout's: not used here
+        return {"scheme": "keras", "kernels": "glorot_uniform", "biases": "zeros",
+                "recipe_init": f"{init!r} not used: the {layout} layout keeps Keras's defaults"}
     biases = {row.name: _initializers(arch, row, bias_fill, init)[1].value for row in arch.rows}
     kernels = ("he_normal (truncated, std sqrt(2 / fan_in)) in conv2-fc7; conv1 and fc8 normal(0, 0.01)"
                if init == "fan_in" else "normal(0, 0.01)")

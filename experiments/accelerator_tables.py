@@ -63,11 +63,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import alexnet_split  # noqa: E402, F401 (first: TensorFlow imported without its C++ banner)
+from alexnet_split import runlog
 
-# isort: split
+runlog.quiet_tensorflow_import()  # before TensorFlow is imported: its C++ banner reads like errors
 
-from alexnet_split import bench, devices, jax_setup, report, runlog, sweep, workers  # noqa: E402
+from alexnet_split import bench, devices, jax_setup, report, sweep, workers  # noqa: E402
 
 MODES = ("towers", "merged", "half")
 TABLE_JOBS = ("paper", "init:paper", "init:caffe", "init:fan_in", "seed", "paper20")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import alexnet_split  # noqa: E402, F401 (first: TensorFlow imported without its C++ banner)
+from alexnet_split import runlog
 
-# isort: split
+runlog.quiet_tensorflow_import()  # before TensorFlow is imported: its C++ banner reads like errors
 
 import keras  # noqa: E402
 

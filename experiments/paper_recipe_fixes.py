@@ -20,14 +20,14 @@ import csv
 import math
 from pathlib import Path
 
-import alexnet_split  # noqa: F401 (first: TensorFlow imported without its C++ banner)
+from alexnet_split import runlog
 
-# isort: split
+runlog.quiet_tensorflow_import()  # before TensorFlow is imported: its C++ banner reads like errors
 
 import keras
 import numpy as np
 
-from alexnet_split import config, data, pipeline, report, runlog, sweep
+from alexnet_split import config, data, pipeline, report, sweep
 from alexnet_split.optimizers import PaperSGD
 from alexnet_split.schedule import Plateau
 

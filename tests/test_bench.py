@@ -125,3 +125,10 @@ def test_bench_runner_command_passes_its_options(tmp_path):
     assert "67x67 input" in md and "deadline 0 s" in md
     assert md.split("Not measured (would have ended past the 0 s deadline): ")[1].split(".\n")[0] == (
         "towers float32 b4, merged float32 b4, half float32 b4, towers float32 b8")
+
+
+def test_a_small_pipeline_ratio_keeps_its_digits():
+    """1,184 images/s against 34,100 is 0.0347x, not the "0.0x" a fixed one decimal gave."""
+    line = bench._pipeline_line(1184, [{"train_img_s": 34100.0}, {"train_img_s": 20000.0}], (227, 227))
+    assert "1,184 images/s = 0.0347x the fastest" in line and "is the bottleneck" in line
+    assert "= 12.5x the fastest" in bench._pipeline_line(1250, [{"train_img_s": 100.0}], (227, 227))

@@ -45,7 +45,8 @@ def test_seed_layout_keeps_keras_defaults():
     kernel, bias = blocks(model)["conv3"][0]
     limit = np.sqrt(6 / (3 * 3 * 256 + 3 * 3 * 384))  # glorot_uniform
     assert np.abs(kernel).max() <= limit and kernel.std() > 0.5 * limit / np.sqrt(3) and not bias.any()
-    assert models.init_summary("seed") == {"scheme": "keras", "kernels": "glorot_uniform", "biases": "zeros"}
+    assert {k: v for k, v in models.init_summary("seed").items() if k != "recipe_init"} == {
+        "scheme": "keras", "kernels": "glorot_uniform", "biases": "zeros"}
 
 
 def test_dropout_half_of_fc6_and_fc7_in_training_none_at_inference():
@@ -74,3 +75,13 @@ def test_dropout_half_of_fc6_and_fc7_in_training_none_at_inference():
     probs = [keras.ops.convert_to_numpy(model(x, training=False)) for _ in range(2)]
     np.testing.assert_array_equal(*probs)
     assert not np.array_equal(keras.ops.convert_to_numpy(model(x, training=True)), probs[0])
+
+
+def test_the_seed_layout_refuses_an_init_it_would_ignore_and_says_so_in_its_summary():
+    """The seed layout keeps Keras's defaults: a paper-layout init or bias_fill is an error, not
+    silently dropped, and a run's config.json says the recipe's init was not used."""
+    for kw in ({"init": "fan_in"}, {"bias_fill": 0.1}):
+        with pytest.raises(ValueError, match="the seed layout keeps Keras's default initialisation"):
+            A.build_model("seed", "towers", num_classes=5, input_shape=SMALL_INPUT["seed"], **kw)
+    summary = models.init_summary("seed", None, "paper")
+    assert summary["scheme"] == "keras" and summary["recipe_init"].startswith("'paper' not used")
