@@ -33,6 +33,12 @@ from .runlog import atomic_write, machine
 from .tables import csv_text, markdown_table
 
 VARIANTS = spec.VARIANTS
+# What the printed ratios are read against, in one place (docs/performance.md gives the reasons):
+# placed towers cost little over one device; bf16 doubles CPU/GPU matmul throughput; the merged
+# float32 step reaches half the matmul peak; the device engine's runner keeps 90% of its
+# compute-only scan and matches PyTorch; towers bf16 at batch 128 trains 35k img/s on an H200.
+TARGETS = {"two_devices_over_one": 0.95, "bf16_over_float32": 2.0, "merged_float32_peak_share": 0.5,
+           "runner_over_scanned": 0.9, "runner_over_pytorch": 1.0, "towers_bf16_batch128_img_s": 35_000}
 
 
 def build_variant(variant, layout, devices, input_shape=None, num_classes=NUM_CLASSES):
@@ -390,7 +396,7 @@ def _placement_ratio_lines(rows, precisions, batches) -> list[str]:
             g = _ratio(rows, precision, batch, "towers_2dev", "grouped")
             if r is not None:
                 lines.append(f"- {precision}, batch {batch}: towers on 2 devices / on 1 device = **{r:.2f}x** "
-                             f"(target >= 0.95); / grouped conv = {g:.2f}x")
+                             f"(target >= {TARGETS['two_devices_over_one']}); / grouped conv = {g:.2f}x")
     return lines
 
 
@@ -406,7 +412,7 @@ def _precision_ratio_lines(rows, batches) -> list[str]:
             if len(x) == 2:
                 lines.append(f"- batch {batch}, {variant}: mixed_bfloat16 / float32 = "
                              f"**{x['mixed_bfloat16']['train_img_s'] / x['float32']['train_img_s']:.2f}x** "
-                             "(target >= 2)")
+                             f"(target >= {TARGETS['bf16_over_float32']:g})")
     return lines
 
 
@@ -416,7 +422,7 @@ def _peak_share_lines(rows) -> list[str]:
         return []
     best = max(merged, key=lambda r: r["pct_peak"])
     return [f"- merged float32 training reaches **{best['pct_peak']:.0f}%** of the float32 matmul peak "
-            f"(batch {best['batch']}; target >= 50%)"]
+            f"(batch {best['batch']}; target >= {TARGETS['merged_float32_peak_share']:.0%})"]
 
 
 def _cross_device_lines(arch, shape, batches) -> list[str]:
@@ -773,11 +779,13 @@ def _summary_lines(rows) -> list[str]:
     lines = []
     if first.get("scanned_compute_img_s"):
         lines.append(f"- {first['variant']} {at}: runner / scanned compute-only = "
-                     f"**{first['runner_img_s'] / first['scanned_compute_img_s']:.2f}x** (target >= 0.9)")
+                     f"**{first['runner_img_s'] / first['scanned_compute_img_s']:.2f}x** "
+                     f"(target >= {TARGETS['runner_over_scanned']})")
     limit = (f" = **{first['runner_img_s'] / first['limit_img_s']:.0%}** of the physical limit "
              f"({first['limit_img_s']:,.0f} img/s)" if first.get("limit_img_s") else "")
     lines.append(f"- {first['variant']} {at} end to end: **{first['runner_img_s']:,.0f} img/s**{limit} "
-                 "(target >= 35k img/s for towers mixed_bfloat16 batch 128)")
+                 f"(target >= {TARGETS['towers_bf16_batch128_img_s'] / 1000:g}k img/s for towers mixed_bfloat16 "
+                 "batch 128)")
     same = [r for r in rows if (r.get("precision"), r.get("batch")) == (first["precision"], first["batch"])]
     for r in same:
         if r is not first and r["variant"].startswith(first["variant"] + "+") and r.get("runner_img_s"):
@@ -788,7 +796,8 @@ def _summary_lines(rows) -> list[str]:
     torch_best = max((r for r in same if r.get("torch_img_s")), key=lambda r: r["torch_img_s"], default=None)
     if torch_best:
         lines.append(f"- {first['variant']} runner / PyTorch's best ({torch_best['variant']}): "
-                     f"**{first['runner_img_s'] / torch_best['torch_img_s']:.2f}x** (target >= 1.0)")
+                     f"**{first['runner_img_s'] / torch_best['torch_img_s']:.2f}x** "
+                     f"(target >= {TARGETS['runner_over_pytorch']:.1f})")
     return lines
 
 

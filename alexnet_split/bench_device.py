@@ -19,25 +19,6 @@ import jax.numpy as jnp
 from . import engine_device
 
 
-def train_step(model, optimizer):
-    """One SGD step on a ready batch (x float32 images, y int labels): the device engine's step
-    without its gather and metrics. Returns ``step(state, (x, y)) -> (state, loss)``."""
-
-    def loss_fn(trainable, non_trainable, x, y):
-        logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-        return jnp.mean(engine_device.cross_entropy(logits, y)), non_trainable
-
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-    def step(state, batch):
-        trainable, non_trainable, opt_vars = state
-        (loss, non_trainable), grads = grad_fn(trainable, non_trainable, *batch)
-        trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
-        return (trainable, non_trainable, opt_vars), loss
-
-    return step
-
-
 class ScannedCompute:
     """`steps` training steps of `loop`'s model as one compiled ``lax.scan``, cycling through
     `n_batches` batches that `loop` assembled on the device beforehand (steps 0, 1, ...): pure
@@ -51,12 +32,12 @@ class ScannedCompute:
         self.xs = jnp.stack([b[0] for b in batches])
         self.ys = jnp.stack([b[1] for b in batches])
         self.steps, self.batch_size, self.loop = steps, loop.batch_size, loop
-        step = train_step(loop.model, loop.optimizer)
+        step = engine_device.train_step(loop.model, loop.optimizer)  # the engine's own step
 
         def run(state, xs, ys):
             def body(state, i):
-                k = i % n
-                return step(state, (xs[k], ys[k]))
+                state, metrics = step(state, xs[i % n], ys[i % n])
+                return state, metrics[0]
 
             return jax.lax.scan(body, state, jnp.arange(steps))
 

@@ -17,6 +17,12 @@ the per-device placement of the towers, which JAX has no equivalent of.
   process; :mod:`alexnet_split.jax_setup`'s persistent cache makes that once ever.
 * No scatter in the step (deterministic on GPU): the loss picks the label's log-probability with a
   one-hot product, whose gradient is a product too (take_along_axis's is a scatter-add).
+
+The state is a :class:`TrainState` (trainable, non-trainable and optimizer values: the learning
+rate is one of the optimizer's). :func:`train_step` is the one training step, a pure function the
+benchmark's compute-only scan (:mod:`alexnet_split.bench_device`) runs too. No buffer is donated:
+a run keeps its best-validation weights as the arrays of an earlier state, and ``DeviceLoop.state``
+returns the Keras variables' own arrays, so donating a state would delete what they hold.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,10 +41,34 @@ import numpy as np
 from . import pipeline
 from .data import NUM_CLASSES
 
-# (model structure, loop settings) -> jitted (train_interval, evaluate, predict); see DeviceLoop.
-_COMPILED: dict = {}
-# (loop key, program, argument shapes) -> (compiled executable, notes); see compile_program.
+
+class TrainState(NamedTuple):
+    """What a training step reads and returns: the model's trainable and non-trainable values and
+    the optimizer's variables (its learning rate and iteration count among them), in Keras's order."""
+
+    trainable: list
+    non_trainable: list
+    optimizer: list
+
+
+class Programs(NamedTuple):
+    """The jitted programs of one model structure and loop settings; every loop with the same
+    :attr:`DeviceLoop.key` shares one (the runs of one mode compile once per process)."""
+
+    train_interval: Callable
+    evaluate: Callable
+    predict: Callable
+
+
+# DeviceLoop.key -> Programs, and (key, program, argument shapes) -> (executable, notes): the
+# process's compiled code, read through DeviceLoop.programs, compile_executable and executables().
+_PROGRAMS: dict = {}
 _EXECUTABLES: dict = {}
+
+
+def executables() -> dict:
+    """A copy of what this process compiled: {(loop key, program, argument shapes): notes}."""
+    return {k: dict(notes) for k, (_, notes) in _EXECUTABLES.items()}
 
 
 def gather(images, draws, crop):
@@ -50,6 +82,34 @@ def gather(images, draws, crop):
     crops = jax.vmap(cut)(idx, ys, xs)
     crops = jnp.where(flips[:, None, None, None], crops[:, :, ::-1], crops)
     return crops.astype(jnp.float32) + shifts[:, None, None, :]
+
+
+def per_example_metrics(logits, labels):
+    """Per-example (cross-entropy, top-1 correct, top-5 correct) of `logits`, in float32."""
+    logits = logits.astype(jnp.float32)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    top5 = jnp.any(jax.lax.top_k(logits, 5)[1] == labels[:, None], axis=-1).astype(jnp.float32)
+    return cross_entropy(logits, labels), correct, top5
+
+
+def train_step(model, optimizer):
+    """The training step, pure: ``step(state, x, y) -> (new state, [loss, accuracy, top5])`` for
+    a TrainState, float32 images `x` and integer labels `y` (batch means). The device engine scans
+    it over an interval's gathered batches; the benchmark over ready ones."""
+
+    def loss_fn(trainable, non_trainable, x, y):
+        logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+        loss, correct, top5 = per_example_metrics(logits, y)
+        return jnp.mean(loss), (non_trainable, jnp.mean(correct), jnp.mean(top5))
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step(state: TrainState, x, y):
+        (loss, (non_trainable, acc, top5)), grads = grad_fn(state.trainable, state.non_trainable, x, y)
+        trainable, opt_vars = optimizer.stateless_apply(state.optimizer, grads, state.trainable)
+        return TrainState(trainable, non_trainable, opt_vars), jnp.stack([loss, acc, top5])
+
+    return step
 
 
 def cross_entropy(logits, labels):
@@ -83,17 +143,18 @@ class DeviceLoop:
         self.lr_index = next(i for i, v in enumerate(self.optimizer.variables) if v.name == "learning_rate")
         # every Python value the traced code reads from `self` (the compiled code keeps the first loop's)
         self.key = (_structure(model), crop, interval_steps, self.eval_batch, num_classes)
-        if self.key not in _COMPILED:
-            _COMPILED[self.key] = (jax.jit(self._train_interval), jax.jit(self._evaluate), jax.jit(self._predict))
-        self._train_fn = _COMPILED[self.key][0]  # the jitted step, shared by the loops of one structure
+        if self.key not in _PROGRAMS:
+            _PROGRAMS[self.key] = Programs(jax.jit(self._train_interval), jax.jit(self._evaluate),
+                                           jax.jit(self._predict))
+        self.programs = _PROGRAMS[self.key]
 
     # ---------------------------------------------------------------- state <-> Keras objects
 
-    def state(self):
-        """(trainable, non-trainable, optimizer) variable values, read from the Keras objects."""
-        return ([v.value for v in self.model.trainable_variables],
-                [v.value for v in self.model.non_trainable_variables],
-                [v.value for v in self.optimizer.variables])
+    def state(self) -> TrainState:
+        """The variable values, read from the Keras objects (their own arrays, not copies)."""
+        return TrainState([v.value for v in self.model.trainable_variables],
+                          [v.value for v in self.model.non_trainable_variables],
+                          [v.value for v in self.optimizer.variables])
 
     def write_back(self, state):
         """Assign `state` to the model and optimizer (before saving or predicting)."""
@@ -102,14 +163,14 @@ class DeviceLoop:
             for v, value in zip(variables, values, strict=True):
                 v.assign(value)
 
-    def learning_rate(self, state) -> float:
-        return float(state[2][self.lr_index])
+    def learning_rate(self, state: TrainState) -> float:
+        return float(state.optimizer[self.lr_index])
 
-    def with_learning_rate(self, state, lr: float):
+    def with_learning_rate(self, state: TrainState, lr: float) -> TrainState:
         """`state` with the optimizer's learning rate set to `lr` (the run's schedule decides it)."""
-        opt = list(state[2])
+        opt = list(state.optimizer)
         opt[self.lr_index] = jnp.asarray(lr, opt[self.lr_index].dtype)
-        return state[0], state[1], opt
+        return state._replace(optimizer=opt)
 
     # ---------------------------------------------------------------- compiled code
 
@@ -119,30 +180,13 @@ class DeviceLoop:
         draws = (d.idx, d.ys, d.xs, d.flips, d.shifts)
         return gather(self.images, draws, self.crop), self.labels[d.idx]
 
-    def _metrics(self, logits, labels):
-        logits = logits.astype(jnp.float32)
-        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-        top5 = jnp.any(jax.lax.top_k(logits, 5)[1] == labels[:, None], axis=-1).astype(jnp.float32)
-        return cross_entropy(logits, labels), correct, top5
-
     def _train_interval(self, state, draws, images, labels):
-        model, optimizer = self.model, self.optimizer
+        step = train_step(self.model, self.optimizer)
 
-        def loss_fn(trainable, non_trainable, x, y):
-            logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-            loss, correct, top5 = self._metrics(logits, y)
-            return jnp.mean(loss), (non_trainable, jnp.mean(correct), jnp.mean(top5))
+        def body(state, step_draws):
+            return step(state, gather(images, step_draws, self.crop), labels[step_draws[0]])
 
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-        def step_fn(carry, step_draws):
-            trainable, non_trainable, opt_vars = carry
-            x, y = gather(images, step_draws, self.crop), labels[step_draws[0]]
-            (loss, (non_trainable, acc, top5)), grads = grad_fn(trainable, non_trainable, x, y)
-            trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
-            return (trainable, non_trainable, opt_vars), jnp.stack([loss, acc, top5])
-
-        state, per_step = jax.lax.scan(step_fn, state, draws)
+        state, per_step = jax.lax.scan(body, state, draws)
         return state, per_step.mean(0), per_step[:, 0]
 
     def _evaluate(self, trainable, non_trainable, val_images, val_labels):
@@ -152,7 +196,7 @@ class DeviceLoop:
             x = jax.lax.dynamic_slice_in_dim(val_images, i * eb, eb).astype(jnp.float32)
             y = jax.lax.dynamic_slice_in_dim(val_labels, i * eb, eb)
             logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-            loss, correct, top5 = self._metrics(logits, jnp.maximum(y, 0))
+            loss, correct, top5 = per_example_metrics(logits, jnp.maximum(y, 0))
             real = (y >= 0).astype(jnp.float32)  # padding rows carry label -1
             return None, jnp.stack([jnp.sum(loss * real), jnp.sum(correct * real), jnp.sum(top5 * real)])
 
@@ -187,7 +231,7 @@ class DeviceLoop:
         """Run `program` ("train_interval", "evaluate", "predict") on `args` through its compiled
         executable, compiling it first if no loop of this structure has (jit would compile at
         the call; this way the seconds are known and the executable is the one compile() made)."""
-        return compile_program(self, program, args)[0](*args)
+        return compile_executable(getattr(self.programs, program), (self.key, program), args)[0](*args)
 
     def compile(self, test_count=None, ten_crop=False) -> dict:
         """Compile, before the first run, the programs the loop's run calls with its real shapes:
@@ -196,7 +240,7 @@ class DeviceLoop:
         already in this process; a persistent-cache hit is a load, not a compile)."""
         state = self.state()
         programs = {"train_interval": self._train_args(state, 0),
-                    "evaluate": (state[0], state[1], self.val_images, self.val_labels)}
+                    "evaluate": (state.trainable, state.non_trainable, self.val_images, self.val_labels)}
         if test_count:
             programs["predict"] = self._predict_args(state, test_count, False)
             if ten_crop:
@@ -204,19 +248,20 @@ class DeviceLoop:
         out = {}
         for name, args in programs.items():
             t0 = time.perf_counter()
-            compile_program(self, name.removesuffix("_10crop"), args)
+            program = name.removesuffix("_10crop")
+            compile_executable(getattr(self.programs, program), (self.key, program), args)
             out[name] = round(time.perf_counter() - t0, 3)
         return out
 
     def refused(self) -> list[str]:
         """This loop's programs compiled without the deterministic options XLA refused."""
-        return sorted({k[1] for k, (_, notes) in _EXECUTABLES.items() if k[0] == self.key and "refused" in notes})
+        return refused_programs(self.key)
 
     def predict(self, state, images, ten=False) -> np.ndarray:
         """Test-time class probabilities of uint8 `images` on the device (float64 on the host)."""
         pad = -len(images) % self.eval_batch
         padded = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-        probs = self._call("predict", state[0], state[1], jnp.asarray(padded), self._views(ten))
+        probs = self._call("predict", state.trainable, state.non_trainable, jnp.asarray(padded), self._views(ten))
         return np.asarray(probs, np.float64)[:len(images)]
 
     def train_interval(self, state, start: int):
@@ -235,28 +280,33 @@ class DeviceLoop:
     def _predict_args(self, state, count, ten):
         padded = count + (-count % self.eval_batch)
         images = jax.ShapeDtypeStruct((padded,) + self.images.shape[1:], self.images.dtype)
-        return state[0], state[1], images, self._views(ten)
+        return state.trainable, state.non_trainable, images, self._views(ten)
 
     def evaluate(self, state) -> dict:
-        sums = np.asarray(self._call("evaluate", state[0], state[1], self.val_images, self.val_labels)) / self.n_val
+        sums = np.asarray(self._call("evaluate", state.trainable, state.non_trainable, self.val_images,
+                                     self.val_labels)) / self.n_val
         return {"val_loss": float(sums[0]), "val_accuracy": float(sums[1]), "val_top5": float(sums[2])}
+
+
+def refused_programs(key) -> list[str]:
+    """The programs compiled under loop key `key` without the deterministic options XLA refused."""
+    return sorted({k[1] for k, (_, notes) in _EXECUTABLES.items() if k[0] == key and "refused" in notes})
 
 
 def _signature(tree) -> tuple:
     return tuple((tuple(np.shape(a)), str(a.dtype)) for a in jax.tree_util.tree_leaves(tree))
 
 
-def compile_program(loop: DeviceLoop, program: str, args) -> tuple:
-    """(executable, notes) of `loop`'s `program` for arguments shaped like `args` (arrays or
-    ``jax.ShapeDtypeStruct``), compiled ahead of time once per process with
-    :func:`alexnet_split.jax_setup.compiler_options`. If XLA refuses those options (its
-    deterministic GPU mode has no select-and-scatter, the built-in max-pool gradient), the program
-    is compiled without them and the notes say so."""
-    key = (loop.key, program, _signature(args))
+def compile_executable(fn, name: tuple, args) -> tuple:
+    """(executable, notes) of the jitted `fn` for arguments shaped like `args` (arrays or
+    ``jax.ShapeDtypeStruct``), compiled ahead of time once per process under `name` (loop key,
+    program) with :func:`alexnet_split.jax_setup.compiler_options`. If XLA refuses those options
+    (its deterministic GPU mode has no select-and-scatter, the built-in max-pool gradient), the
+    program is compiled without them and the notes say so."""
+    key = (*name, _signature(args))
     if key not in _EXECUTABLES:
         from . import jax_setup
 
-        fn = dict(zip(("train_interval", "evaluate", "predict"), _COMPILED[loop.key], strict=True))[program]
         lowered = fn.lower(*args)
         options = jax_setup.compiler_options(jax.default_backend())
         notes = {"options": options}
@@ -265,7 +315,7 @@ def compile_program(loop: DeviceLoop, program: str, args) -> tuple:
         except Exception as e:  # noqa: BLE001 (XLA raises its own error types)
             if not options:
                 raise
-            print(f"{program}: XLA refused {options} ({str(e).splitlines()[0][:200]}); compiled without them: "
+            print(f"{name[-1]}: XLA refused {options} ({str(e).splitlines()[0][:200]}); compiled without them: "
                   "this program is not guaranteed deterministic", file=sys.stderr, flush=True)
             executable, notes = lowered.compile(), {"options": {}, "refused": options}
         _EXECUTABLES[key] = executable, notes
@@ -323,7 +373,7 @@ def run(model, run, split, recipe, crop, seed, verbose=1):
         lr = loop.learning_rate(state)
         metrics = dict(zip(("loss", "accuracy", "top5"), np.asarray(means).tolist(), strict=True), **val)
         # JAX arrays are immutable: the kept weights need no copy
-        end = run.end_interval(metrics, lr, seconds, lambda kept=state: [*kept[0], *kept[1]])
+        end = run.end_interval(metrics, lr, seconds, lambda kept=state: [*kept.trainable, *kept.non_trainable])
         state = loop.with_learning_rate(state, end.lr)
         if verbose:
             said = " (lr /10)" if end.lr != lr else " (stop)" if end.stop else ""
@@ -339,7 +389,7 @@ def run(model, run, split, recipe, crop, seed, verbose=1):
     n_trainable = len(model.trainable_variables)
 
     def predict(images, ten, weights=None):
-        values = loop.state() if weights is None else (weights[:n_trainable], weights[n_trainable:], None)
+        values = loop.state() if weights is None else TrainState(weights[:n_trainable], weights[n_trainable:], [])
         return loop.predict(values, images, ten)
 
     return None, predict

@@ -17,7 +17,7 @@ Imported only under ``KERAS_BACKEND=jax``. :func:`configure` must run before JAX
   autotuning kept; ``xla_gpu_deterministic_ops`` would also switch autotuning off). XLA refuses to
   compile a select-and-scatter (the built-in max-pool gradient) under it, and an unknown or refused
   XLA_FLAGS entry aborts the whole process at start-up, whereas a refused program can be compiled
-  again without the option (:func:`alexnet_split.engine_device.compile_program` does, and says so).
+  again without the option (:func:`alexnet_split.engine_device.compile_executable` does, and says so).
 """
 
 from __future__ import annotations

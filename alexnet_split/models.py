@@ -230,15 +230,17 @@ def _grouped_dense(x, arch, row, norm):
 
 
 def init_summary(layout="paper", bias_fill=None, init="paper") -> dict:
-    """The initialisation `build_model` gives `layout` (Section 5), as a run's config.json records it."""
+    """The initialisation `build_model` gives `layout` (Section 5), as a run's config.json records it:
+    its scheme, the weights' initializer and the biases (runs written before this recorded the
+    weights under "kernels", a word `build_model` keeps for its optional ops)."""
     arch = spec.get_layout(layout)
     if arch.init != "paper":  # the recipe's init (its default "paper") is the paper layout's: not used here
-        return {"scheme": "keras", "kernels": "glorot_uniform", "biases": "zeros",
+        return {"scheme": "keras", "weights": "glorot_uniform", "biases": "zeros",
                 "recipe_init": f"{init!r} not used: the {layout} layout keeps Keras's defaults"}
     biases = {row.name: _initializers(arch, row, bias_fill, init)[1].value for row in arch.rows}
-    kernels = ("he_normal (truncated, std sqrt(2 / fan_in)) in conv2-fc7; conv1 and fc8 normal(0, 0.01)"
+    weights = ("he_normal (truncated, std sqrt(2 / fan_in)) in conv2-fc7; conv1 and fc8 normal(0, 0.01)"
                if init == "fan_in" else "normal(0, 0.01)")
-    return {"scheme": init, "kernels": kernels, "biases": {**biases, "fc8": 0.0}}
+    return {"scheme": init, "weights": weights, "biases": {**biases, "fc8": 0.0}}
 
 
 def format_summary(model, flops: dict[str, int]) -> str:

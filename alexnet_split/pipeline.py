@@ -153,10 +153,6 @@ class TrainBatches(keras.utils.PyDataset):
         draws = self.plan.draws(step)
         return assemble(self.images, draws, self.plan.crop), one_hot(self.labels[draws.idx], self.num_classes)
 
-    def batch(self, epoch: int, i: int):
-        """Batch `i` of data epoch `epoch`."""
-        return self.step(epoch * self.batches_per_epoch + i)
-
 
 def one_hot(labels, num_classes):
     """float32 one-hot rows of `labels` (``keras.utils.to_categorical``)."""

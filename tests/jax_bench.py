@@ -36,7 +36,7 @@ def scanned_step_equals_the_runner_step():
     scanned = bench_device.ScannedCompute(loop, 2, n_batches=2)
     scanned_state, scanned_losses = scanned(state)
     np.testing.assert_allclose(np.asarray(scanned_losses), np.asarray(runner_losses), rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(scanned_state[0]), jax.tree.leaves(runner_state[0]), strict=True):
+    for a, b in zip(jax.tree.leaves(scanned_state.trainable), jax.tree.leaves(runner_state.trainable), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
     cost = scanned.cost_per_image()
     assert cost["flops"] > 0 and cost["bytes"] > 0 and cost["counted_steps"] == 1, cost

@@ -49,7 +49,7 @@ def batches_equal_the_numpy_pipeline():
     state = loop.state()
     for start in (0, 6):
         _, _, losses = loop.train_interval(state, start)
-        logits, _ = loop.model.stateless_call(state[0], state[1], numpy.step(start)[0], training=True)
+        logits, _ = loop.model.stateless_call(state.trainable, state.non_trainable, numpy.step(start)[0], training=True)
         ref = keras.losses.CategoricalCrossentropy(from_logits=True)(numpy.step(start)[1], logits)
         np.testing.assert_allclose(float(losses[0]), float(ref), rtol=1e-5, err_msg=f"interval from step {start}")
 
@@ -77,10 +77,11 @@ def interval_equals_stepwise_updates():
         np.testing.assert_allclose(float(loss), float(losses[step]), rtol=1e-4)
         tr, opt = m.optimizer.stateless_apply(opt, g, tr)
     worst = max(float(np.abs(np.asarray(a) - np.asarray(b)).max() / (np.abs(np.asarray(b)).max() + 1e-12))
-                for a, b in zip(s3[0], tr, strict=False))
-    moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(s3[0], s0[0], strict=False))
+                for a, b in zip(s3.trainable, tr, strict=False))
+    moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                for a, b in zip(s3.trainable, s0.trainable, strict=False))
     assert worst < 1e-4 and moved > 1e-4, (worst, moved)
-    assert int(s3[2][0]) == 3  # the optimizer's iteration counter
+    assert int(s3.optimizer[0]) == 3  # the optimizer's iteration counter
 
 
 def validation_and_test_equal_predict():
@@ -116,13 +117,13 @@ def a_saturated_start_has_a_loss_and_a_gradient():
     fc8 = [i for i, v in enumerate(m.trainable_variables) if v.path.startswith("fc8/")]
 
     def loss(tr):
-        logits, _ = m.stateless_call(tr, state[1], x, training=True)
+        logits, _ = m.stateless_call(tr, state.non_trainable, x, training=True)
         return engine_device.cross_entropy(logits, y).mean()
 
-    grads = jax.grad(loss)(state[0])
+    grads = jax.grad(loss)(state.trainable)
     assert all(float(np.abs(np.asarray(grads[i])).max()) > 0 for i in fc8), "fc8 has no gradient"
     # the control: the clipped loss on probabilities is stuck under its ceiling
-    probs = jax.nn.softmax(m.stateless_call(state[0], state[1], x, training=False)[0])
+    probs = jax.nn.softmax(m.stateless_call(state.trainable, state.non_trainable, x, training=False)[0])
     clipped = keras.losses.categorical_crossentropy(jax.nn.one_hot(y, 17), probs)
     assert float(np.max(clipped)) <= 16.2
 
@@ -132,12 +133,12 @@ def one_compile_per_structure():
     images, labels = _images(40)
     args = (images, labels, images[:4, :C, :C], labels[:4], 8, C)
     first = engine_device.DeviceLoop(_model(), *args, 0)
-    assert engine_device.DeviceLoop(_model(seed=5), *args, 5)._train_fn is first._train_fn
-    assert engine_device.DeviceLoop(_model(init="fan_in"), *args, 5)._train_fn is first._train_fn
+    assert engine_device.DeviceLoop(_model(seed=5), *args, 5).programs is first.programs
+    assert engine_device.DeviceLoop(_model(init="fan_in"), *args, 5).programs is first.programs
     # compile() builds every program a run calls, with its real shapes, and the run uses those
     seconds = first.compile(test_count=7, ten_crop=True)
     assert set(seconds) == {"train_interval", "evaluate", "predict", "predict_10crop"}, seconds
-    compiled = dict(engine_device._EXECUTABLES)
+    compiled = engine_device.executables()
     assert len(compiled) == 4
     other = engine_device.DeviceLoop(_model(seed=7), *args, 7)
     assert max(other.compile(test_count=7, ten_crop=True).values()) < 0.05  # nothing left to compile
@@ -145,7 +146,7 @@ def one_compile_per_structure():
     other.evaluate(state)
     for ten in (False, True):
         other.predict(state, images[:7], ten)
-    assert engine_device._EXECUTABLES == compiled, [k[1] for k in set(engine_device._EXECUTABLES) - set(compiled)]
+    assert engine_device.executables() == compiled, [k[1] for k in set(engine_device.executables()) - set(compiled)]
 
 
 def cross_entropy_is_a_product_without_scatter():
@@ -169,16 +170,12 @@ def refused_options_compile_without_them():
     is compiled without them, and the loop says which; here an option XLA does not know stands in."""
     from alexnet_split import jax_setup
 
-    class Loop:
-        key = ("a structure",)
-        refused = engine_device.DeviceLoop.refused
-
-    engine_device._COMPILED[Loop.key] = (jax.jit(lambda x: x * 2),) * 3
     jax_setup.compiler_options = lambda backend: {"xla_no_such_option": True}
-    exe, notes = engine_device.compile_program(Loop, "evaluate", (jnp.ones(3),))
+    key = ("a structure",)
+    exe, notes = engine_device.compile_executable(jax.jit(lambda x: x * 2), (key, "evaluate"), (jnp.ones(3),))
     np.testing.assert_array_equal(exe(jnp.ones(3)), [2, 2, 2])
     assert notes == {"options": {}, "refused": {"xla_no_such_option": True}}, notes
-    assert Loop().refused() == ["evaluate"]
+    assert engine_device.refused_programs(key) == ["evaluate"]
 
 
 def all_kernel_options_train_like_the_baseline():
@@ -199,14 +196,15 @@ def all_kernel_options_train_like_the_baseline():
             loops[kernels] = engine_device.DeviceLoop(model, *args, interval_steps=2)
             keras.config.set_dtype_policy("float32")
         base, ours = loops.values()
-        assert ours._train_fn is not base._train_fn
+        assert ours.programs is not base.programs
         s0 = ours.state()
-        assert all(np.array_equal(a, b) for a, b in zip(s0[0], base.state()[0], strict=True))
+        assert all(np.array_equal(a, b) for a, b in zip(s0.trainable, base.state().trainable, strict=True))
         (s2, _, losses), (b2, _, base_losses) = ours.train_interval(s0, 0), base.train_interval(base.state(), 0)
         assert np.isfinite(np.asarray(losses)).all()
         np.testing.assert_allclose(np.asarray(losses), np.asarray(base_losses), rtol=rtol, err_msg=precision)
         moved, apart = (np.sqrt(sum(float(np.sum((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-                                    for a, b in zip(s2[0], other, strict=True))) for other in (s0[0], b2[0]))
+                                    for a, b in zip(s2.trainable, other, strict=True)))
+                        for other in (s0.trainable, b2.trainable))
         assert moved > 1e-3 and apart < apart_rtol * moved, (precision, moved, apart)
 
 

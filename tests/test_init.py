@@ -36,7 +36,7 @@ def test_paper_init_weights_normal_001_and_the_papers_biases(mode, bias_fill):
             np.testing.assert_array_equal(bias, np.full_like(bias, expected), err_msg=name)
     # what config.json records is what was built
     recorded = models.init_summary("paper", bias_fill)
-    assert recorded["kernels"] == "normal(0, 0.01)"
+    assert recorded["weights"] == "normal(0, 0.01)"
     assert {k: np.float32(v) for k, v in recorded["biases"].items()} == {n: t[0][1][0] for n, t in found.items()}
 
 
@@ -46,7 +46,7 @@ def test_seed_layout_keeps_keras_defaults():
     limit = np.sqrt(6 / (3 * 3 * 256 + 3 * 3 * 384))  # glorot_uniform
     assert np.abs(kernel).max() <= limit and kernel.std() > 0.5 * limit / np.sqrt(3) and not bias.any()
     assert {k: v for k, v in models.init_summary("seed").items() if k != "recipe_init"} == {
-        "scheme": "keras", "kernels": "glorot_uniform", "biases": "zeros"}
+        "scheme": "keras", "weights": "glorot_uniform", "biases": "zeros"}
 
 
 def test_dropout_half_of_fc6_and_fc7_in_training_none_at_inference():

@@ -21,7 +21,7 @@ def test_pca_lighting_shifts_a_few_pixel_values_on_the_real_images(real_flowers)
     shifts = []
     for epoch in range(3):
         for b in range(lit.batches_per_epoch):
-            delta = lit.batch(epoch, b)[0] - plain.batch(epoch, b)[0]
+            delta = lit.step(epoch * lit.batches_per_epoch + b)[0] - plain.step(epoch * plain.batches_per_epoch + b)[0]
             # one RGB shift per image, the same at every pixel (up to float32 rounding)
             np.testing.assert_allclose(delta, np.broadcast_to(delta[:, :1, :1], delta.shape), atol=1e-3)
             shifts.append(delta[:, 0, 0])
@@ -42,11 +42,11 @@ def test_pipeline_is_a_function_of_seed_and_step():
     labels = np.arange(50) % 17
     a = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, pca_sigma=0.1)
     b = pipeline.TrainBatches(images, labels, 16, 32, 17, seed=3, pca_sigma=0.1)
-    xa, ya = a.batch(2, 1)
-    xb, yb = b.batch(2, 1)
+    xa, ya = a.step(2 * a.batches_per_epoch + 1)
+    xb, yb = b.step(2 * b.batches_per_epoch + 1)
     assert xa.shape == (16, 32, 32, 3) and ya.shape == (16, 17)
     np.testing.assert_array_equal(xa, xb)
-    assert not np.array_equal(b.batch(3, 1)[0], xa)
+    assert not np.array_equal(b.step(3 * b.batches_per_epoch + 1)[0], xa)
     assert len(a) == 3 and {a[i][0].shape[0] for i in range(3)} == {16}  # default interval: an epoch of full batches
     a.set_interval(2)
     np.testing.assert_array_equal(a[1][0], xa)
@@ -68,7 +68,7 @@ def test_validation_intervals_count_steps_across_epochs():
     assert len(by_step) == 4 and by_step.batches_per_epoch == 3
     by_step.set_interval(1)  # steps 4, 5, 6, 7 = epoch 1 batches 1 and 2, epoch 2 batches 0 and 1
     for i, (epoch, b) in enumerate([(1, 1), (1, 2), (2, 0), (2, 1)]):
-        np.testing.assert_array_equal(by_step[i][0], by_step.batch(epoch, b)[0])
+        np.testing.assert_array_equal(by_step[i][0], by_step.step(epoch * by_step.batches_per_epoch + b)[0])
 
 
 def test_ten_crops_are_corners_centre_and_mirrors():

@@ -118,7 +118,7 @@ def test_run_folder_contents(tmp_path, data_root):
                                      "val_top5", "lr"]  # nothing from the clock: the same run, the same bytes
     timing = (out / "timing.csv").read_text().splitlines()
     assert timing[0] == "step,seconds" and len(timing) == len(history(out)) + 1
-    assert cfg["init"]["kernels"] == "normal(0, 0.01)" and cfg["init"]["biases"]["conv2"] == 1.0
+    assert cfg["init"]["weights"] == "normal(0, 0.01)" and cfg["init"]["biases"]["conv2"] == 1.0
     assert cfg["engine"] == "fit"
     assert tensorboard_scalars(tmp_path / "tb") == {
         "train": {"epoch_loss", "epoch_accuracy", "epoch_top5", "epoch_learning_rate"},
