@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from . import stats
-from .report import FINISHED, declared_runs, read_json
-from .runlog import atomic_write, write_figure
+from .run_folders import FINISHED, declared_runs
+from .runlog import atomic_write, read_json, write_figure
 from .sweep import MANIFEST
 from .tables import markdown_table
 

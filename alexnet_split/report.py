@@ -26,82 +26,27 @@ import numpy as np
 from . import docsync, stats
 from .config import ADDED_SINCE
 from .data import NUM_CLASSES, RESIZES
+from .run_folders import (
+    CHANCE,
+    CLIP,
+    CLIPPED,
+    FINISHED,
+    NOT_STARTED,
+    TF_LOGITS,
+    UNFINISHED,
+    declared_runs,
+    length_unit,
+    loss_kind,
+    measured_in_steps,
+    read_run,
+    row_names,
+)
 from .runlog import atomic_write, read_json, write_figure
 from .schedule import CHANCE_FACTOR
-from .sweep import MANIFEST, run_name
+from .sweep import MANIFEST
 from .tables import csv_text, markdown_table
 
-# --------------------------------------------------------------------------- reading runs
-
-FINISHED, UNFINISHED, NOT_STARTED = "finished", "unfinished", "not started"
-CHANCE = CHANCE_FACTOR / NUM_CLASSES  # a validation top-1 above this has left chance (schedule.Plateau's rule)
-
-# How a run's loss was computed (table.csv's `loss`): config.json's "loss" when it names one (new
-# runs: "logits"). Older runs name none and used Keras's categorical_crossentropy on the softmax
-# probabilities: the TensorFlow backend computes it from the logits behind the softmax
-# ("keras-tf-logits"); JAX clips p to [CLIP, 1 - CLIP] ("clipped-probabilities"), so the loss is
-# at most -ln CLIP and a saturated output gets no gradient.
-CLIPPED, TF_LOGITS = "clipped-probabilities", "keras-tf-logits"
-CLIP = 1e-7  # Keras's epsilon
 _CLIP = f"1e{round(math.log10(CLIP))}"
-
-
-def loss_kind(config) -> str:
-    if "loss" in config:
-        return config["loss"]
-    return CLIPPED if config["backend"] == "jax" else TF_LOGITS
-
-
-def declared_runs(results_dir) -> list[dict]:
-    """Every run the comparison declares and every run of its reference rows, in manifest order:
-    finished (final.json), unfinished (logs but no final.json) or not started (no folder)."""
-    results_dir = Path(results_dir)
-    manifest = read_json(results_dir / MANIFEST)
-    runs = [_read_run(results_dir / "runs" / run_name(manifest["layout"], mode, seed), mode, seed)
-            for mode in manifest["modes"] for seed in manifest["seeds"]]
-    for ref in manifest["references"]:
-        ref_dir = (results_dir / ref["results"]).resolve()
-        runs += [_read_run(ref_dir / "runs" / run_name(ref["layout"], ref["mode"], seed), ref["label"], seed, ref)
-                 for seed in read_json(ref_dir / MANIFEST)["seeds"]]
-    return runs
-
-
-def load_runs(results_dir) -> list[dict]:
-    """The finished runs of the comparison and of its reference rows."""
-    return [r for r in declared_runs(results_dir) if r["state"] == FINISHED]
-
-
-def _read_run(run_dir: Path, row: str, seed: int, reference=None) -> dict:
-    run = {"row": row, "seed": seed, "dir": run_dir, "reference": reference, "state": NOT_STARTED,
-           "config": None, "final": None, "history": [], "left_at": None, "alive": False}
-    if not (run_dir / "config.json").is_file():
-        return run
-    run["config"] = read_json(run_dir / "config.json")
-    if (run_dir / "history.csv").is_file():
-        with open(run_dir / "history.csv") as f:
-            run["history"] = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-    finished = (run_dir / "final.json").is_file()
-    run["state"], run["final"] = (FINISHED, read_json(run_dir / "final.json")) if finished else (UNFINISHED, None)
-    run["left_at"] = _left_at(run)
-    run["alive"] = run["left_at"] is not None
-    return run
-
-
-def _left_at(run):
-    """The step (the epoch, for runs measured in epochs) of the run's first validation above
-    CHANCE_FACTOR x chance; None if it never left chance."""
-    unit = _unit(run)
-    if unit == "step" and "steps_to_leave_chance" in (run["final"] or {}):  # the schedule's own record
-        return run["final"]["steps_to_leave_chance"]
-    return next((int(h[unit]) for h in run["history"] if h["val_accuracy"] > CHANCE), None)
-
-
-def _unit(run) -> str:
-    """A run's length unit: its recipe's (epochs or steps); for logs without a recipe, what they hold."""
-    recipe = (run["config"] or {}).get("recipe", {})
-    if recipe.get("epochs") or recipe.get("steps"):
-        return "epoch" if recipe.get("epochs") else "step"
-    return "step" if run["history"] and "step" in run["history"][0] or "steps" in (run["final"] or {}) else "epoch"
 
 
 # --------------------------------------------------------------------------- README blocks
@@ -165,7 +110,7 @@ def report(results_dir) -> str:
     if not any(r["state"] != NOT_STARTED and r["reference"] is None for r in runs):
         raise ValueError(f"{results_dir}: no run started yet")
     keys = _accuracy_keys(runs)
-    rows = [_row(name, [r for r in runs if r["row"] == name], keys) for name in _order(runs)]
+    rows = [_row(name, [r for r in runs if r["row"] == name], keys) for name in row_names(runs)]
     atomic_write(results_dir / "table.csv", _csv(rows, keys))
     md = _markdown(manifest, runs, rows, keys) + _regenerate(_rel(results_dir))
     atomic_write(results_dir / "table.md", md)
@@ -194,10 +139,10 @@ def is_run_folder(folder) -> bool:
 def run_summary(run_dir) -> str:
     """What a ``train`` run folder holds, read from its config.json, history.csv and final.json."""
     run_dir = Path(run_dir)
-    run = _read_run(run_dir, None, None)
+    run = read_run(run_dir, None, None)
     cfg, f, h = run["config"], run["final"] or {}, run["history"]
     recipe = cfg["recipe"]
-    unit = _unit(run)
+    unit = length_unit(run)
     left = f.get("steps_to_leave_chance") if "steps_to_leave_chance" in f else \
         next((r[unit] for r in h if r["val_accuracy"] > CHANCE), None)
     files = ", ".join(sorted(p.name for p in run_dir.iterdir()))
@@ -251,10 +196,6 @@ def shell_path(path) -> str:
     path = Path(path).resolve()
     rel = os.path.relpath(path)
     return shlex.quote(path.as_posix() if rel.startswith("..") else Path(rel).as_posix())
-
-
-def _order(runs) -> list[str]:
-    return list(dict.fromkeys(r["row"] for r in runs))
 
 
 def _accuracy_keys(runs) -> tuple[str, ...]:
@@ -404,15 +345,11 @@ def _label(key) -> str:
     return text + (" at best val" if key.endswith("_best_val") else "")
 
 
-def _by_steps(runs) -> bool:
-    return any(_unit(r) == "step" for r in runs if r["state"] != NOT_STARTED)
-
-
 def _markdown(manifest, runs, rows, keys) -> str:
     main = [r for r in runs if r["reference"] is None]
     main_rows = [r for r in rows if r["reference"] is None]
     lines = [f"# {manifest['layout']} layout, recipe `{manifest['recipe']}`: {' vs '.join(manifest['modes'])}", ""]
-    lines += _section(main, main_rows, keys, _legend(runs, _by_steps(main))) + _paired_table(main_rows)
+    lines += _section(main, main_rows, keys, _legend(runs, measured_in_steps(main))) + _paired_table(main_rows)
     for label in dict.fromkeys(r["row"] for r in runs if r["reference"]):
         ref_rows = [r for r in rows if r["mode"] == label]
         ref = ref_rows[0]["reference"]
@@ -427,7 +364,7 @@ def _section(runs, rows, keys, legend) -> list[str]:
     """One protocol's lines: protocol, loss, hardware, legend, the table by mode, the runs one by one."""
     started = [r for r in runs if r["state"] != NOT_STARTED]
     cfg = started[0]["config"]
-    by_steps = _by_steps(runs)
+    by_steps = measured_in_steps(runs)
     versions = ", ".join(f"{k} {v}" for k, v in sorted(cfg["versions"].items()))
     devices = ", ".join(cfg["devices"]) or "one device"
     lines = [_protocol(cfg, runs, keys), _loss_line(started),
@@ -559,7 +496,7 @@ def _run_rows(runs, keys, by_steps) -> list[list[str]]:
     """One row per started run; the not-started seeds of a mode share one."""
     out = []
     width = 5 + by_steps + len(keys)
-    for name in _order(runs):
+    for name in row_names(runs):
         group = [r for r in runs if r["row"] == name]
         out += [_run_cells(r, keys, by_steps) for r in group if r["state"] != NOT_STARTED]
         idle = [str(r["seed"]) for r in group if r["state"] == NOT_STARTED]
@@ -570,7 +507,7 @@ def _run_rows(runs, keys, by_steps) -> list[list[str]]:
 
 def _run_cells(run, keys, by_steps) -> list[str]:
     f, h = run["final"] or {}, run["history"]
-    unit = _unit(run)
+    unit = length_unit(run)
     if f:
         length, best, at = f.get(unit + "s"), f["best_val_accuracy"], f.get(f"best_{unit}")
     else:  # unfinished: how far it got, and its best validation so far
@@ -710,7 +647,7 @@ def curve_groups(runs) -> list[tuple[str, list[dict]]]:
     """(label, runs) for each row's started runs; a row whose runs split into ones that left chance
     and ones that never did gets a group of each, since a mean over both describes neither."""
     groups = []
-    for name in _order(runs):
+    for name in row_names(runs):
         started = [r for r in runs if r["row"] == name and r["history"]]
         alive, dead = [r for r in started if r["alive"]], [r for r in started if not r["alive"]]
         name += " (reference, own protocol)" if started and started[0].get("reference") else ""
@@ -741,7 +678,7 @@ def curves_figure(runs, manifest):
     """Validation top-1 and training loss against steps (or epochs) for every started run."""
     from matplotlib.figure import Figure
 
-    by_steps = _by_steps([r for r in runs if r["reference"] is None])
+    by_steps = measured_in_steps([r for r in runs if r["reference"] is None])
     fig = Figure(figsize=(11, 4.2))
     axes = fig.subplots(1, 2)
     for i, (label, group) in enumerate(curve_groups(runs)):

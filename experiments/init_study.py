@@ -17,7 +17,7 @@ accelerator; see docs/findings.md, "Initialisation".
 import argparse
 from pathlib import Path
 
-from alexnet_split import data, initstudy, pipeline, report, runlog, spec, stats, tables
+from alexnet_split import data, initstudy, pipeline, report, run_folders, runlog, spec, stats, tables
 
 
 def power_table(results: Path) -> str:
@@ -31,7 +31,7 @@ def power_table(results: Path) -> str:
               "power at these seeds"]
     cells = []
     for manifest in sorted(results.glob("*/compare.json")):
-        runs = report.load_runs(manifest.parent)
+        runs = run_folders.load_runs(manifest.parent)
         top1 = {mode: {r["config"]["seed"]: r["final"]["test_top1"] for r in runs if r["row"] == mode}
                 for mode in ("towers", "half")}
         n = len(set(top1["towers"]) & set(top1["half"]))

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 from test_report import fake_run
 
-from alexnet_split import headline, report
+from alexnet_split import headline, report, sweep
 
 BEST = {"towers": [0.52, 0.55, 0.49, 0.58], "merged": [0.50, 0.51, 0.50, 0.52], "half": [0.30, 0.34, 0.31, 0.33]}
 LAST = {"towers": [0.50, 0.50, 0.47, 0.55], "merged": [0.49, 0.50, 0.51, 0.50], "half": [0.31, 0.30, 0.32, 0.30]}
@@ -25,7 +25,7 @@ def answer(tmp_path):
             f = json.loads(final.read_text())
             final.write_text(json.dumps({**f, "test_top1_best_val": BEST[mode][seed], "test_top5_best_val": 0.9,
                                          "best_val_step": 20}))
-    (root / report.MANIFEST).write_text(json.dumps({"recipe": "fake", "layout": "seed", "modes": list(BEST),
+    (root / sweep.MANIFEST).write_text(json.dumps({"recipe": "fake", "layout": "seed", "modes": list(BEST),
                                                     "seeds": [0, 1, 2, 3, 4], "references": [], "overrides": {}}))
     return root
 
@@ -73,5 +73,5 @@ def test_the_report_draws_each_seeds_modes_side_by_side(answer):
 def test_headline_comparisons_are_found_in_order(tmp_path):
     for name in ("paper_logits_nvidia-h200", "seed_cpu", "seed_cpu10", "paper_cpu"):
         (tmp_path / name).mkdir()
-        (tmp_path / name / report.MANIFEST).write_text("{}")
+        (tmp_path / name / sweep.MANIFEST).write_text("{}")
     assert [f.name for f in headline.headline_folders(tmp_path)] == ["seed_cpu10", "paper_logits_nvidia-h200"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from alexnet_split import docsync, report
+from alexnet_split import docsync, report, sweep
 from alexnet_split.stats import mean_std_ci
 from alexnet_split.train import HISTORY_FIELDS, history_csv
 
@@ -20,7 +20,7 @@ COMMITTED = sorted(p.parent for p in RESULTS.rglob("compare.json") if (p.parent 
 
 
 def fake_run(root, layout, mode, seed, top1, top5, epochs=3):
-    d = root / "runs" / report.run_name(layout, mode, seed)
+    d = root / "runs" / sweep.run_name(layout, mode, seed)
     d.mkdir(parents=True)
     recipe = {"name": "fake", "epochs": epochs, "optimizer": "sgd", "learning_rate": 0.01, "batch_size": 8,
               "precision": "float32", "image_size": 76, "augment": True, "pca_lighting": 0.0, "ten_crop": False}
@@ -44,7 +44,7 @@ def comparison(tmp_path):
     for seed in range(3):
         fake_run(root, "paper", "towers", seed, towers[seed], 0.9)
         fake_run(root, "paper", "merged", seed, merged[seed], 0.8 + 0.01 * seed)
-    (root / report.MANIFEST).write_text(json.dumps({"recipe": "fake", "layout": "paper", "modes": ["towers", "merged"],
+    (root / sweep.MANIFEST).write_text(json.dumps({"recipe": "fake", "layout": "paper", "modes": ["towers", "merged"],
                                                     "seeds": [0, 1, 2], "references": [], "overrides": {}}))
     return root, towers, merged
 
@@ -115,11 +115,11 @@ def test_reference_rows_come_from_another_comparison(comparison, tmp_path):
     root, _, _ = comparison
     other = root.parent / "seedref"
     fake_run(other, "seed", "merged", 0, 0.4, 0.8)
-    (other / report.MANIFEST).write_text(json.dumps({"recipe": "s", "layout": "seed", "modes": ["merged"],
+    (other / sweep.MANIFEST).write_text(json.dumps({"recipe": "s", "layout": "seed", "modes": ["merged"],
                                                      "seeds": [0], "references": [], "overrides": {}}))
-    manifest = json.loads((root / report.MANIFEST).read_text())
+    manifest = json.loads((root / sweep.MANIFEST).read_text())
     manifest["references"] = [{"results": "../seedref", "layout": "seed", "mode": "merged", "label": "seed-as-written"}]
-    (root / report.MANIFEST).write_text(json.dumps(manifest))
+    (root / sweep.MANIFEST).write_text(json.dumps(manifest))
     md = report.report(root)
     assert "| seed-as-written | 1 | 1/1 | 40.0 | 40.0 |" in md
 
@@ -155,7 +155,7 @@ def test_the_docs_show_the_committed_tables():
         block, document = shown_block(key)
         # Every comparison is shown, except one whose rows another shows as its reference rows.
         shown_elsewhere = any(ref["results"] == f"../{committed.name}" for other in COMMITTED if other != committed
-                              for ref in json.loads((other / report.MANIFEST).read_text())["references"]
+                              for ref in json.loads((other / sweep.MANIFEST).read_text())["references"]
                               if other.parent == committed.parent)
         assert block is not None or shown_elsewhere, f"neither README nor docs/ has a block for {key}"
         if block is not None:
@@ -214,7 +214,7 @@ def step_run(root, mode, seed, val, final=None, layout="paper", backend="jax", l
     """A run of a recipe measured in steps: `val` is its validation top-1 per 50 steps; `final`
     the fields of final.json that differ from a plain finished run's, or None for an unfinished run
     (config.json, history.csv and state.json only)."""
-    d = root / "runs" / report.run_name(layout, mode, seed)
+    d = root / "runs" / sweep.run_name(layout, mode, seed)
     d.mkdir(parents=True)
     recipe = {"name": "fake", "steps": steps, "epochs": None, "eval_every": 50, "lr_drop_patience": 1000,
               "max_lr_drops": 3, "optimizer": "sgd", "learning_rate": 0.01, "batch_size": 32, "precision": "float32",
@@ -238,7 +238,7 @@ def step_run(root, mode, seed, val, final=None, layout="paper", backend="jax", l
 
 
 def manifest(root, modes, seeds, references=()):
-    (root / report.MANIFEST).write_text(json.dumps({"recipe": "fake", "layout": "paper", "modes": list(modes),
+    (root / sweep.MANIFEST).write_text(json.dumps({"recipe": "fake", "layout": "paper", "modes": list(modes),
                                                     "seeds": list(seeds), "references": list(references),
                                                     "overrides": {}}))
     return root
@@ -338,7 +338,7 @@ def test_a_reference_of_another_protocol_gets_its_own_table_and_no_pairing(tmp_p
     for seed in (0, 1):
         step_run(root, "towers", seed, [0.05, 0.3], {"test_top1": 0.6 + seed / 10})
         step_run(other, "merged", seed, [0.05, 0.3], {"test_top1": 0.4}, layout="seed", ten_crop=False, steps=2000)
-    (other / report.MANIFEST).write_text(json.dumps({"recipe": "s", "layout": "seed", "modes": ["merged"],
+    (other / sweep.MANIFEST).write_text(json.dumps({"recipe": "s", "layout": "seed", "modes": ["merged"],
                                                      "seeds": [0, 1], "references": [], "overrides": {}}))
     ref = {"results": "../seedref", "layout": "seed", "mode": "merged", "label": "seed-as-written"}
     md = report.report(manifest(root, ["towers"], [0, 1], [ref]))
@@ -361,7 +361,7 @@ def test_a_reference_of_the_same_layout_is_paired_under_a_caption_that_names_the
         cfg = json.loads((d / "config.json").read_text())
         cfg["recipe"]["precision"] = "mixed_bfloat16"
         (d / "config.json").write_text(json.dumps(cfg))
-    (other / report.MANIFEST).write_text(json.dumps({"recipe": "fake", "layout": "paper", "modes": ["towers"],
+    (other / sweep.MANIFEST).write_text(json.dumps({"recipe": "fake", "layout": "paper", "modes": ["towers"],
                                                      "seeds": [0, 1, 2], "references": [], "overrides": {}}))
     ref = {"results": "../f32", "layout": "paper", "mode": "towers", "label": "towers bf16"}
     md = report.report(manifest(root, ["towers"], [0, 1, 2], [ref]))
