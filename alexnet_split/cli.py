@@ -400,10 +400,10 @@ def _add_report(sub):
 
 
 def cmd_report(args):
-    from . import report
+    from . import report, run_summary
 
-    if report.is_run_folder(args.results_dir):
-        print(report.run_summary(args.results_dir))
+    if run_summary.is_run_folder(args.results_dir):
+        print(run_summary.run_summary(args.results_dir))
         return 0
     print(report.for_terminal(report.report(args.results_dir), args.results_dir))
     _sync_readme(args.results_dir)

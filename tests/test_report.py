@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from alexnet_split import docsync, report, sweep
+from alexnet_split import comparisons, curves, docsync, report, sweep, table_md
 from alexnet_split.stats import mean_std_ci
 from alexnet_split.train import HISTORY_FIELDS, history_csv
 
@@ -99,8 +99,8 @@ def test_protocol_line_names_the_kernels(comparison):
     assert "float32 (kernels shifted_lrn,first_max_pool), " in report.report(root)
     cfg = json.loads(next(root.glob("runs/*/config.json")).read_text())
     before = cfg | {"recipe": {k: v for k, v in cfg["recipe"].items() if k != "kernels"}}
-    assert report._protocol_differences(before, cfg | {"recipe": cfg["recipe"] | {"kernels": ""}}) == []
-    assert report._protocol_differences(before, cfg) == [("kernels", "", "shifted_lrn,first_max_pool")]
+    assert table_md._protocol_differences(before, cfg | {"recipe": cfg["recipe"] | {"kernels": ""}}) == []
+    assert table_md._protocol_differences(before, cfg) == [("kernels", "", "shifted_lrn,first_max_pool")]
 
 
 def test_report_is_byte_for_byte_reproducible(comparison):
@@ -375,7 +375,7 @@ def band_axes(n_runs, val=0.5, spread=0.45):
     runs = [{"row": "towers", "seed": s, "reference": None, "state": "finished", "alive": True, "config": {},
              "final": {}, "history": [{"step": 50 * (i + 1), "epoch": i + 1, "val_accuracy": val + spread * (-1) ** s,
                                        "loss": 0.1 + (-1) ** s} for i in range(4)]} for s in range(n_runs)]
-    fig = report.curves_figure(runs, {"layout": "paper", "recipe": "fake"})
+    fig = curves.curves_figure(runs, {"layout": "paper", "recipe": "fake"})
     return fig.axes
 
 
@@ -397,7 +397,7 @@ def test_curves_draw_a_band_only_over_three_runs_or_more_and_inside_the_axis_ran
 
 def test_curves_split_a_row_into_runs_that_left_chance_and_runs_that_did_not():
     runs = [{"row": "towers", "seed": s, "alive": s < 3, "history": [{}]} for s in range(5)]
-    groups = report.curve_groups(runs)
+    groups = curves.curve_groups(runs)
     assert [(label, [r["seed"] for r in g]) for label, g in groups] == [
         ("towers, left chance", [0, 1, 2]), ("towers, never left chance", [3, 4])]
 
@@ -416,7 +416,7 @@ def test_the_readme_is_a_front_page_with_the_headline_table(tmp_path):
     copy = tmp_path / "results"
     shutil.copytree(RESULTS, copy, ignore=shutil.ignore_patterns("*.png", "*.npz", "*.svg", "ckpt"))
     assert headline.write_headline(copy) == committed
-    assert report.write_all_comparisons(copy) == every
+    assert comparisons.write_all_comparisons(copy) == every
     readme = RESULTS.parent / "README.md"
     assert docsync.block(readme, "results/headline.md") == "\n" + docsync.body(RESULTS / "headline.md", readme) + "\n"
     for comparison in COMMITTED:
