@@ -1,4 +1,4 @@
-"""The statistics of the comparisons (report.py) and of Figure 3 (figure3.py), on scipy.stats.
+"""The statistics of the comparisons (mode_rows.py, table_md.py) and of Figure 3 (figure3.py), on scipy.stats.
 
 Over seeds: means with t intervals, paired tests (t and Wilcoxon signed-rank) and the power of a
 paired t-test. Over kernels: random-split nulls, permutation p, the rank-sum test, and the
