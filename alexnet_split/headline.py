@@ -119,9 +119,10 @@ def section(s, results_root) -> list[str]:
         lines += [f"**{done} of {total} runs finished**; the sweep continues (rerun its command: finished runs are "
                   "skipped).", ""]
     lines += [f"- {verdict(f'towers - {m} (best-val weights)', d[BEST], n_declared)}" for m, d in s["diffs"].items()]
-    lines += ["", f"Protocol: {_protocol(s)}. Test top-1 in %, mean [95% t interval]; at best val: the weights "
-              "of the epoch with the best validation top-1 (chosen on the validation split only); last: the "
-              "final weights.", ""]
+    # the figure right under the verdict: the first screen of the README shows both
+    lines += ["", f"![Each seed's test top-1 per mode]({rel}/{FIGURE})", "",
+              "*Each seed's test top-1 (best-val weights left, last weights right), the three modes of one seed "
+              "joined by a line; means with their 95% t intervals in black.*", ""]
     rows = [[m, f"{v['finished']}/{v['declared']}", f"{v['alive']}/{v['declared']}", _ci_cell(v[BEST + "_stats"]),
              _ci_cell(v[LAST + "_stats"]), f"{v['parameters']:,}" if v["parameters"] else "-",
              f"{v['gflops']:.2f}" if v["gflops"] else "-", f"{v['img_s']:.1f}" if v["img_s"] else "-"]
@@ -134,10 +135,10 @@ def section(s, results_root) -> list[str]:
             for m, d in s["diffs"].items()]
     lines += markdown_table(["difference", "seeds", "at best val [95% CI]", "p (paired t)", "p (signed-rank)",
                              "last weights [95% CI]", "p (paired t)", "p (signed-rank)"], rows, "lrrrrrrr")
-    lines += ["", f"![Each seed's test top-1 per mode]({rel}/{FIGURE})", "",
-              f"*Each seed's test top-1 (best-val weights left, last weights right), the three modes of one seed "
-              f"joined by a line; means with their 95% t intervals in black.* Full table: [{rel}/table.md]({rel}/"
-              f"table.md); regenerate both: `alexnet-split report results/{rel}`.", ""]
+    lines += ["", f"Protocol: {_protocol(s)}. Test top-1 in %, mean [95% t interval]; at best val: the weights "
+              "of the epoch with the best validation top-1 (chosen on the validation split only); last: the "
+              f"final weights. Full table: [{rel}/table.md]({rel}/table.md); regenerate both: "
+              f"`alexnet-split report results/{rel}`.", ""]
     return lines
 
 

@@ -48,6 +48,8 @@ def test_the_headline_states_the_answer_from_the_runs(answer):
     rank = stats.wilcoxon(d, method="exact").pvalue
     assert f"| towers - merged | 4 | {mean:+.1f} [{mean - ci:+.1f}, {mean + ci:+.1f}] | {p:.3f} | {rank:.3f} |" in text
     assert "![Each seed's test top-1 per mode](seed_cpu10/paired.png)" in text
+    # the first screen: the verdict, then the figure, then the tables
+    assert text.index("towers - merged (best-val weights) =") < text.index("![Each seed") < text.index("| mode |")
 
 
 def test_a_verdict_says_which_way_only_when_the_interval_excludes_zero():
