@@ -51,10 +51,10 @@ def _data_arg(p, help="Flowers 17: a folder, or the archive or tflearn pickle it
 
 
 def _find_data(args):
-    """The data source, found (or downloaded, see data.locate) before the command makes anything."""
-    from . import data
+    """The data source, found (or downloaded, see data_sources.locate) before the command makes anything."""
+    from . import data_sources
 
-    return data.locate(args.data, download=args.download)
+    return data_sources.locate(args.data, download=args.download)
 
 
 def _model_args(p):
@@ -446,11 +446,11 @@ def _add_cache(sub):
 
 
 def cmd_cache(args):
-    from . import data
+    from . import data_cache
 
-    folder, entries = data.cache_dir(), data.cache_entries()
+    folder, entries = data_cache.cache_dir(), data_cache.cache_entries()
     if args.clear:
-        freed = data.clear_cache()
+        freed = data_cache.clear_cache()
         print(f"{folder}: deleted {len(entries)} cached file(s), {freed / 1e6:,.0f} MB freed")
         return 0
     print(f"{folder}: {len(entries)} cached file(s), {sum(e['bytes'] for e in entries) / 1e6:,.0f} MB")
