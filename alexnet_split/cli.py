@@ -180,7 +180,7 @@ def _add_check_placement(sub):
 
 
 def cmd_check_placement(args):
-    from . import placement_check
+    from . import placement_check, placement_log
 
     if args.figure and (args.loopback_cluster or Path(args.figure).suffix not in (".svg", ".png")):
         raise SystemExit(f"--figure {args.figure}: give a .svg or .png file, and without --loopback-cluster "
@@ -205,7 +205,7 @@ def cmd_check_placement(args):
 
         arrows = figure2.draw(report, args.figure, title=(
             f"Figure 2 from TensorFlow's runtime: {args.layout} layout, {args.mode}, {args.optimizer}, "
-            f"{args.steps} training steps on {' and '.join(placement_check.short_device(d) for d in report.devices)}"))
+            f"{args.steps} training steps on {' and '.join(placement_log.short_device(d) for d in report.devices)}"))
         print(f"wrote {args.figure}: {len(arrows)} cross-device arrows, one per tensor edge above")
     return 0 if report.passed() or args.naive else 1
 
