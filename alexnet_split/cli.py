@@ -497,7 +497,7 @@ def _add_bench(sub):
     p.add_argument("--runner", action="store_true",
                    help="only the runner against the scanned compute-only loop, per mode, precision and kernel "
                         "option, with the physical limit, PyTorch and XLA's concurrent command buffers "
-                        "(bench.runner_table; --batches: the first, then extra towers rows)")
+                        "(bench_runner.runner_table; --batches: the first, then extra towers rows)")
     p.add_argument("--deadline", type=float, default=None,
                    help="--runner: seconds; no measurement is started that would end after it")
     p.add_argument("--kernels", default=None,
@@ -509,15 +509,15 @@ def _add_bench(sub):
 
 
 def cmd_bench_runner(args):
-    from . import bench
+    from . import bench_runner
 
     batches = _csv_list(args.batches, int) if args.batches else [128]
     precisions = _csv_list(args.precisions) if args.precisions else config.PRECISIONS
     kernels = None if args.kernels is None else [k.strip() for k in args.kernels.split(",") if k.strip()]
-    print(bench.runner_table(args.layout, precisions=precisions, batch=batches[0], extra_batches=tuple(batches[1:]),
-                             out_dir=args.out, log=_print_line, deadline=args.deadline, kernels=kernels,
-                             torch=not args.no_torch, command_buffer=not args.no_command_buffer,
-                             input_size=args.input_size))
+    print(bench_runner.runner_table(args.layout, precisions=precisions, batch=batches[0],
+                                    extra_batches=tuple(batches[1:]), out_dir=args.out, log=_print_line,
+                                    deadline=args.deadline, kernels=kernels, torch=not args.no_torch,
+                                    command_buffer=not args.no_command_buffer, input_size=args.input_size))
     _sync_readme(args.out)
     return 0
 
