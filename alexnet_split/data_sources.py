@@ -11,7 +11,8 @@ Sources, in order of preference, inside one data directory (``--data``, ``$FLOWE
    ``~/.cache/alexnet_split/17flowers``, or into another one when asked (``download=True``,
    ``--download``). A path that does not exist is an error naming it.
 
-These readers only read the data folder; :func:`alexnet_split.data.load` picks one and caches what it decodes.
+Nothing here writes into the data folder but an allowed download (:func:`locate`);
+:func:`alexnet_split.data.load` picks the source and caches what it decodes elsewhere.
 """
 
 from __future__ import annotations
