@@ -1,19 +1,21 @@
-"""``alexnet-split bench``: training and inference throughput of every variant, in one run.
+"""``alexnet-split bench``: training and inference throughput of every variant, in one run, and its
+tables; and ``alexnet-split bench-cluster``: a step on loopback worker processes against one process.
 
 Variants: the towers model with its towers on two devices (``towers_2dev``) and with no
 placement (``towers_1dev``), the one-device grouped-convolution network (``grouped``), and the
 ``merged`` and ``half`` nets; float32 and mixed_bfloat16; several batch sizes. Each figure is the
 median of timed repeats after a warm-up. The same run measures the machine's matmul peak in each
-precision, so achieved GFLOP/s can be read as a fraction of it, and the input pipeline's speed,
-so the bottleneck is named. Ratios, not absolute times, are what to compare between runs on
-shared machines.
+precision (:mod:`alexnet_split.bench_peak`), so achieved GFLOP/s can be read as a fraction of it,
+and the input pipeline's speed, so the bottleneck is named. Ratios, not absolute times, are what to
+compare between runs on shared machines. :func:`runner_speed` times the engine ``train`` uses
+against its compute-only steps; ``bench --runner`` tabulates it per mode, precision and kernel
+option (:mod:`alexnet_split.bench_runner`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import platform
 import statistics
 import sys
@@ -25,10 +27,10 @@ import keras
 import numpy as np
 
 from . import spec
+from .bench_peak import matmul_peak, precision_note, time_calls
 from .config import PRECISIONS
 from .data import NUM_CLASSES
 from .devices import host_kind, is_tensorflow
-from .kernels import KERNELS
 from .runlog import atomic_write, machine
 from .tables import csv_text, markdown_table
 
@@ -53,27 +55,8 @@ def build_variant(variant, layout, devices, input_shape=None, num_classes=NUM_CL
     return build_model(layout, variant, num_classes, input_shape=input_shape)
 
 
-def _sync(x):
-    return keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.cast(x, "float32")))
-
-
 def on_accelerator() -> bool:
     return not host_kind().startswith("cpu-")
-
-
-def time_calls(fn, warmup: int, repeats: int, inner: int = 1) -> list[float]:
-    """Seconds per call: each repeat runs `inner` calls and waits for the last result (an
-    accelerator step is milliseconds, so one call per repeat would time the host's jitter)."""
-    for _ in range(warmup):
-        _sync(fn())
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner - 1):
-            fn()
-        _sync(fn())
-        times.append((time.perf_counter() - t0) / inner)
-    return times
 
 
 def _one_hot(labels) -> np.ndarray:
@@ -113,24 +96,6 @@ def measure(variant, layout, precision, batch, devices, warmup=1, repeats=3, inp
             "train_flops": spec.training_flops(arch, mode, 2, input_shape),
             "forward_flops": sum(spec.layer_flops(arch, mode, 2, input_shape).values()),
             "repeats": repeats}
-
-
-def matmul_peak(precision: str, n: int = 2048, repeats: int = 5, inner: int = 1) -> float:
-    """GFLOP/s of an n x n matmul in `precision` (bf16 for mixed_bfloat16), best of `repeats`."""
-    dtype = "bfloat16" if precision == "mixed_bfloat16" else "float32"
-    rng = np.random.default_rng(0)
-    a = keras.ops.convert_to_tensor(rng.standard_normal((n, n)).astype("float32"), dtype=dtype)
-    b = keras.ops.convert_to_tensor(rng.standard_normal((n, n)).astype("float32"), dtype=dtype)
-    if is_tensorflow():
-        import tensorflow as tf
-
-        mm = tf.function(lambda: tf.linalg.matmul(a, b))
-    else:
-        import jax
-
-        mm = jax.jit(lambda: keras.ops.matmul(a, b))
-    best = min(time_calls(mm, 2, repeats, inner))
-    return 2 * n ** 3 / best / 1e9
 
 
 def pipeline_speed(batch, crop, size=256, pca=0.1, n_images=512) -> float:
@@ -219,7 +184,7 @@ def run(layout="paper", quick=False, batches=None, precisions=PRECISIONS, varian
     variants = variants or _default_variants()
     input_shape = (input_size, input_size, 3) if input_size else None
     shape = input_shape or spec.get_layout(layout).input_shape
-    clock = _Deadline(deadline)
+    clock = Deadline(deadline)
     # an accelerator step is milliseconds: time 10 calls per repeat, on a matmul big enough to fill its tensor cores
     inner, mm_n = (10, 8192) if accel else (1, 2048)
     peaks = _matmul_peaks(precisions, mm_n, inner, log)
@@ -259,7 +224,7 @@ def _write_tables(out: Path, name: str, md: str, rows):
 
 
 @dataclasses.dataclass
-class _Deadline:
+class Deadline:
     """`seconds` after `start` no new measurement is launched (None: no deadline)."""
 
     seconds: float | None
@@ -276,7 +241,7 @@ class _Deadline:
         return self.seconds is None or self.elapsed() + estimate <= self.seconds
 
 
-def _measure_variants(layout, precisions, batches, variants, devices, input_shape, peaks, clock: _Deadline, log,
+def _measure_variants(layout, precisions, batches, variants, devices, input_shape, peaks, clock: Deadline, log,
                       repeats, inner) -> tuple[list[dict], list[str]]:
     """One row per precision x batch x variant (:func:`measure`, plus GFLOP/s and % of the matmul
     peak), and the ones skipped past the deadline."""
@@ -299,7 +264,7 @@ def _measure_variants(layout, precisions, batches, variants, devices, input_shap
     return rows, skipped
 
 
-def _measure_runners(layout, precisions, batches, variants, rows, devices, input_shape, clock: _Deadline, log,
+def _measure_runners(layout, precisions, batches, variants, rows, devices, input_shape, clock: Deadline, log,
                      accel, quick) -> list[dict]:
     """The runner rows: the engine `train` uses, end to end (:func:`runner_speed`), against the same
     model's compute-only step rate measured in `rows` (same precision and batch)."""
@@ -323,19 +288,9 @@ def _measure_runners(layout, precisions, batches, variants, rows, devices, input
     return runners
 
 
-def _backend_version() -> str:
+def backend_version() -> str:
     mod = sys.modules.get(keras.backend.backend())
     return f", {mod.__name__} {mod.__version__}" if mod is not None else ""
-
-
-def _precision_note() -> str:
-    if is_tensorflow():
-        return ""
-    import jax
-
-    # XLA's DEFAULT precision runs float32 matmuls and convolutions as TF32 on NVIDIA tensor cores.
-    return (f"; float32 at jax_default_matmul_precision={jax.config.jax_default_matmul_precision}, "
-            "which on NVIDIA GPUs means TF32 tensor cores" if jax.devices()[0].platform == "gpu" else "")
 
 
 def _ratio(rows, precision, batch, a, b):
@@ -366,7 +321,7 @@ def _measured_lines(layout, shape, rows, quick, seconds, inner) -> list[str]:
     """The title, the machine and command, and the table of every measured variant."""
     lines = [f"# Benchmark: {layout} layout, {shape[0]}x{shape[1]} input, {keras.backend.backend()} backend",
              "", f"Machine: {machine()}; {platform.system()}; "
-             f"Keras {keras.__version__}{_backend_version()}; "
+             f"Keras {keras.__version__}{backend_version()}; "
              f"command `alexnet-split bench{' --quick' if quick else ''}` ({seconds / 60:.1f} min).",
              "Median of timed repeats after warm-up"
              + (f" (each repeat times {inner} consecutive calls)" if inner > 1 else "")
@@ -380,7 +335,7 @@ def _measured_lines(layout, shape, rows, quick, seconds, inner) -> list[str]:
 def _flops_lines(arch, shape, peaks, mm_n) -> list[str]:
     """The matmul peaks, and the FLOPs per image of each mode."""
     peak_list = ", ".join(f"{p} {g:,.1f} GFLOP/s" for p, g in peaks.items())
-    lines = [f"Matmul peak ({mm_n}x{mm_n}, best of 5" + _precision_note() + "): " + peak_list,
+    lines = [f"Matmul peak ({mm_n}x{mm_n}, best of 5" + precision_note() + "): " + peak_list,
              "", "FLOPs per image (multiply-add = 2; training = forward + weight and input gradients):", ""]
     cells = [[mode, f"{sum(spec.layer_flops(arch, mode, 2, shape).values()) / 1e9:.3f}",
               f"{spec.training_flops(arch, mode, 2, shape) / 1e9:.3f}"] for mode in ("towers", "merged", "half")]
@@ -503,316 +458,3 @@ def cluster_step_ratio(layout="paper", input_size=None, batch=32, steps=8, round
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / f"cluster-loopback-{host_kind()}.md", md)
     return md
-
-
-# ------------------------------------------------------------------ the runner, side by side
-
-RUNNER_FIELDS = ["variant", "precision", "batch", "runner_img_s", "scanned_compute_img_s", "torch_img_s"]
-# XLA's default command-buffer scheduling (LHS) serialises independent kernels; CONCURRENT lets the two
-# towers' kernels overlap. An unknown XLA flag aborts the process, so it is measured in a child process.
-COMMAND_BUFFER_FLAG = "--xla_gpu_command_buffer_scheduling_mode=CONCURRENT"
-RESULT_PREFIX = "BENCH_RESULT "  # how a child process (torch_ref, runner-row) prints a result
-
-
-def kernel_variants(options) -> list[str]:
-    """What the benchmark compares: "" (the plain layers), each option alone, then all together."""
-    options = list(options)
-    return [""] + options + ([",".join(options)] if len(options) > 1 else [])
-
-
-def variant_name(mode: str, kernels: str = "", extra: str = "") -> str:
-    """``towers``, ``towers+shifted_lrn``, ``towers+shifted_lrn+first_max_pool``, ..."""
-    return "+".join([mode, *(k for k in kernels.split(",") if k), *([extra] if extra else [])])
-
-
-def memory_bandwidth(n_bytes: int = 1 << 30, repeats: int = 5, inner: int = 1) -> float:
-    """Device-memory bandwidth in GB/s: ``x + 1`` on a float32 array of `n_bytes`, which reads and
-    writes each byte once (2 * n_bytes per call), best of `repeats`."""
-    x = keras.ops.zeros((n_bytes // 4,), dtype="float32")
-    if is_tensorflow():
-        import tensorflow as tf
-
-        add = tf.function(lambda a: a + 1.0)
-    else:
-        import jax
-
-        add = jax.jit(lambda a: a + 1.0)  # x an argument, not a constant folded into the program
-    best = min(time_calls(lambda: add(x), 2, repeats, inner))
-    return 2 * (n_bytes // 4) * 4 / best / 1e9
-
-
-@dataclasses.dataclass
-class _Job:
-    """One measurement of :func:`runner_table`: `kind` ("runner", "torch" or "flag") sets its time
-    estimate; `run` returns its rows."""
-
-    name: str
-    kind: str
-    run: object
-
-
-def runner_table(layout="paper", precisions=PRECISIONS, batch=128, out_dir="results/bench", log=print,
-                 interval_steps=50, intervals=4, n_val=272, suffix="", deadline=None, modes=spec.MODES,
-                 kernels=None, torch=True, command_buffer=True, input_size=None, extra_batches=(),
-                 first_estimate=90.0) -> str:
-    """The runner against the scanned compute-only loop, side by side in one process: rows per
-    model mode, precision and kernel option (:func:`runner_speed`), each with the physical limit
-    from XLA's cost analysis and this run's matmul peak and memory bandwidth; the PyTorch
-    reference (:mod:`alexnet_split.torch_ref`, in a child process, when torch is installed); and the
-    towers with XLA's concurrent command-buffer scheduling (a child process). Writes
-    ``<out_dir>/<host-kind>-runner<suffix>.md`` and ``.csv`` (:data:`RUNNER_FIELDS`) and returns
-    the markdown.
-
-    `kernels`: the kernel options to compare (default :data:`alexnet_split.kernels.KERNELS`). `deadline`
-    (seconds from the start): measurements go in priority order (towers at the first
-    precision, mixed_bfloat16 if listed; towers with all kernel options; PyTorch; each option
-    alone; the other modes; the other precisions; the command-buffer flag; `extra_batches`),
-    and one whose estimate (the longest of its kind so far, else `first_estimate`) would end past
-    the deadline is skipped and named in the table."""
-    t0 = time.perf_counter()
-    clock = _Deadline(deadline)
-    accel = on_accelerator()
-    shape = (input_size, input_size, 3) if input_size else spec.get_layout(layout).input_shape
-    mm_n, inner = (8192, 10) if accel else (512, 1)
-    peaks = {p: matmul_peak(p, mm_n, inner=inner) for p in precisions}
-    bandwidth = memory_bandwidth(1 << 30 if accel else 1 << 26, inner=inner)
-    log("matmul peak " + ", ".join(f"{p} {g:,.1f} GFLOP/s" for p, g in peaks.items())
-        + f"; memory bandwidth {bandwidth:,.1f} GB/s")
-    settings = dict(layout=layout, input_shape=shape, interval_steps=interval_steps, intervals=intervals, n_val=n_val)
-    jobs = _runner_jobs(settings, precisions, batch, modes, KERNELS if kernels is None else kernels,
-                        torch, command_buffer, extra_batches, clock)
-    rows, skipped = run_jobs(jobs, clock, first_estimate, log)
-    for r in rows:
-        _add_limit(r, peaks, bandwidth)
-    md = _runner_markdown(layout, shape, rows, skipped, peaks, bandwidth, mm_n, time.perf_counter() - t0, deadline)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / f"{host_kind()}-runner{suffix}.md", md)
-    atomic_write(out / f"{host_kind()}-runner{suffix}.csv", runner_csv(rows))
-    return md
-
-
-def run_jobs(jobs, clock: _Deadline, first_estimate: float, log=print) -> tuple[list[dict], list[str]]:
-    """Run `jobs` (:class:`_Job`) in order; skip one whose estimate (the longest of its kind so far,
-    else `first_estimate`) would end past `clock`'s deadline. A job that raises is a row saying
-    so. Returns (rows, names of the skipped jobs)."""
-    rows, skipped, longest = [], [], {}
-    for job in jobs:
-        estimate = longest.get(job.kind, first_estimate)
-        if not clock.fits(estimate):
-            log(f"{job.name}: skipped, {clock.elapsed():.0f} s + estimate {estimate:.0f} s > {clock.seconds:.0f} s")
-            skipped.append(job.name)
-            continue
-        start = time.perf_counter()
-        try:
-            new = job.run()
-        except Exception as e:  # a failed measurement is a row saying so, never the end of the benchmark
-            new = [{"variant": job.name, "note": f"failed: {type(e).__name__}: {str(e)[:200]}"}]
-        longest[job.kind] = max(longest.get(job.kind, 0.0), time.perf_counter() - start)
-        for r in new:
-            log(_row_log(r))
-        rows += new
-    return rows, skipped
-
-
-def _runner_jobs(settings, precisions, batch, modes, kernels, torch, command_buffer, extra_batches,
-                 clock) -> list[_Job]:
-    """The measurements in priority order (see :func:`runner_table`)."""
-    import importlib.util
-
-    main = "mixed_bfloat16" if "mixed_bfloat16" in precisions else precisions[0]
-
-    def runner(mode, precision, b, k=""):
-        return _Job(f"{variant_name(mode, k)} {precision} b{b}", "runner",
-                    lambda: [_runner_row(settings, mode, precision, b, k)])
-
-    variants = kernel_variants(kernels)
-    jobs = [runner("towers", main, batch)]
-    if len(variants) > 1:
-        jobs.append(runner("towers", main, batch, variants[-1]))
-    if torch and importlib.util.find_spec("torch") is not None:
-        jobs.append(_Job(f"torch {main} b{batch}", "torch", lambda: _torch_rows(settings, main, batch, clock)))
-    jobs += [runner("towers", main, batch, k) for k in variants[1:-1] if len(variants) > 2]
-    jobs += [runner(m, main, batch) for m in modes if m != "towers"]
-    jobs += [runner(m, p, batch) for p in precisions if p != main for m in modes]
-    if command_buffer and not is_tensorflow():  # an XLA GPU flag: the JAX engine only
-        jobs.append(_Job(f"towers+xla_concurrent {main} b{batch}", "flag",
-                         lambda: [_flag_row(settings, main, batch, COMMAND_BUFFER_FLAG, "xla_concurrent", clock)]))
-    jobs += [runner("towers", main, b) for b in extra_batches if b != batch]
-    return jobs
-
-
-def _runner_row(settings, mode, precision, batch, kernels="") -> dict:
-    s = dict(settings)
-    layout, shape = s.pop("layout"), s.pop("input_shape")
-    r = runner_speed(layout, precision, batch, None, shape, mode=mode, kernels=kernels, **s)
-    return {"variant": variant_name(mode, kernels), "runner_img_s": r["runner_img_s"],
-            "scanned_compute_img_s": r["compute_img_s"], "flops": r.get("flops"), "bytes": r.get("bytes"),
-            "model_flops": r.get("model_flops"),
-            "counted_steps": r.get("counted_steps"), "precision": precision, "batch": batch,
-            **({} if r.get("flops") is not None else {"note": f"compute-only: {r['compute_engine']}"})}
-
-
-def _child_env(extra_flags="") -> dict:
-    import os
-
-    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")  # this process holds most of the card
-    if extra_flags:
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + extra_flags).strip()
-    return env
-
-
-def _child(argv, env, clock, what) -> tuple[list[dict], str]:
-    """Run `argv`, return the dicts it printed after :data:`RESULT_PREFIX` and, when it failed, why."""
-    import subprocess
-
-    timeout = None if clock.seconds is None else max(1.0, clock.seconds - clock.elapsed())
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired as e:  # keep what it printed before (its stdout may come back as bytes)
-        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else e.stdout or ""
-        return _results(out), f"{what}: stopped at the deadline ({timeout:.0f} s)"
-    results = _results(proc.stdout)
-    if proc.returncode != 0 or not results:
-        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
-        return results, f"{what} failed (exit {proc.returncode}): {last}"
-    return results, ""
-
-
-def _results(stdout: str) -> list[dict]:
-    return [json.loads(line[len(RESULT_PREFIX):]) for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-
-
-def _flag_row(settings, precision, batch, flags, label, clock) -> dict:
-    """The towers' runner row in a child process run with XLA_FLAGS += `flags`."""
-    args = dict(settings, input_shape=list(settings["input_shape"]), mode="towers", precision=precision, batch=batch)
-    results, error = _child([sys.executable, "-m", "alexnet_split.bench", "runner-row", json.dumps(args)],
-                            _child_env(flags), clock, f"child with XLA_FLAGS {flags}")
-    row = results[0] if results else {"variant": variant_name("towers", extra=label), "precision": precision,
-                                      "batch": batch}
-    row.update(variant=variant_name("towers", extra=label), note=error or f"child process, XLA_FLAGS {flags}")
-    return row
-
-
-def _torch_rows(settings, precision, batch, clock) -> list[dict]:
-    """The PyTorch reference rows (:mod:`alexnet_split.torch_ref`) from a child process."""
-    steps = settings["interval_steps"] * settings["intervals"]
-    argv = [sys.executable, "-m", "alexnet_split.torch_ref", "--layout", settings["layout"], "--batch", str(batch),
-            "--steps", str(steps), "--input-size", str(settings["input_shape"][0]), "--precision", precision]
-    results, error = _child(argv, _child_env(), clock, "torch_ref")
-    rows = [{"variant": r["variant"], "precision": precision, "batch": batch, "torch_img_s": r["img_s"],
-             "note": r["note"]} for r in results]
-    return rows + ([{"variant": "torch", "precision": precision, "batch": batch, "note": error}] if error else [])
-
-
-def _add_limit(row, peaks, bandwidth):
-    """The physical limit (images/s) of a row with XLA's FLOPs and bytes per image:
-    1 / max(flops / matmul peak, bytes / memory bandwidth). Where XLA counted no FLOPs (a backend
-    whose cost analysis skips library calls), the model's own count (spec.training_flops) stands in."""
-    flops = row.get("flops") or row.get("model_flops")
-    if flops and row.get("bytes") and row.get("precision") in peaks:
-        row["limit_img_s"] = 1.0 / max(flops / (peaks[row["precision"]] * 1e9), row["bytes"] / (bandwidth * 1e9))
-
-
-def _row_log(r) -> str:
-    parts = [f"{r['variant']} {r.get('precision', '')} b{r.get('batch', '')}:"]
-    for key, label in (("runner_img_s", "runner"), ("scanned_compute_img_s", "scanned"), ("torch_img_s", "torch"),
-                       ("limit_img_s", "limit")):
-        if r.get(key):
-            parts.append(f"{label} {r[key]:,.1f} img/s")
-    if r.get("runner_img_s") and r.get("scanned_compute_img_s"):
-        parts.append(f"runner/scanned {r['runner_img_s'] / r['scanned_compute_img_s']:.2f}x")
-    return " ".join(parts + ([f"({r['note']})"] if r.get("note") else []))
-
-
-def runner_csv(rows) -> str:
-    """The rows as CSV with exactly :data:`RUNNER_FIELDS`; empty where not measured."""
-    def cell(v):
-        return "" if v is None else f"{v:.1f}" if isinstance(v, float) else v
-
-    return csv_text(RUNNER_FIELDS, [{k: cell(r.get(k)) for k in RUNNER_FIELDS} for r in rows])
-
-
-def _num(v, fmt="{:,.1f}") -> str:
-    return fmt.format(v) if v else ""
-
-
-def _runner_markdown(layout, shape, rows, skipped, peaks, bandwidth, mm_n, seconds, deadline) -> str:
-    header = ["variant", "precision", "batch", "runner img/s", "scanned compute img/s", "runner / scanned",
-              "torch img/s", "XLA GFLOP/img", "XLA MB/img", "limit img/s", "runner / limit", "note"]
-    cells = [[r["variant"], r.get("precision", ""), str(r.get("batch", "")), _num(r.get("runner_img_s")),
-              _num(r.get("scanned_compute_img_s")),
-              _ratio_cell(r.get("runner_img_s"), r.get("scanned_compute_img_s")), _num(r.get("torch_img_s")),
-              _num(r.get("flops") and r["flops"] / 1e9, "{:.3f}"), _num(r.get("bytes") and r["bytes"] / 1e6, "{:.1f}"),
-              _num(r.get("limit_img_s")), _ratio_cell(r.get("runner_img_s"), r.get("limit_img_s")),
-              r.get("note", "")] for r in rows]
-    counted = {r.get("counted_steps") for r in rows if r.get("counted_steps")}
-    lines = [f"# The runner against the scanned compute-only loop: {layout} layout, {shape[0]}x{shape[1]} input, "
-             f"{keras.backend.backend()} backend", "",
-             f"Machine: {machine()}; Keras {keras.__version__}{_backend_version()}; `bench.runner_table` "
-             f"({seconds / 60:.1f} min" + (f", deadline {deadline:.0f} s" if deadline is not None else "")
-             + _precision_note() + ").",
-             f"Peaks measured in this run: matmul {mm_n}x{mm_n} "
-             + ", ".join(f"{p} {g:,.1f} GFLOP/s" for p, g in peaks.items())
-             + f"; memory bandwidth (x + 1 on float32) {bandwidth:,.1f} GB/s.", "",
-             "Runner: the device engine end to end (gather, crops, flips, PCA lighting on the device, the steps, "
-             "validations). Scanned compute: the same model, loss and optimizer step as one `lax.scan` over batches "
-             "already on the device, over as many steps. Limit: 1 / max(FLOPs / matmul peak, bytes / bandwidth) "
-             "per image, from XLA's cost analysis of the compiled scan"
-             + (f" (its loop body counted {sorted(counted)} time(s))" if counted else "") + ".", "",
-             *markdown_table(header, cells, "llrrrrrrrrrl"), "", *_summary_lines(rows)]
-    if skipped:
-        lines += ["", f"Not measured (would have ended past the {deadline:.0f} s deadline): {', '.join(skipped)}."]
-    return "\n".join(lines + [""])
-
-
-def _ratio_cell(a, b) -> str:
-    return f"{a / b:.2f}x" if a and b else ""
-
-
-def _summary_lines(rows) -> list[str]:
-    """The runner benchmark's targets, read off the first row (towers at the first precision)."""
-    first = next((r for r in rows if r.get("runner_img_s")), None)
-    if first is None:
-        return ["No runner row was measured."]
-    at = f"{first['precision']} batch {first['batch']}"
-    lines = []
-    if first.get("scanned_compute_img_s"):
-        lines.append(f"- {first['variant']} {at}: runner / scanned compute-only = "
-                     f"**{first['runner_img_s'] / first['scanned_compute_img_s']:.2f}x** "
-                     f"(target >= {TARGETS['runner_over_scanned']})")
-    limit = (f" = **{first['runner_img_s'] / first['limit_img_s']:.0%}** of the physical limit "
-             f"({first['limit_img_s']:,.0f} img/s)" if first.get("limit_img_s") else "")
-    lines.append(f"- {first['variant']} {at} end to end: **{first['runner_img_s']:,.0f} img/s**{limit} "
-                 f"(target >= {TARGETS['towers_bf16_batch128_img_s'] / 1000:g}k img/s for towers mixed_bfloat16 "
-                 "batch 128)")
-    same = [r for r in rows if (r.get("precision"), r.get("batch")) == (first["precision"], first["batch"])]
-    for r in same:
-        if r is not first and r["variant"].startswith(first["variant"] + "+") and r.get("runner_img_s"):
-            speedup = r["runner_img_s"] / first["runner_img_s"]
-            lines.append(f"- {r['variant']} / {first['variant']}: runner {speedup:.2f}x"
-                         + (f", scanned {r['scanned_compute_img_s'] / first['scanned_compute_img_s']:.2f}x"
-                            if r.get("scanned_compute_img_s") and first.get("scanned_compute_img_s") else ""))
-    torch_best = max((r for r in same if r.get("torch_img_s")), key=lambda r: r["torch_img_s"], default=None)
-    if torch_best:
-        lines.append(f"- {first['variant']} runner / PyTorch's best ({torch_best['variant']}): "
-                     f"**{first['runner_img_s'] / torch_best['torch_img_s']:.2f}x** "
-                     f"(target >= {TARGETS['runner_over_pytorch']:.1f})")
-    return lines
-
-
-def _main(argv) -> int:
-    """``python -m alexnet_split.bench runner-row JSON``: one :func:`runner_speed` row in this
-    process (what :func:`runner_table` runs under other XLA flags), printed after :data:`RESULT_PREFIX`."""
-    if len(argv) != 2 or argv[0] != "runner-row":
-        print(f"usage: python -m alexnet_split.bench runner-row JSON, got {argv}", file=sys.stderr)
-        return 2
-    s = json.loads(argv[1])
-    s["input_shape"] = tuple(s["input_shape"])
-    mode, precision, batch = s.pop("mode"), s.pop("precision"), s.pop("batch")
-    print(RESULT_PREFIX + json.dumps(_runner_row(s, mode, precision, batch)), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

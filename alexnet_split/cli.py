@@ -51,10 +51,10 @@ def _data_arg(p, help="Flowers 17: a folder, or the archive or tflearn pickle it
 
 
 def _find_data(args):
-    """The data source, found (or downloaded, see data.locate) before the command makes anything."""
-    from . import data
+    """The data source, found (or downloaded, see data_sources.locate) before the command makes anything."""
+    from . import data_sources
 
-    return data.locate(args.data, download=args.download)
+    return data_sources.locate(args.data, download=args.download)
 
 
 def _model_args(p):
@@ -180,7 +180,7 @@ def _add_check_placement(sub):
 
 
 def cmd_check_placement(args):
-    from . import placement_check
+    from . import placement_check, placement_log
 
     if args.figure and (args.loopback_cluster or Path(args.figure).suffix not in (".svg", ".png")):
         raise SystemExit(f"--figure {args.figure}: give a .svg or .png file, and without --loopback-cluster "
@@ -205,7 +205,7 @@ def cmd_check_placement(args):
 
         arrows = figure2.draw(report, args.figure, title=(
             f"Figure 2 from TensorFlow's runtime: {args.layout} layout, {args.mode}, {args.optimizer}, "
-            f"{args.steps} training steps on {' and '.join(placement_check.short_device(d) for d in report.devices)}"))
+            f"{args.steps} training steps on {' and '.join(placement_log.short_device(d) for d in report.devices)}"))
         print(f"wrote {args.figure}: {len(arrows)} cross-device arrows, one per tensor edge above")
     return 0 if report.passed() or args.naive else 1
 
@@ -446,11 +446,11 @@ def _add_cache(sub):
 
 
 def cmd_cache(args):
-    from . import data
+    from . import data_cache
 
-    folder, entries = data.cache_dir(), data.cache_entries()
+    folder, entries = data_cache.cache_dir(), data_cache.cache_entries()
     if args.clear:
-        freed = data.clear_cache()
+        freed = data_cache.clear_cache()
         print(f"{folder}: deleted {len(entries)} cached file(s), {freed / 1e6:,.0f} MB freed")
         return 0
     print(f"{folder}: {len(entries)} cached file(s), {sum(e['bytes'] for e in entries) / 1e6:,.0f} MB")
@@ -497,7 +497,7 @@ def _add_bench(sub):
     p.add_argument("--runner", action="store_true",
                    help="only the runner against the scanned compute-only loop, per mode, precision and kernel "
                         "option, with the physical limit, PyTorch and XLA's concurrent command buffers "
-                        "(bench.runner_table; --batches: the first, then extra towers rows)")
+                        "(bench_runner.runner_table; --batches: the first, then extra towers rows)")
     p.add_argument("--deadline", type=float, default=None,
                    help="--runner: seconds; no measurement is started that would end after it")
     p.add_argument("--kernels", default=None,
@@ -509,15 +509,15 @@ def _add_bench(sub):
 
 
 def cmd_bench_runner(args):
-    from . import bench
+    from . import bench_runner
 
     batches = _csv_list(args.batches, int) if args.batches else [128]
     precisions = _csv_list(args.precisions) if args.precisions else config.PRECISIONS
     kernels = None if args.kernels is None else [k.strip() for k in args.kernels.split(",") if k.strip()]
-    print(bench.runner_table(args.layout, precisions=precisions, batch=batches[0], extra_batches=tuple(batches[1:]),
-                             out_dir=args.out, log=_print_line, deadline=args.deadline, kernels=kernels,
-                             torch=not args.no_torch, command_buffer=not args.no_command_buffer,
-                             input_size=args.input_size))
+    print(bench_runner.runner_table(args.layout, precisions=precisions, batch=batches[0],
+                                    extra_batches=tuple(batches[1:]), out_dir=args.out, log=_print_line,
+                                    deadline=args.deadline, kernels=kernels, torch=not args.no_torch,
+                                    command_buffer=not args.no_command_buffer, input_size=args.input_size))
     _sync_readme(args.out)
     return 0
 

@@ -1,6 +1,6 @@
 """The paper's Figure 2 (Section 3.5), drawn from TensorFlow's runtime rather than from the spec.
 
-:func:`draw` takes the :class:`~alexnet_split.placement_check.Report` that the text proof is
+:func:`draw` takes the :class:`~alexnet_split.placement_log.Report` that the text proof is
 printed from, so the picture and the proof cannot disagree:
 
 * one row of blocks per device; a block sits in the row of its tower and is coloured by the
@@ -23,7 +23,7 @@ import dataclasses
 import itertools
 import re
 
-from .placement_check import BACKWARD, FORWARD, UPDATE, Report, short_device, tower_of
+from .placement_log import BACKWARD, FORWARD, UPDATE, Report, short_device, tower_of
 from .runlog import write_figure
 
 COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52")  # device 0, 1, ... as the runtime named them

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from . import bench
-from .placement_check import classify
+from .placement_log import classify
 from .runlog import atomic_write, machine
 from .tables import markdown_table
 

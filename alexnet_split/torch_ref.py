@@ -10,7 +10,7 @@ default initialisation: the benchmark times steps, it does not train to an accur
 already on the device, channels-last, under bf16 autocast, with ``torch.compile`` where it works.
 
 ``python -m alexnet_split.torch_ref --batch 128 --steps 200`` prints one result line per model
-(this net and torchvision's ``alexnet``) for :func:`alexnet_split.bench.runner_table`.
+(this net and torchvision's ``alexnet``) for :func:`alexnet_split.bench_runner.runner_table`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import spec
-from .bench import RESULT_PREFIX
+from .bench_runner import RESULT_PREFIX
 from .data import NUM_CLASSES
 from .models import _PREPROCESS
 
@@ -152,7 +152,7 @@ def time_training(model, batch, steps, input_size, precision="mixed_bfloat16", d
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="PyTorch reference rows for alexnet_split.bench.runner_table")
+    p = argparse.ArgumentParser(description="PyTorch reference rows for alexnet_split.bench_runner.runner_table")
     p.add_argument("--layout", default="paper")
     p.add_argument("--mode", default="towers", choices=spec.MODES)
     p.add_argument("--batch", type=int, default=128)

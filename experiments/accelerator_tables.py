@@ -23,7 +23,7 @@ Jobs, in the order given, each skipped once the budget is spent:
   equal the first byte for byte (printed PASS or FAIL, with the cold and warm compile seconds).
   Its programs are the paper towers runs' (same shapes), so it also precompiles them.
 * ``bench``: the runner against the scanned compute-only loop, side by side
-  (:func:`alexnet_split.bench.runner_table`: mixed_bfloat16 rows per mode and kernel option, the
+  (:func:`alexnet_split.bench_runner.runner_table`: mixed_bfloat16 rows per mode and kernel option, the
   PyTorch reference, XLA's concurrent command buffers), OUT/bench/, within ``--bench-seconds``.
   ``bench32``: the same in float32.
 * ``paper``: the fixed paper recipe (layout paper, mixed_bfloat16, loss from logits), towers, merged, half.
@@ -67,7 +67,7 @@ from alexnet_split import runlog
 
 runlog.quiet_tensorflow_import()  # before TensorFlow is imported: its C++ banner reads like errors
 
-from alexnet_split import bench, devices, jax_setup, report, sweep, workers  # noqa: E402
+from alexnet_split import bench_runner, devices, jax_setup, report, sweep, workers  # noqa: E402
 
 MODES = ("towers", "merged", "half")
 TABLE_JOBS = ("paper", "init:paper", "init:caffe", "init:fan_in", "seed", "paper20")
@@ -182,9 +182,9 @@ def run_job(job, ctx):
         if left < 60:
             log(f"{job}: skipped, {left:.0f} s left")
             return
-        bench.runner_table("paper", ("mixed_bfloat16",) if job == "bench" else ("float32",),
-                           out_dir=ctx["out"] / "bench", suffix="" if job == "bench" else "-float32",
-                           log=log, deadline=min(left - 30, ctx["args"].bench_seconds))
+        bench_runner.runner_table("paper", ("mixed_bfloat16",) if job == "bench" else ("float32",),
+                                  out_dir=ctx["out"] / "bench", suffix="" if job == "bench" else "-float32",
+                                  log=log, deadline=min(left - 30, ctx["args"].bench_seconds))
     else:
         raise ValueError(f"unknown job {job!r}; jobs: canary, bench, bench32, {', '.join(TABLE_JOBS)}")
 

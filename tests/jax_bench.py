@@ -1,4 +1,4 @@
-"""Checks of the benchmark's JAX side (alexnet_split.bench_device, bench.runner_table) that need
+"""Checks of the benchmark's JAX side (alexnet_split.bench_device, bench_runner.runner_table) that need
 KERAS_BACKEND=jax; tests/test_bench.py runs each in a fresh interpreter: ``python tests/jax_bench.py CHECK``."""
 
 import csv
@@ -16,7 +16,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import alexnet_split  # noqa: E402, F401
-from alexnet_split import bench, bench_device, config, engine_device, train  # noqa: E402
+from alexnet_split import bench, bench_device, bench_runner, config, engine_device, train  # noqa: E402
 
 C = 67  # the smallest input the paper net accepts
 
@@ -46,9 +46,9 @@ def runner_table_writes_its_rows():
     """A tiny runner table on the CPU: the towers row with both rates and a limit, the CSV with
     exactly the issue's columns, the ratio line."""
     with tempfile.TemporaryDirectory() as out:
-        md = bench.runner_table(precisions=("float32",), batch=4, out_dir=out, interval_steps=2, intervals=1, n_val=8,
-                                input_size=C, modes=("towers",), kernels=(), torch=False,
-                                command_buffer=False, log=lambda line: None)
+        md = bench_runner.runner_table(precisions=("float32",), batch=4, out_dir=out, interval_steps=2, intervals=1,
+                                       n_val=8, input_size=C, modes=("towers",), kernels=(), torch=False,
+                                       command_buffer=False, log=lambda line: None)
         text = next(Path(out).glob("*-runner.csv")).read_text()
     rows = list(csv.DictReader(io.StringIO(text)))
     assert text.splitlines()[0] == "variant,precision,batch,runner_img_s,scanned_compute_img_s,torch_img_s", text
@@ -62,8 +62,8 @@ def runner_table_writes_its_rows():
 def a_failed_child_is_a_row():
     """A child process that XLA aborts (an unknown flag) is a row that says so."""
     settings = dict(layout="paper", input_shape=(C, C, 3), interval_steps=1, intervals=1, n_val=4)
-    row = bench._flag_row(settings, "float32", 4, "--xla_no_such_flag_for_this_test=1", "bogus",
-                          bench._Deadline(300))
+    row = bench_runner._flag_row(settings, "float32", 4, "--xla_no_such_flag_for_this_test=1", "bogus",
+                                 bench.Deadline(300))
     assert row["variant"] == "towers+bogus" and "failed (exit" in row["note"] and "runner_img_s" not in row, row
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alexnet_split import bench, spec
+from alexnet_split import bench, bench_runner, spec
 
 
 def test_training_flops_against_an_independent_count():
@@ -52,9 +52,9 @@ def test_bench_runs_and_writes_its_tables(tmp_path):
 
 
 def test_kernel_variants_are_baseline_each_alone_then_all():
-    assert bench.kernel_variants(["a", "b"]) == ["", "a", "b", "a,b"]
-    assert bench.kernel_variants(["a"]) == ["", "a"] and bench.kernel_variants([]) == [""]
-    assert [bench.variant_name("towers", k) for k in bench.kernel_variants(["a", "b"])] == [
+    assert bench_runner.kernel_variants(["a", "b"]) == ["", "a", "b", "a,b"]
+    assert bench_runner.kernel_variants(["a"]) == ["", "a"] and bench_runner.kernel_variants([]) == [""]
+    assert [bench_runner.variant_name("towers", k) for k in bench_runner.kernel_variants(["a", "b"])] == [
         "towers", "towers+a", "towers+b", "towers+a+b"]
 
 
@@ -63,7 +63,7 @@ def test_runner_csv_has_exactly_the_issue_columns_empty_where_not_measured():
              "scanned_compute_img_s": 3.0, "flops": 1e9, "note": "x"},
             {"variant": "torchvision alexnet", "precision": "mixed_bfloat16", "batch": 128, "torch_img_s": 4.0},
             {"variant": "towers+xla_concurrent", "note": "failed"}]
-    text = bench.runner_csv(rows)
+    text = bench_runner.runner_csv(rows)
     assert text.splitlines()[0] == "variant,precision,batch,runner_img_s,scanned_compute_img_s,torch_img_s"
     got = list(csv.DictReader(io.StringIO(text)))
     assert got[0] == {"variant": "towers", "precision": "mixed_bfloat16", "batch": "128", "runner_img_s": "2.0",
@@ -81,18 +81,19 @@ def test_jobs_that_would_end_past_the_deadline_are_skipped():
     def boom():
         raise RuntimeError("no torch here")
 
-    jobs = [bench._Job("a", "runner", sleeper("a")), bench._Job("b", "runner", sleeper("b")),
-            bench._Job("c", "torch", boom)]
-    rows, skipped = bench.run_jobs(jobs, bench._Deadline(0.8), first_estimate=0.1, log=lambda line: None)
+    jobs = [bench_runner._Job("a", "runner", sleeper("a")), bench_runner._Job("b", "runner", sleeper("b")),
+            bench_runner._Job("c", "torch", boom)]
+    rows, skipped = bench_runner.run_jobs(jobs, bench.Deadline(0.8), first_estimate=0.1, log=lambda line: None)
     assert skipped == ["b"]
     assert rows[0] == {"variant": "a"} and rows[1]["variant"] == "c" and "no torch here" in rows[1]["note"]
-    rows, skipped = bench.run_jobs(jobs[:2], bench._Deadline(None), first_estimate=1e9, log=lambda line: None)
+    rows, skipped = bench_runner.run_jobs(jobs[:2], bench.Deadline(None), first_estimate=1e9, log=lambda line: None)
     assert skipped == [] and len(rows) == 2
 
 
 def test_runner_table_past_its_deadline_names_what_it_skipped(tmp_path):
-    md = bench.runner_table(precisions=("mixed_bfloat16", "float32"), batch=4, out_dir=tmp_path, input_size=67,
-                            kernels=("shifted_lrn", "first_max_pool"), torch=False, deadline=0, log=lambda line: None)
+    md = bench_runner.runner_table(precisions=("mixed_bfloat16", "float32"), batch=4, out_dir=tmp_path,
+                                   input_size=67, kernels=("shifted_lrn", "first_max_pool"), torch=False, deadline=0,
+                                   log=lambda line: None)
     line = next(line for line in md.splitlines() if line.startswith("Not measured"))
     names = ["towers mixed_bfloat16 b4", "towers+shifted_lrn+first_max_pool mixed_bfloat16 b4",
              "towers+shifted_lrn mixed_bfloat16 b4", "towers+first_max_pool mixed_bfloat16 b4",
@@ -100,7 +101,7 @@ def test_runner_table_past_its_deadline_names_what_it_skipped(tmp_path):
              "half float32 b4"]  # no XLA command-buffer row: it is a flag of the JAX engine's XLA
     assert line.split(": ", 1)[1].rstrip(".").split(", ") == names  # the priority order
     assert "No runner row was measured." in md
-    assert next(tmp_path.glob("*-runner.csv")).read_text() == ",".join(bench.RUNNER_FIELDS) + "\n"
+    assert next(tmp_path.glob("*-runner.csv")).read_text() == ",".join(bench_runner.RUNNER_FIELDS) + "\n"
 
 
 @pytest.mark.slow

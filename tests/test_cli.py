@@ -161,12 +161,12 @@ def test_user_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsy
 
 
 def test_ctrl_c_before_a_run_starts_exits_130_without_a_folder(tmp_path, monkeypatch, capsys):
-    from alexnet_split import data
+    from alexnet_split import data_sources
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, "locate", interrupted)
+    monkeypatch.setattr(data_sources, "locate", interrupted)
     argv = ["train", "--recipe", "quick", "--out", str(tmp_path / "run"), "--data", str(tmp_path)]
     assert cli_module.main(argv) == 130
     assert capsys.readouterr().err == "alexnet-split train: interrupted; run the same command to resume\n"

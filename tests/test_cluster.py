@@ -15,9 +15,9 @@ import pytest
 from conftest import cli, history, run_check
 
 from alexnet_split import cluster as cl
-from alexnet_split import config, placement_check
+from alexnet_split import config, placement_check, placement_log
 from alexnet_split.loopback import LocalCluster, free_ports
-from alexnet_split.placement_check import BACKWARD, FORWARD, UPDATE
+from alexnet_split.placement_log import BACKWARD, FORWARD, UPDATE
 
 # --------------------------------------------------------------------------- runtime placement
 
@@ -39,9 +39,9 @@ def test_each_tower_ran_in_its_own_worker_process(loopback):
             assert counts[(tower, phase)][tower] >= 30
     assert report.misplaced() == []  # ... and none by the other worker
     for v in report.variables:
-        k = placement_check.tower_of(v["path"].split("/")[0])
+        k = placement_log.tower_of(v["path"].split("/")[0])
         if v["path"].startswith(("t0_", "t1_")):
-            assert placement_check.task_of(v["device"]) == k, v
+            assert placement_log.task_of(v["device"]) == k, v
     assert report.slots and all(s["device"] == s["reference_device"] for s in report.slots)
 
 

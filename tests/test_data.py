@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import REAL_ARCHIVE, class_from_pixels, colour, jpeg_bytes
 
-from alexnet_split import data
+from alexnet_split import data, data_cache, data_sources, tflearn_compat
 from alexnet_split.data import DatasetError
 
 SIZE = 16
@@ -73,14 +73,14 @@ def test_tflearn_folder_layout_jpg_k(tmp_path, jpg_dir):
 def test_source_preference_folder_then_archive_then_pickle(tmp_path, jpg_dir):
     root = make_root(tmp_path, jpg_dir, "archive")
     (root / data.PICKLE).write_bytes(b"never read while the archive exists")
-    assert data.find_source(root)[0] == "archive"
+    assert data_sources.find_source(root)[0] == "archive"
     shutil.copytree(jpg_dir, root / "jpg")
-    assert data.find_source(root)[0] == "folder"
+    assert data_sources.find_source(root)[0] == "folder"
     (root / data.ARCHIVE).unlink()
     shutil.rmtree(root / "jpg")
-    assert data.find_source(root)[0] == "pickle"
+    assert data_sources.find_source(root)[0] == "pickle"
     (root / data.PICKLE).unlink()
-    assert data.find_source(root) == ("download", root / data.ARCHIVE)
+    assert data_sources.find_source(root) == ("download", root / data.ARCHIVE)
 
 
 def test_data_may_name_the_archive_or_the_pickle_itself(tmp_path, jpg_dir):
@@ -89,10 +89,10 @@ def test_data_may_name_the_archive_or_the_pickle_itself(tmp_path, jpg_dir):
     renamed = tmp_path / "my_flowers.tar.gz"
     (root / data.ARCHIVE).rename(renamed)
     ds = data.load(renamed, size=SIZE)
-    assert data.find_source(renamed) == ("archive", renamed) and ds.source == str(renamed)
+    assert data_sources.find_source(renamed) == ("archive", renamed) and ds.source == str(renamed)
     assert np.array_equal(class_from_pixels(ds.images), ds.labels)
     tflearn_pickle(tmp_path / "flowers.pkl")
-    assert data.find_source(tmp_path / "flowers.pkl") == ("pickle", tmp_path / "flowers.pkl")
+    assert data_sources.find_source(tmp_path / "flowers.pkl") == ("pickle", tmp_path / "flowers.pkl")
     assert np.bincount(data.load(tmp_path / "flowers.pkl", size=SIZE).labels).tolist() == [80] * 17
 
 
@@ -127,7 +127,7 @@ def test_tflearn_pickle_labels_are_remapped_to_true_classes(tmp_path, one_hot):
     assert ds.source.endswith(data.PICKLE)
     assert np.array_equal(ds.labels, true)
     assert np.array_equal(class_from_pixels(ds.images), true)
-    assert data.TFLEARN_LABEL_TO_CLASS.tolist()[:4] == [0, 1, 10, 11]
+    assert tflearn_compat.TFLEARN_LABEL_TO_CLASS.tolist()[:4] == [0, 1, 10, 11]
 
 
 class _Evil:
@@ -281,7 +281,7 @@ def test_cli_download_flag_downloads_into_data(tmp_path, archive_bytes, monkeypa
         assert url == data.URL + data.ARCHIVE
         dest.write_bytes(archive_bytes)
 
-    monkeypatch.setattr(data, "download_file", fake_download)
+    monkeypatch.setattr(data_sources, "download_file", fake_download)
     args = ["export-data", "--data", str(tmp_path / "new"), "--size", "16", "--out", str(tmp_path / "out")]
     assert cli.main(args) == 2 and "new: no such file or folder" in capsys.readouterr().err
     assert cli.main([*args, "--download"]) == 0
@@ -322,12 +322,12 @@ def test_the_data_folder_is_only_read_and_the_cache_is_in_the_cache_folder(tmp_p
         for p in [*root.rglob("*"), root]:
             p.chmod(0o555 if p.is_dir() else 0o444)
     before = listing(root)
-    x, y = data.load_data(root, resize_pics=(SIZE, SIZE))
+    x, y = tflearn_compat.load_data(root, resize_pics=(SIZE, SIZE))
     assert listing(root) == before
     data.load(root, size=SIZE)
     assert listing(root) == before
     cache = tmp_path / ("my_cache" if read_only else "home/.cache/alexnet_split/decoded")
-    assert data.cache_dir() == cache and len(list(cache.glob("flowers17_*.npz"))) == 2
+    assert data_cache.cache_dir() == cache and len(list(cache.glob("flowers17_*.npz"))) == 2
 
 
 def test_cache_is_used_keyed_and_atomic(tmp_path, jpg_dir, monkeypatch):
@@ -340,8 +340,8 @@ def test_cache_is_used_keyed_and_atomic(tmp_path, jpg_dir, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("decoded again despite the cache")
 
-    read_archive = data.read_archive
-    monkeypatch.setattr(data, "read_archive", boom)
+    read_archive = data_sources.read_archive
+    monkeypatch.setattr(data_sources, "read_archive", boom)
     second = data.load(root, size=SIZE)
     assert np.array_equal(first.images, second.images) and np.array_equal(first.labels, second.labels)
     with pytest.raises(AssertionError, match="decoded again"):
@@ -349,7 +349,7 @@ def test_cache_is_used_keyed_and_atomic(tmp_path, jpg_dir, monkeypatch):
     with pytest.raises(AssertionError, match="decoded again"):
         data.load(root, size=SIZE, resize="squash")  # and so is another resize
     caches[0].write_bytes(b"damaged")
-    monkeypatch.setattr(data, "read_archive", read_archive)
+    monkeypatch.setattr(data_sources, "read_archive", read_archive)
     assert np.array_equal(data.load(root, size=SIZE).images, first.images)  # rebuilt, not trusted
     assert not [f for f in (tmp_path / "cache").iterdir() if ".tmp" in f.name]
     assert sorted(p.name for p in root.iterdir()) == [data.ARCHIVE]
@@ -363,8 +363,8 @@ def test_crop_is_the_papers_centre_square_and_squash_is_tflearns_whole_image():
     bands[:, :20, 0], bands[:, 20:40, 1], bands[:, 40:, 2] = 255, 255, 255
     buf = io.BytesIO()
     Image.fromarray(bands).save(buf, "PNG")
-    crop = data.decode_resize(buf.getvalue(), 18, "bands", "crop")
-    squash = data.decode_resize(buf.getvalue(), 18, "bands", "squash")
+    crop = data_sources.decode_resize(buf.getvalue(), 18, "bands", "crop")
+    squash = data_sources.decode_resize(buf.getvalue(), 18, "bands", "squash")
     assert crop.shape == squash.shape == (18, 18, 3)
     assert crop[:, 1:-1, 1].min() == 255 and crop[:, 1:-1, [0, 2]].max() == 0  # bilinear blurs the edge columns
     assert crop[:, :, [0, 2]].max() < 20
@@ -405,21 +405,22 @@ def test_official_split_from_a_generated_mat(tmp_path, jpg_dir):
 def test_tflearn_compatible_load_data(tmp_path, jpg_dir):
     """tflearn's labels by default (its folder order), the true classes one argument away, seeded shuffles."""
     root = make_root(tmp_path, jpg_dir, "archive")
-    x, y = data.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), shuffle=True, one_hot=True)
+    x, y = tflearn_compat.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), shuffle=True, one_hot=True)
     assert x.shape == (1360, SIZE, SIZE, 3) and x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
     assert y.shape == (1360, 17) and y.dtype == np.float64  # tflearn's to_categorical
     true = class_from_pixels((x * 255).round())
-    assert np.array_equal(data.tflearn_labels(true), y.argmax(1)) and not np.array_equal(true, y.argmax(1))
-    x1, y1 = data.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), one_hot=True)
+    assert np.array_equal(tflearn_compat.tflearn_labels(true), y.argmax(1)) and not np.array_equal(true, y.argmax(1))
+    x1, y1 = tflearn_compat.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), one_hot=True)
     assert np.array_equal(x1, x) and np.array_equal(y1, y)  # the same seed, the same order
-    assert not np.array_equal(data.load_data(root, (SIZE, SIZE), seed=1)[1], y.argmax(1))
-    x2, y2 = data.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), shuffle=False)
+    assert not np.array_equal(tflearn_compat.load_data(root, (SIZE, SIZE), seed=1)[1], y.argmax(1))
+    x2, y2 = tflearn_compat.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), shuffle=False)
     assert np.array_equal(y2, np.repeat(np.arange(17), 80))  # tflearn's unshuffled Y: folder '0', '1', '10', ...
-    assert np.array_equal(class_from_pixels((x2 * 255).round()), data.TFLEARN_LABEL_TO_CLASS[y2])
-    x3, y3 = data.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), shuffle=False, true_labels=True)
+    assert np.array_equal(class_from_pixels((x2 * 255).round()), tflearn_compat.TFLEARN_LABEL_TO_CLASS[y2])
+    x3, y3 = tflearn_compat.load_data(dirname=str(root), resize_pics=(SIZE, SIZE), shuffle=False, true_labels=True)
     assert np.array_equal(y3, np.repeat(np.arange(17), 80))
     assert np.array_equal(class_from_pixels((x3 * 255).round()), y3)
-    assert data.TFLEARN_LABELS[10] == 2 and data.TFLEARN_LABELS[2] == 9  # '10' sorts third, '2' tenth
+    labels = tflearn_compat.TFLEARN_LABELS
+    assert labels[10] == 2 and labels[2] == 9  # '10' sorts third, '2' tenth
 
 
 @pytest.mark.skipif(not REAL_ARCHIVE.is_file(), reason=f"real archive not at {REAL_ARCHIVE}")
@@ -442,7 +443,7 @@ def test_crop_resizes_with_bilinear_then_takes_the_central_square():
     size = 24
     w = round(53 * size / 37)
     by_hand = noise.resize((w, size), Image.BILINEAR).crop(((w - size) // 2, 0, (w - size) // 2 + size, size))
-    crop = np.asarray(data.resize_image(noise, size, "crop"))
+    crop = np.asarray(data_sources.resize_image(noise, size, "crop"))
     np.testing.assert_array_equal(crop, np.asarray(by_hand))
     for other in (Image.BICUBIC, Image.LANCZOS):
         assert not np.array_equal(crop, np.asarray(noise.resize((w, size), other).crop(
@@ -456,7 +457,7 @@ def test_the_cache_command_lists_and_clears_only_the_decoded_images(tmp_path, mo
     (tmp_path / "flowers17_archive_224px_squash_0123456789abcdef.npz").write_bytes(b"x" * 3_000_000)
     (tmp_path / "flowers17_folder_76px_crop_fedcba9876543210.npz").write_bytes(b"x" * 1_000_000)
     (tmp_path / "notes.txt").write_text("not the cache's")
-    entries = data.cache_entries()
+    entries = data_cache.cache_entries()
     assert [(e["kind"], e["size"], e["resize"], e["bytes"]) for e in entries] == [
         ("archive", 224, "squash", 3_000_000), ("folder", 76, "crop", 1_000_000)]
     assert cli.main(["cache"]) == 0
@@ -464,4 +465,4 @@ def test_the_cache_command_lists_and_clears_only_the_decoded_images(tmp_path, mo
     assert f"{tmp_path}: 2 cached file(s), 4 MB" in out and "224 px, resize squash, from the archive" in out
     assert cli.main(["cache", "--clear"]) == 0
     assert f"{tmp_path}: deleted 2 cached file(s), 4 MB freed" in capsys.readouterr().out
-    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and data.cache_entries() == []
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and data_cache.cache_entries() == []

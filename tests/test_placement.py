@@ -1,7 +1,7 @@
 """Placement proven from TensorFlow's runtime: the placer log and the partitioned graphs.
 
 Each check trains a few steps in a child process (logical devices are per process) on two
-logical CPU devices; see alexnet_split/placement_check.py for what is parsed.
+logical CPU devices; see alexnet_split/placement_log.py for what is parsed.
 """
 
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alexnet_split import figure2, placement_check, spec
+from alexnet_split import figure2, placement_check, placement_log, spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def assert_all_placed(report, optimizer_slots):
     # 1. every variable of tower k (weights, BN statistics, dropout seed state) on device k
     assert report.variables
     for v in report.variables:
-        k = placement_check.tower_of(v["block"])
+        k = placement_log.tower_of(v["block"])
         assert v["device"].endswith(devices[k].lstrip("/")), v
     # 2. every optimizer slot on its weight's device
     n_weights = sum(1 for v in report.variables if v["path"].endswith(("kernel", "bias", "gamma", "beta")))
@@ -68,7 +68,7 @@ def test_paper_towers_sgd_forward_backward_updates_and_momentum_on_their_device(
     report = placement_check.check("paper", "towers", optimizer="sgd")
     assert_all_placed(report, optimizer_slots=1)
     # With SGD no tower-1 op runs anywhere but device 1 (not even a read of a shared scalar).
-    assert all(op["device"].endswith("CPU:1") for op in report.ops if placement_check.tower_of(op["block"]) == 1)
+    assert all(op["device"].endswith("CPU:1") for op in report.ops if placement_log.tower_of(op["block"]) == 1)
     # 4. tensors cross devices only at the cross-connections and at their gradients...
     backward = {("backward", consumer, producer) for producer, consumer in PAPER_FORWARD if producer != "preprocess"}
     assert data_edges(report) == {("forward", p, c) for p, c in PAPER_FORWARD} | backward
@@ -104,7 +104,7 @@ def test_paper_towers_adam_m_and_v_on_their_device():
     # Adam's update_step reads the shared iteration counter once per weight; a ReadVariableOp
     # runs where its variable lives (device 0), everything else of the update runs on device 1.
     shared = [op for op in report.ops
-              if placement_check.tower_of(op["block"]) == 1 and report.is_shared_scalar_read(op)]
+              if placement_log.tower_of(op["block"]) == 1 and report.is_shared_scalar_read(op)]
     assert len(shared) == 14
     assert {e[0] for e in report.cross_edges()} == {"forward", "backward", "update"}
 

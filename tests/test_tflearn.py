@@ -1,4 +1,4 @@
-"""data.load_data against tflearn 0.5.0's own loader code (tests/tflearn_oracle.py), on a small
+"""tflearn_compat.load_data against tflearn 0.5.0's own loader code (tests/tflearn_oracle.py), on a small
 official-layout archive made here and, in a slow test, on the real one: the same X to 1/255, the
 same Y, one-hot both ways, and tflearn's pickles read back into the same arrays."""
 
@@ -11,7 +11,7 @@ import pytest
 import tflearn_oracle as oracle
 from conftest import REAL_ARCHIVE
 
-from alexnet_split import data
+from alexnet_split import data, tflearn_compat
 
 pytestmark = pytest.mark.skipif(oracle.SPEC is None, reason="tflearn 0.5.0 is not installed (pip install -e .[test])")
 SIZE = 24  # resize_pics of the small archive
@@ -70,7 +70,7 @@ def compare_unshuffled(ours, theirs, numbers):
     x, y = ours
     tx, ty = theirs
     # ours unshuffled: by tflearn's label, then image number
-    order = sorted(range(1, data.NUM_IMAGES + 1), key=lambda n: (data.tflearn_labels(data.label_of(n)), n))
+    order = sorted(range(1, data.NUM_IMAGES + 1), key=lambda n: (tflearn_compat.tflearn_labels(data.label_of(n)), n))
     row = {n: i for i, n in enumerate(order)}
     worst = max(float(np.abs(x[row[n]] - tx[i]).max()) for i, n in enumerate(numbers))
     return worst, y.dtype == ty.dtype and np.array_equal(y, ty)
@@ -80,14 +80,14 @@ def compare_unshuffled(ours, theirs, numbers):
 def test_load_data_is_tflearns_on_a_small_archive(small, one_hot):
     tmp, numbers, runs = small
     tx, ty, _ = runs[(False, one_hot)]
-    ours = data.load_data(tmp / "ours", resize_pics=(SIZE, SIZE), shuffle=False, one_hot=one_hot)
+    ours = tflearn_compat.load_data(tmp / "ours", resize_pics=(SIZE, SIZE), shuffle=False, one_hot=one_hot)
     assert ours[0].dtype == tx.dtype == np.float32 and ours[0].shape == tx.shape
     worst, y_equal = compare_unshuffled(ours, (tx, ty), numbers)
     print(f"small archive, one_hot={one_hot}: max |X - tflearn X| = {worst:.3g}, Y equal: {y_equal}")
     assert worst <= 1 / 255 and y_equal
     # shuffled, both hold the same (image, label) pairs
     sx, sy, _ = runs[(True, one_hot)]
-    x, y = data.load_data(tmp / "ours", resize_pics=(SIZE, SIZE), shuffle=True, one_hot=one_hot)
+    x, y = tflearn_compat.load_data(tmp / "ours", resize_pics=(SIZE, SIZE), shuffle=True, one_hot=one_hot)
     assert sorted(zip(_keys(x), y.tolist(), strict=False)) == sorted(zip(_keys(sx), sy.tolist(), strict=False))
 
 
@@ -102,7 +102,7 @@ def test_tflearns_pickle_reads_back_into_the_same_arrays(small, tmp_path, shuffl
     unshuffled, Y ints or one-hot), alone in a folder: our loader returns its X and Y, in its order."""
     tx, ty, pkl = small[2][(shuffle, one_hot)]
     shutil.copyfile(pkl, tmp_path / data.PICKLE)
-    x, y = data.load_data(tmp_path, resize_pics=(SIZE, SIZE), shuffle=False, one_hot=one_hot)
+    x, y = tflearn_compat.load_data(tmp_path, resize_pics=(SIZE, SIZE), shuffle=False, one_hot=one_hot)
     assert np.array_equal(x, tx) and x.dtype == tx.dtype
     assert np.array_equal(y, ty) and y.dtype == ty.dtype
     assert sorted(p.name for p in tmp_path.iterdir()) == [data.PICKLE]  # nothing written beside it
@@ -117,7 +117,7 @@ def test_load_data_is_tflearns_on_the_real_archive(tmp_path):
     tx, ty, _ = run_tflearn(tmp_path / "tflearn", tmp_path / "pickles", shuffle=False)
     (tmp_path / "ours").mkdir()
     (tmp_path / "ours" / data.ARCHIVE).symlink_to(REAL_ARCHIVE)
-    ours = data.load_data(tmp_path / "ours", shuffle=False)
+    ours = tflearn_compat.load_data(tmp_path / "ours", shuffle=False)
     worst, y_equal = compare_unshuffled(ours, (tx, ty), oracle.image_numbers(tmp_path / "tflearn"))
     print(f"real archive, default arguments: max |X - tflearn X| = {worst:.3g}, Y equal: {y_equal}")
     assert worst <= 1 / 255 and y_equal
