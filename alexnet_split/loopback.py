@@ -44,6 +44,8 @@ class LocalCluster:
         self.spec_file.write_text(json.dumps({"worker": self.addresses}, indent=1) + "\n")
         self.start_timeout = start_timeout
         self.env = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="", **(env or {}))
+        # the command line keeps TensorFlow's log off unless --verbose: the executor log needs it on
+        self.verbose = ["--verbose"] if executor_log else []
         if executor_log:
             self.env.update(TF_CPP_MIN_LOG_LEVEL="0", TF_CPP_VMODULE="executor=1")
         self.procs: list[subprocess.Popen | None] = [None] * n_workers
@@ -55,8 +57,8 @@ class LocalCluster:
         offset = self.log_file(task).stat().st_size if append and self.log_file(task).exists() else 0
         log = open(self.log_file(task), "a" if append else "w")
         self.procs[task] = subprocess.Popen(
-            [sys.executable, "-m", "alexnet_split.cli", "worker", "--cluster", str(self.spec_file), "--task",
-             str(task)], stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            [sys.executable, "-m", "alexnet_split.cli", *self.verbose, "worker", "--cluster", str(self.spec_file),
+             "--task", str(task)], stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
         deadline = time.monotonic() + self.start_timeout
         while f"worker task {task} listening" not in self.log_file(task).read_text(errors="replace")[offset:]:
