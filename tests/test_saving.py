@@ -53,3 +53,23 @@ def test_unplaced_model_is_a_plain_functional_model(tmp_path):
     x = np.random.default_rng(2).uniform(0, 255, (1, 67, 67, 3)).astype("float32")
     np.testing.assert_array_equal(keras.models.load_model(tmp_path / "m.keras").predict(x, verbose=0),
                                   model.predict(x, verbose=0))
+
+
+@pytest.mark.slow
+def test_load_model_needs_only_the_package_imported(tmp_path):
+    """In a fresh process where only ``import alexnet_split`` ran (its names load lazily),
+    ``alexnet_split.load_model`` registers the saved classes first; the control: Keras alone does
+    not know them yet."""
+    import subprocess
+    import sys
+
+    A.build_model("seed", "half", 5, input_shape=SMALL_INPUT["seed"]).save(tmp_path / "m.keras")
+    code = "import sys, alexnet_split as A; print(A.load_model(sys.argv[1]).get_layer('t0_conv1').name)"
+    env = {"KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.keras")], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0 and proc.stdout.split()[0] == "t0_conv1", proc.stderr[-2000:]
+    control = subprocess.run([sys.executable, "-c", "import sys, alexnet_split, keras; keras.models.load_model("
+                              "sys.argv[1])", str(tmp_path / "m.keras")], capture_output=True, text=True, timeout=300,
+                             env=env)
+    assert control.returncode != 0 and "Could not locate class" in control.stderr, control.stderr[-2000:]
