@@ -1,5 +1,5 @@
 """One device call: the canary, the runner benchmark and the towers / merged / half tables,
-resumable across calls (issue 24).
+resumable across calls.
 
 Command on the device machine (KERAS_BACKEND=jax, one GPU; carry Keras and compact data copies
 made with ``alexnet-split export-data --size 256`` and ``--size 224``, see docs/accelerator.md):
@@ -29,7 +29,7 @@ Jobs, in the order given, each skipped once the budget is spent:
 * ``paper``: the fixed paper recipe (layout paper, mixed_bfloat16, loss from logits), towers, merged, half.
 * ``seed``: the seed recipe as written (layout seed, float32), towers, merged, half.
 * ``init:paper``, ``init:caffe``, ``init:fan_in``: the paper recipe with that init, capped at
-  ``--init-steps`` steps: enough for the step that leaves chance (issue 11).
+  ``--init-steps`` steps: enough for the step that leaves chance.
 * ``paper20``: the paper recipe's seeds 10-19, into results/paper_logits_s10-19_<host> (if time remains).
 
 ``paper`` trains seeds 0-9 (10 paired seeds) into results/paper_logits_<host>, the others seeds

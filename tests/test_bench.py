@@ -48,7 +48,7 @@ def test_bench_runs_and_writes_its_tables(tmp_path):
     assert next(tmp_path.glob("*-quick.csv")).read_text().startswith("variant,precision,batch,train_img_s")
 
 
-# ---------------------------------------------------------------- the runner, side by side (issue 24)
+# ---------------------------------------------------------------- the runner, side by side
 
 
 def test_kernel_variants_are_baseline_each_alone_then_all():

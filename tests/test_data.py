@@ -263,7 +263,7 @@ def test_failed_download_leaves_nothing_and_retries(tmp_path, archive_bytes, mon
 
 
 def test_missing_data_path_is_an_error_that_creates_nothing(tmp_path, capsys):
-    """A typo in --data names the path; it is not a download target (issue 21)."""
+    """A typo in --data names the path; it is not a download target."""
     from alexnet_split import cli
 
     missing = tmp_path / "nonexistent" / "flowers"
