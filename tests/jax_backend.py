@@ -39,7 +39,7 @@ def loads_a_tensorflow_model(folder):
     model loads, predicts the same, and trains."""
     folder = Path(folder)
     x = np.load(folder / "x.npy")
-    m = keras.models.load_model(folder / "m.keras")
+    m = A.load_model(folder / "m.keras")  # registers the package's classes, as a user would load it
     p = np.asarray(m.predict(x, verbose=0))
     ref = np.load(folder / "p.npy")
     print("MAXDIFF", float(np.abs(p - ref).max()), float(ref.std()))
