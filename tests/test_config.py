@@ -100,6 +100,7 @@ AD_HOC_OVERRIDES = {
     "dead_start_control/single_bf16": {"precision": "mixed_bfloat16", "steps": 300},
     "dead_start_control/single_f32": {"precision": "float32", "steps": 300},
     "dead_start_control/lanes_bf16": {"precision": "mixed_bfloat16", "steps": 300},
+    "bn_stats_control": {},  # experiments/bn_stats_control.py: one seed_cpu10 run as the preset trains it
 }
 # The committed seed_cpu and precision_* runs decoded with "crop", the only resize then; the seed
 # presets now say "squash" (tflearn's images), so those runs are not today's preset until rerun.
