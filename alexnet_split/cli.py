@@ -292,7 +292,7 @@ def cmd_train(args):
     _find_data(args)
     import alexnet_split as A
 
-    from . import report, train
+    from . import train
 
     def run(placed):
         return train.train(args.out, args.layout, args.mode, args.recipe, seed=args.seed, data_root=args.data,
@@ -314,7 +314,7 @@ def cmd_train(args):
                               prefix="alexnet-split train: error"):
             final = run(placed)
     print(train.format_final(args.out, final))
-    shown = report.shell_path(args.out)
+    shown = runlog.shell_path(args.out)
     print(f"wrote {shown}/final.json, history.csv, config.json and conv1.npz; summary: alexnet-split report {shown}")
     return 0
 

@@ -81,7 +81,8 @@ def run(model, run, split, recipe, crop, seed, verbose):
     batches = pipeline.TrainBatches(split.train_x, split.train_y, recipe.batch_size, crop, data.NUM_CLASSES, seed,
                                     augment=recipe.augment, pca_sigma=recipe.pca_lighting,
                                     interval_steps=run.interval_steps, interval=run.state["interval"])
-    callbacks = [_FitCallback(run, batches)]
+    fit_callback = _FitCallback(run, batches)
+    callbacks = [fit_callback]
     if recipe.steps:
         callbacks.append(_StepsProgress(run.interval_steps, recipe.steps))
     if not run.done:
@@ -96,7 +97,7 @@ def run(model, run, split, recipe, crop, seed, verbose):
                 v.assign(value)
         return pipeline.predict_crops(probs, images, crop, ten=ten)
 
-    return callbacks[0].diverged, predict
+    return fit_callback.diverged, predict
 
 
 def weight_values(model) -> list[np.ndarray]:

@@ -22,8 +22,6 @@ docs' generated blocks are refreshed.
 from __future__ import annotations
 
 import csv
-import os
-import shlex
 from pathlib import Path
 
 from . import docsync
@@ -31,7 +29,7 @@ from .comparisons import write_all_comparisons
 from .curves import curves_figure
 from .mode_rows import BEST_VAL, accuracy_keys, mode_rows, table_csv
 from .run_folders import NOT_STARTED, declared_runs
-from .runlog import atomic_write, read_json, write_figure
+from .runlog import atomic_write, read_json, shell_path, write_figure
 from .sweep import MANIFEST
 from .table_md import markdown
 
@@ -85,13 +83,6 @@ def written(results_dir) -> str:
     """Where a comparison's report went, as the working directory reaches it."""
     shown = shell_path(results_dir)
     return f"wrote {shown}/table.md, {shown}/table.csv and {shown}/curves.png"
-
-
-def shell_path(path) -> str:
-    """`path` as a shell argument from the working directory: relative below it, else absolute."""
-    path = Path(path).resolve()
-    rel = os.path.relpath(path)
-    return shlex.quote(path.as_posix() if rel.startswith("..") else Path(rel).as_posix())
 
 
 def _rel(path: Path) -> str:

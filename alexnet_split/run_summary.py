@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .report import shell_path
 from .run_folders import CHANCE, length_unit, read_run
+from .runlog import shell_path
 from .sweep import MANIFEST
 from .table_md import count_cell, recipe_length
 

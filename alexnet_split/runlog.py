@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -185,3 +186,10 @@ class _MutedLoader(importlib.abc.Loader):
             finally:
                 os.dup2(saved, 2)
                 os.close(saved)
+
+
+def shell_path(path) -> str:
+    """`path` as a shell argument from the working directory: relative below it, else absolute."""
+    path = Path(path).resolve()
+    rel = os.path.relpath(path)
+    return shlex.quote(path.as_posix() if rel.startswith("..") else Path(rel).as_posix())
